@@ -1,0 +1,4 @@
+from hapi_dse.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""The one exception family of hapi.
+
+The CLI maps every :class:`HapiError` to one line on stderr and exit status 2; anything else
+is a bug and keeps its traceback. Messages state the rule, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class HapiError(Exception):
+    """A user-facing error: bad input, a missing or corrupt file, an unknown name."""
+
+
+class UsageError(HapiError):
+    """A malformed option value or an unknown name."""
+
+
+class DataError(HapiError):
+    """A dataset file that is missing, truncated or malformed."""
+
+
+class ArtefactError(HapiError):
+    """A run directory, profile table or result file that is missing, corrupt or foreign."""
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> UsageError:
+    """Build the error for an unknown registry name, listing the known ones and the nearest."""
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return UsageError(f"unknown {kind} {name!r}: expected one of {', '.join(known)}{hint}")

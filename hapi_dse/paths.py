@@ -1,0 +1,32 @@
+"""Where hapi looks for the files it ships and the files users bring.
+
+The repository's top-level ``profiles/`` and ``search_spaces/`` are installed with the package
+(``hapi_dse/shipped_*`` link to them), so they are found from a source checkout, an editable
+install and a wheel alike.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SHIPPED_PROFILES = PACKAGE_DIR / "shipped_profiles"
+SHIPPED_SEARCH_SPACES = PACKAGE_DIR / "shipped_search_spaces"
+SPECS_SUBDIR = "specs"
+
+
+def profile_search_path(profiles: str | Path | None = None) -> list[Path]:
+    """``--profiles DIR``, then ``$HAPI_PROFILES``, then ``./profiles``, then the shipped copy."""
+    out: list[Path] = []
+    for d in (profiles, os.environ.get("HAPI_PROFILES"), "profiles", SHIPPED_PROFILES):
+        if d:
+            p = Path(d)
+            if p.is_dir() and all(p.resolve() != q.resolve() for q in out):
+                out.append(p)
+    return out
+
+
+def default_profiles_out(profiles: str | Path | None = None) -> Path:
+    """Where ``hapi profile`` writes: ``--profiles DIR`` or ``./profiles``."""
+    return Path(profiles) if profiles else Path("profiles")

@@ -1,0 +1,77 @@
+"""Progress bars: a bar with an ETA on a terminal, silence in pipes and CI."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def enabled() -> bool:
+    if os.environ.get("CI") or os.environ.get("HAPI_NO_PROGRESS"):
+        return False
+    return sys.stderr.isatty()
+
+
+class Progress:
+    """A minimal stderr progress bar. Draws at most ~10 times a second; no-op off a terminal."""
+
+    def __init__(self, total: int, desc: str = "", *, enabled_: bool | None = None) -> None:
+        self.total = max(int(total), 1)
+        self.desc = desc
+        self.n = 0
+        self.start = time.perf_counter()
+        self._last = 0.0
+        self.postfix = ""
+        self.on = enabled() if enabled_ is None else enabled_
+
+    def update(self, n: int = 1, postfix: str | None = None) -> None:
+        self.n += n
+        if postfix is not None:
+            self.postfix = postfix
+        now = time.perf_counter()
+        if self.on and (now - self._last > 0.1 or self.n >= self.total):
+            self._last = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        frac = min(self.n / self.total, 1.0)
+        elapsed = now - self.start
+        eta = elapsed / frac - elapsed if frac > 0 else float("nan")
+        width = 24
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+        line = (
+            f"\r{self.desc} [{bar}] {self.n}/{self.total} {elapsed:5.0f}s"
+            f" eta {_fmt(eta)} {self.postfix}"
+        )
+        sys.stderr.write(line[: 120].ljust(80))
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.on:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _fmt(seconds: float) -> str:
+    if seconds != seconds:  # NaN
+        return "--:--"
+    m, s = divmod(int(seconds), 60)
+    return f"{m:02d}:{s:02d}"
+
+
+def track(items: Iterable[T], total: int, desc: str = "") -> Iterator[T]:
+    with Progress(total, desc) as bar:
+        for item in items:
+            yield item
+            bar.update()

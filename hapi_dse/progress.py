@@ -48,7 +48,7 @@ class Progress:
             f"\r{self.desc} [{bar}] {self.n}/{self.total} {elapsed:5.0f}s"
             f" eta {_fmt(eta)} {self.postfix}"
         )
-        sys.stderr.write(line[: 120].ljust(80))
+        sys.stderr.write(line[:120].ljust(80))
         sys.stderr.flush()
 
     def close(self) -> None:

@@ -53,7 +53,10 @@ def utc_now() -> str:
 
 
 def provenance(
-    *, seed: int | None, inputs: Mapping[str, str | Path] | None = None, settings: Any = None,
+    *,
+    seed: int | None,
+    inputs: Mapping[str, str | Path] | None = None,
+    settings: Any = None,
     libraries: tuple[str, ...] = ("numpy",),
 ) -> dict[str, Any]:
     """The provenance block recorded in every sidecar."""
@@ -64,7 +67,9 @@ def provenance(
         "created": utc_now(),
         "seed": seed,
         "versions": library_versions(*libraries),
-        "inputs": {k: {"path": str(p), "sha256": sha256_file(p)} for k, p in (inputs or {}).items()},
+        "inputs": {
+            k: {"path": str(p), "sha256": sha256_file(p)} for k, p in (inputs or {}).items()
+        },
         "settings": settings,
     }
 

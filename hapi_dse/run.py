@@ -18,8 +18,14 @@ import numpy as np
 
 from hapi_dse.errors import ArtefactError
 
-RUN_FILES = ("model.json", "weights.pt", "exits_val.npz", "exits_test.npz", "train.json",
-             "flops.csv")
+RUN_FILES = (
+    "model.json",
+    "weights.pt",
+    "exits_val.npz",
+    "exits_test.npz",
+    "train.json",
+    "flops.csv",
+)
 STAT_KEYS = ("labels", "confidence", "entropy", "prediction", "position", "head")
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 DEFAULT_EXAMPLE = "fashion-mnist"
@@ -59,8 +65,12 @@ class ExitStats:
 
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(
-                f, labels=self.labels, confidence=self.confidence, entropy=self.entropy,
-                prediction=self.prediction, position=self.position,
+                f,
+                labels=self.labels,
+                confidence=self.confidence,
+                entropy=self.entropy,
+                prediction=self.prediction,
+                position=self.position,
                 head=self.head.astype("U16"),
             )
 
@@ -96,8 +106,11 @@ class RunDir:
         self.path = Path(path)
         if not self.path.is_dir():
             raise ArtefactError(f"{self.path}: no such run directory (from 'hapi train --out')")
-        missing = [f for f in ("model.json", "exits_val.npz", "exits_test.npz")
-                   if not (self.path / f).is_file()]
+        missing = [
+            f
+            for f in ("model.json", "exits_val.npz", "exits_test.npz")
+            if not (self.path / f).is_file()
+        ]
         if missing:
             raise ArtefactError(f"{self.path}: not a run directory, missing {', '.join(missing)}")
 

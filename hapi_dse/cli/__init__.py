@@ -9,6 +9,7 @@ exit status 2.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import sys
 from typing import Any

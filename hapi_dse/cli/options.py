@@ -18,31 +18,45 @@ def seed(f: F) -> F:
 
 def threads(default: int | None = None) -> Callable[[F], F]:
     return click.option(
-        "--threads", type=click.IntRange(min=1), default=default, show_default=True,
+        "--threads",
+        type=click.IntRange(min=1),
+        default=default,
+        show_default=True,
         help="Intra-op threads (torch / onnxruntime).",
     )
 
 
 def model(f: F) -> F:
     return click.option(
-        "--model", "model", type=click.Path(file_okay=False, path_type=str), default=None,
+        "--model",
+        "model",
+        type=click.Path(file_okay=False, path_type=str),
+        default=None,
         help="Run directory from 'hapi train' (default: the bundled example).",
     )(f)
 
 
 def profiles(f: F) -> F:
     return click.option(
-        "--profiles", "profiles", type=click.Path(file_okay=False), default=None,
+        "--profiles",
+        "profiles",
+        type=click.Path(file_okay=False),
+        default=None,
         help="Profile directory (then $HAPI_PROFILES, ./profiles, the installed copy).",
     )(f)
 
 
 def dataset(f: F) -> F:
     f = click.option(
-        "--data-dir", type=click.Path(), default=None,
+        "--data-dir",
+        type=click.Path(),
+        default=None,
         help="Where the dataset files are (then $HAPI_DATA, then the system location).",
     )(f)
     return click.option(
-        "--dataset", type=click.Choice(["fashion-mnist", "digits"]), default="fashion-mnist",
-        show_default=True, help="Dataset.",
+        "--dataset",
+        type=click.Choice(["fashion-mnist", "digits"]),
+        default="fashion-mnist",
+        show_default=True,
+        help="Dataset.",
     )(f)

@@ -28,8 +28,16 @@ FMNIST_FILES = {
 FMNIST_COUNTS = {"train": 60_000, "test": 10_000}
 FMNIST_VAL = 5_000
 FMNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 DATASETS = ("fashion-mnist", "digits")
 
@@ -126,7 +134,7 @@ def load_splits(
             "val": arrays["train_labels"][val_idx],
             "test": arrays["test_labels"],
         }
-        classes = FMNIST_CLASSES
+        classes: tuple[str, ...] = FMNIST_CLASSES
         scale = 255.0
     elif name == "digits":
         from sklearn.datasets import load_digits
@@ -136,7 +144,8 @@ def load_splits(
         perm = rng.permutation(len(labels))
         n_val = n_test = len(labels) // 6
         parts = {
-            "test": perm[:n_test], "val": perm[n_test : n_test + n_val],
+            "test": perm[:n_test],
+            "val": perm[n_test : n_test + n_val],
             "train": perm[n_test + n_val :],
         }
         x = {k: images[v] for k, v in parts.items()}
@@ -154,7 +163,7 @@ def load_splits(
         frac = min(limit / n_train, 1.0)
         for split in x:
             n = len(y[split])
-            keep = limit if split == "train" else max(min(200, n), int(round(n * frac)))
+            keep = limit if split == "train" else max(min(200, n), round(n * frac))
             sel = np.sort(rng.permutation(n)[: min(keep, n)])
             x[split], y[split] = x[split][sel], y[split][sel]
 

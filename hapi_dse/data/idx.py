@@ -11,12 +11,13 @@ import gzip
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from hapi_dse.errors import DataError
 
-_TYPES = {
+_TYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -62,15 +63,19 @@ def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
             f"{source}: IDX payload {what}: header says shape {tuple(shape)} "
             f"({expected} bytes), file has {got}"
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(
-        dtype.newbyteorder("="), copy=False
+    return (
+        np.frombuffer(raw, dtype=dtype, offset=header)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("="), copy=False)
     )
 
 
 def write_idx(path: str | Path, array: np.ndarray, *, compress: bool | None = None) -> None:
     """Write an IDX file (gzip when the name ends in .gz). Used by tests and data tools."""
     path = Path(path)
-    codes = {v.newbyteorder(">") if v.itemsize > 1 else v: k for k, v in _TYPES.items()}
+    codes: dict[np.dtype[Any], int] = {
+        v.newbyteorder(">") if v.itemsize > 1 else v: k for k, v in _TYPES.items()
+    }
     dt = array.dtype.newbyteorder(">") if array.dtype.itemsize > 1 else array.dtype
     if dt not in codes:
         raise ValueError(f"dtype {array.dtype} has no IDX type code")

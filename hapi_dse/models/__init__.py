@@ -4,5 +4,12 @@ from hapi_dse.models.backbones import BACKBONES, Backbone, ExitPoint, create_bac
 from hapi_dse.models.early_exit import EarlyExitNet, build
 from hapi_dse.models.heads import HEADS
 
-__all__ = ["BACKBONES", "HEADS", "Backbone", "EarlyExitNet", "ExitPoint", "build",
-           "create_backbone"]
+__all__ = [
+    "BACKBONES",
+    "HEADS",
+    "Backbone",
+    "EarlyExitNet",
+    "ExitPoint",
+    "build",
+    "create_backbone",
+]

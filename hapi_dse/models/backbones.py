@@ -119,8 +119,12 @@ class Classifier(nn.Module):
 
 
 def cifar_resnet(
-    n: int, *, num_classes: int = 10, input_shape: Sequence[int] = (1, 28, 28),
-    widths: Sequence[int] = (16, 32, 64), stem_stride: int | None = None,
+    n: int,
+    *,
+    num_classes: int = 10,
+    input_shape: Sequence[int] = (1, 28, 28),
+    widths: Sequence[int] = (16, 32, 64),
+    stem_stride: int | None = None,
 ) -> Backbone:
     """CIFAR-style ResNet (He et al. 2016, section 4.2): 3 stages of ``n`` basic blocks.
 
@@ -175,7 +179,8 @@ class InvertedResidual(nn.Module):
         if expand != 1:
             layers += [_conv_bn(cin, hidden, 1), nn.ReLU6(inplace=True)]
         layers += [
-            _conv_bn(hidden, hidden, 3, stride, groups=hidden), nn.ReLU6(inplace=True),
+            _conv_bn(hidden, hidden, 3, stride, groups=hidden),
+            nn.ReLU6(inplace=True),
             _conv_bn(hidden, cout, 1),
         ]
         self.body = nn.Sequential(*layers)
@@ -188,8 +193,15 @@ class InvertedResidual(nn.Module):
 
 # (expansion t, channels c, repeats n, first stride s), as in Sandler et al. 2018, Table 2,
 # with strides adapted to 28x28 / 32x32 inputs (three downsamplings instead of five).
-_MBV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                  (6, 160, 3, 2), (6, 320, 1, 1))
+_MBV2_SETTINGS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
 def _make_divisible(v: float, divisor: int = 8) -> int:
@@ -198,7 +210,10 @@ def _make_divisible(v: float, divisor: int = 8) -> int:
 
 @BACKBONES.register("mobilenetv2")
 def mobilenetv2(
-    *, num_classes: int = 10, input_shape: Sequence[int] = (1, 28, 28), width_mult: float = 0.5,
+    *,
+    num_classes: int = 10,
+    input_shape: Sequence[int] = (1, 28, 28),
+    width_mult: float = 0.5,
     stem_stride: int | None = None,
 ) -> Backbone:
     """MobileNetV2-style network: 17 inverted-residual blocks, stem folded into the first."""
@@ -242,7 +257,9 @@ def load_factory(spec: str) -> Callable[..., Any]:
     """Resolve ``package.module:factory``."""
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr:
-        raise UsageError(f"--backbone {spec!r}: expected a registered name or package.module:factory")
+        raise UsageError(
+            f"--backbone {spec!r}: expected a registered name or package.module:factory"
+        )
     try:
         mod = importlib.import_module(module)
     except ImportError as e:

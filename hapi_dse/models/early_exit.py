@@ -34,7 +34,10 @@ class EarlyExitNet(nn.Module):
         for e in backbone.exits:
             for h in self.head_types:
                 self.heads[head_key(e.position, h)] = HEADS.create(
-                    h, channels=e.channels, height=e.height, width=e.width,
+                    h,
+                    channels=e.channels,
+                    height=e.height,
+                    width=e.width,
                     num_classes=num_classes,
                 )
 
@@ -57,8 +60,11 @@ class EarlyExitNet(nn.Module):
 
 
 def architecture_spec(
-    backbone: str, backbone_kwargs: dict[str, Any], head_types: Sequence[str],
-    input_shape: Sequence[int], num_classes: int,
+    backbone: str,
+    backbone_kwargs: dict[str, Any],
+    head_types: Sequence[str],
+    input_shape: Sequence[int],
+    num_classes: int,
 ) -> dict[str, Any]:
     return {
         "backbone": backbone,
@@ -79,7 +85,9 @@ def model_id(arch: dict[str, Any], state_shapes: dict[str, list[int]]) -> str:
 def build(arch: dict[str, Any]) -> EarlyExitNet:
     """Build an (untrained) early-exit network from an architecture spec (see model.json)."""
     bb = create_backbone(
-        arch["backbone"], num_classes=arch["num_classes"], input_shape=arch["input_shape"],
+        arch["backbone"],
+        num_classes=arch["num_classes"],
+        input_shape=arch["input_shape"],
         **arch.get("backbone_kwargs", {}),
     )
     return EarlyExitNet(bb, arch["heads"], arch["num_classes"])

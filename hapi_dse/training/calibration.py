@@ -31,16 +31,18 @@ def nll_per_column(logits: torch.Tensor, labels: torch.Tensor, temps: torch.Tens
     n, k, c = logits.shape
     scaled = logits / temps.view(1, k, 1)
     lab = labels.view(n, 1).expand(n, k)
-    return F.cross_entropy(scaled.reshape(n * k, c), lab.reshape(-1), reduction="none").view(
-        n, k
-    ).mean(0)
+    return (
+        F.cross_entropy(scaled.reshape(n * k, c), lab.reshape(-1), reduction="none")
+        .view(n, k)
+        .mean(0)
+    )
 
 
 def exit_statistics(
     logits: torch.Tensor, temps: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Calibrated confidence (max softmax), entropy normalised to 0..1, prediction."""
-    n, k, c = logits.shape
+    _, k, c = logits.shape
     probs = torch.softmax(logits.double() / torch.as_tensor(temps).double().view(1, k, 1), -1)
     conf, pred = probs.max(-1)
     ent = -(probs * probs.clamp_min(1e-300).log()).sum(-1) / np.log(c)

@@ -36,15 +36,30 @@ def flops_table(net: EarlyExitNet, input_shape: tuple[int, ...]) -> list[dict[st
     for i, block in enumerate(net.backbone.blocks):
         f, x = _count(block, x)
         feats[i] = x
-        rows.append({"segment": "block", "position": i, "head": "", "flops": f,
-                     "params": _params(block)})
+        rows.append(
+            {"segment": "block", "position": i, "head": "", "flops": f, "params": _params(block)}
+        )
     for p, h in net.columns[:-1]:
         f, _ = _count(net.heads[f"p{p}_{h}"], feats[p])
-        rows.append({"segment": "head", "position": p, "head": h, "flops": f,
-                     "params": _params(net.heads[f"p{p}_{h}"])})
+        rows.append(
+            {
+                "segment": "head",
+                "position": p,
+                "head": h,
+                "flops": f,
+                "params": _params(net.heads[f"p{p}_{h}"]),
+            }
+        )
     last = net.backbone.num_blocks - 1
     f, _ = _count(net.backbone.classifier, feats[last])
-    rows.append({"segment": "final", "position": last, "head": "final", "flops": f,
-                 "params": _params(net.backbone.classifier)})
+    rows.append(
+        {
+            "segment": "final",
+            "position": last,
+            "head": "final",
+            "flops": f,
+            "params": _params(net.backbone.classifier),
+        }
+    )
     net.train(was_training)
     return rows

@@ -27,14 +27,14 @@ class Distill:
         except ValueError:
             raise UsageError(f"--distill {text!r}: expected T:alpha, e.g. 3:0.5") from None
         if not out.temperature > 0 or not 0 <= out.alpha <= 1:
-            raise UsageError(
-                f"--distill {text!r}: T must be > 0 and alpha in 0..1, e.g. 3:0.5"
-            )
+            raise UsageError(f"--distill {text!r}: T must be > 0 and alpha in 0..1, e.g. 3:0.5")
         return out
 
 
 def exit_loss(
-    logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher: torch.Tensor | None = None,
     distill: Distill | None = None,
 ) -> torch.Tensor:
     """Loss of one exit: CE, or ``(1-alpha) CE + alpha T^2 KL(teacher_T || student_T)``."""
@@ -43,7 +43,9 @@ def exit_loss(
         return ce
     t = distill.temperature
     kl = F.kl_div(
-        F.log_softmax(logits / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
-        reduction="batchmean", log_target=True,
+        F.log_softmax(logits / t, dim=-1),
+        F.log_softmax(teacher / t, dim=-1),
+        reduction="batchmean",
+        log_target=True,
     )
     return (1 - distill.alpha) * ce + distill.alpha * t * t * kl

@@ -26,7 +26,11 @@ from hapi_dse.data import Splits, load_splits
 from hapi_dse.errors import ArtefactError, UsageError
 from hapi_dse.models.backbones import BACKBONES
 from hapi_dse.models.early_exit import (
-    EarlyExitNet, architecture_spec, build, model_id, state_shapes,
+    EarlyExitNet,
+    architecture_spec,
+    build,
+    model_id,
+    state_shapes,
 )
 from hapi_dse.models.heads import HEADS
 from hapi_dse.progress import Progress
@@ -141,12 +145,24 @@ def train_backbone(
                 loss_sum += float(loss.detach()) * len(yb)
                 bar.update(postfix=f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / total:.3f}")
             val_acc = _accuracy(bb, data.x["val"], data.y["val"])
-            history.append({"epoch": epoch + 1, "train_loss": loss_sum / total,
-                            "train_acc": correct / total, "val_acc": val_acc,
-                            "seconds": time.perf_counter() - t0})
-            log.info("backbone epoch %d/%d: loss %.4f, train %.4f, val %.4f (%.0fs)",
-                     epoch + 1, cfg.epochs, loss_sum / total, correct / total, val_acc,
-                     history[-1]["seconds"])
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": loss_sum / total,
+                    "train_acc": correct / total,
+                    "val_acc": val_acc,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+            log.info(
+                "backbone epoch %d/%d: loss %.4f, train %.4f, val %.4f (%.0fs)",
+                epoch + 1,
+                cfg.epochs,
+                loss_sum / total,
+                correct / total,
+                val_acc,
+                history[-1]["seconds"],
+            )
     return history
 
 
@@ -190,21 +206,35 @@ def train_exits(
                     feats, final = net.backbone.forward_intermediates(
                         xb.contiguous(memory_format=torch.channels_last)
                     )
-                loss = torch.stack([
-                    exit_loss(net.heads[f"p{p}_{h}"](feats[p]), yb, final, cfg.distill)
-                    for p, h in cols
-                ]).sum()
+                loss = torch.stack(
+                    [
+                        exit_loss(net.heads[f"p{p}_{h}"](feats[p]), yb, final, cfg.distill)
+                        for p, h in cols
+                    ]
+                ).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
                 total += len(yb)
                 loss_sum += float(loss.detach()) * len(yb) / len(cols)
-                bar.update(postfix=f"epoch {epoch + 1}/{cfg.exit_epochs} loss {loss_sum / total:.3f}")
-            history.append({"epoch": epoch + 1, "mean_exit_loss": loss_sum / total,
-                            "seconds": time.perf_counter() - t0})
-            log.info("exit epoch %d/%d: mean loss %.4f (%.0fs)", epoch + 1, cfg.exit_epochs,
-                     loss_sum / total, history[-1]["seconds"])
+                bar.update(
+                    postfix=f"epoch {epoch + 1}/{cfg.exit_epochs} loss {loss_sum / total:.3f}"
+                )
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "mean_exit_loss": loss_sum / total,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+            log.info(
+                "exit epoch %d/%d: mean loss %.4f (%.0fs)",
+                epoch + 1,
+                cfg.exit_epochs,
+                loss_sum / total,
+                history[-1]["seconds"],
+            )
     return history
 
 
@@ -233,9 +263,11 @@ def _load_init(net: EarlyExitNet, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any unreadable checkpoint is a user error here
-        raise ArtefactError(f"--init {path}: cannot load a state dict ({type(e).__name__})") from None
+        raise ArtefactError(
+            f"--init {path}: cannot load a state dict ({type(e).__name__})"
+        ) from None
     if any(k.startswith("backbone.") for k in state):
-        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     try:
         net.backbone.load_state_dict(state)
     except RuntimeError as e:
@@ -255,7 +287,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     arch = architecture_spec(
         cfg.backbone, cfg.backbone_kwargs, cfg.heads, data.input_shape, data.num_classes
     )
-    net = build(arch).to(memory_format=torch.channels_last)
+    net = build(arch).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     gen = torch.Generator().manual_seed(cfg.seed)
 
     timings: dict[str, float] = {}
@@ -290,13 +322,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         stats[s] = ExitStats(data.y[s].astype(np.int16), conf, ent, pred, position, head)
     timings["statistics_s"] = time.perf_counter() - t
 
-    net_cpu = net.to(memory_format=torch.contiguous_format)
+    net_cpu = net.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     mid = model_id(arch, state_shapes(net_cpu))
     accuracy = {s: stats[s].correct.mean(0) for s in ("val", "test")}
     per_exit = [
-        {"position": int(p), "head": str(h), "temperature": float(temps[j]),
-         "val_acc": float(accuracy["val"][j]), "test_acc": float(accuracy["test"][j]),
-         "val_nll_before": float(nll_before[j]), "val_nll_after": float(nll_after[j])}
+        {
+            "position": int(p),
+            "head": str(h),
+            "temperature": float(temps[j]),
+            "val_acc": float(accuracy["val"][j]),
+            "test_acc": float(accuracy["test"][j]),
+            "val_nll_before": float(nll_before[j]),
+            "val_nll_after": float(nll_after[j]),
+        }
         for j, (p, h) in enumerate(columns)
     ]
     model_json = {
@@ -316,10 +354,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.init is not None:
         inputs["init"] = Path(cfg.init)
     train_json = {
-        **provenance(seed=cfg.seed, inputs=inputs, settings=settings,
-                     libraries=("torch", "numpy")),
+        **provenance(seed=cfg.seed, inputs=inputs, settings=settings, libraries=("torch", "numpy")),
         "model_id": mid,
-        "splits": {s: int(len(data.y[s])) for s in ("train", "val", "test")},
+        "splits": {s: len(data.y[s]) for s in ("train", "val", "test")},
         "backbone_test_acc": float(accuracy["test"][-1]),
         "backbone_val_acc": float(accuracy["val"][-1]),
         "backbone_digest": after,
@@ -355,10 +392,11 @@ def summary_table(train_json: dict[str, Any]) -> str:
     lines = ["pos " + "".join(f"{h:>{w}}" for h in heads) + "   (val / test accuracy, %)"]
     for p in positions:
         cells = "".join(
-            f"{100 * acc[p, h]['val_acc']:>6.1f}/{100 * acc[p, h]['test_acc']:<6.1f}"
-            for h in heads
+            f"{100 * acc[p, h]['val_acc']:>6.1f}/{100 * acc[p, h]['test_acc']:<6.1f}" for h in heads
         )
         lines.append(f"{p:>3} {cells}")
     fin = rows[-1]
-    lines.append(f"final (backbone): val {100 * fin['val_acc']:.2f} %, test {100 * fin['test_acc']:.2f} %")
+    lines.append(
+        f"final (backbone): val {100 * fin['val_acc']:.2f} %, test {100 * fin['test_acc']:.2f} %"
+    )
     return "\n".join(lines)

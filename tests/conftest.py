@@ -1,0 +1,58 @@
+"""Shared fixtures: seeds, a tiny trained run directory, in-process CLI invocation."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HAPI_NO_PROGRESS", "1")
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]):
+    """Run ``hapi ARGS`` in-process through the real entry point (error mapping included)."""
+    from hapi_dse.cli import main
+
+    def invoke(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = 0
+        try:
+            main([str(a) for a in args])
+        except SystemExit as e:
+            code = int(e.code or 0)
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run directory: resnet20 with every head type on a slice of sklearn's digits."""
+    from hapi_dse.training import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train(
+        TrainConfig(
+            out=out,
+            dataset="digits",
+            backbone="resnet20",
+            epochs=1,
+            exit_epochs=1,
+            batch_size=64,
+            limit=400,
+            seed=0,
+            threads=1,
+        )
+    )
+    return out

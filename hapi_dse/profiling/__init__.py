@@ -1,1 +1,59 @@
-"""(work in progress)"""
+"""Device profiles: per-segment latency/energy tables, measured or modelled (DESIGN 2.2).
+
+- :mod:`~hapi_dse.profiling.onnx_export`: the only ``torch.onnx.export`` call in hapi.
+- :mod:`~hapi_dse.profiling.segments`: blocks, heads and the final classifier as ONNX files.
+- Profilers (one interface, :class:`Profiler`): :class:`OrtProfiler` (onnxruntime here),
+  :class:`ModelledProfiler` (roofline from ``profiles/specs/DEVICE.toml``),
+  :class:`FakeProfiler` (deterministic, for tests).
+- :mod:`~hapi_dse.profiling.table`: the table format, atomic writing, validated loading.
+
+Names are imported on first use, so ``import hapi_dse.profiling`` pulls in neither torch nor
+onnxruntime.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TABLE_COLUMNS": "table",
+    "ProfileTable": "table",
+    "load_table": "table",
+    "write_table": "table",
+    "read_table": "table",
+    "list_tables": "table",
+    "export_onnx": "onnx_export",
+    "ExportReport": "onnx_export",
+    "ExportMismatchError": "onnx_export",
+    "Segment": "segments",
+    "Manifest": "segments",
+    "export_segments": "segments",
+    "load_manifest": "segments",
+    "Profiler": "base",
+    "ProfileResult": "base",
+    "OrtProfiler": "measured",
+    "ModelledProfiler": "modelled",
+    "FakeProfiler": "fake",
+    "DeviceSpec": "specs",
+    "find_spec": "specs",
+    "parse_spec": "specs",
+    "TimingSettings": "timing",
+    "ProfileConfig": "runner",
+    "run_profile": "runner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        mod = importlib.import_module(f"hapi_dse.profiling.{_EXPORTS[name]}")
+        value = getattr(mod, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hapi_dse.profiling' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

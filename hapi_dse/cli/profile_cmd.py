@@ -1,0 +1,219 @@
+"""``hapi profile`` and ``hapi devices``."""
+
+from __future__ import annotations
+
+import click
+
+from hapi_dse.cli import options
+
+
+@click.command("profile")
+@options.model
+@click.option(
+    "--device",
+    default="host",
+    show_default=True,
+    help="Device name: the table goes to PROFILES/DEVICE/MODEL_ID.csv. With "
+    "--modelled, the spec profiles/specs/DEVICE.toml is used.",
+)
+@click.option(
+    "--modelled",
+    is_flag=True,
+    help="Model the device from its spec instead of timing this machine.",
+)
+@click.option(
+    "--spec",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Spec file to use instead of the one found for --device.",
+)
+@click.option(
+    "--calibrate",
+    is_flag=True,
+    help="Fit a spec for this machine (specs/DEVICE.toml) from a micro-benchmark and "
+    "compare it with this machine's measured table if there is one.",
+)
+@click.option(
+    "--onnx-dir",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="Profile segments exported elsewhere (needs onnxruntime and numpy only).",
+)
+@click.option(
+    "--export-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep the exported segments here (copy this to a board).",
+)
+@click.option("--export-only", is_flag=True, help="Export the segments and stop.")
+@click.option(
+    "--provider",
+    default="CPUExecutionProvider",
+    show_default=True,
+    help="onnxruntime execution provider.",
+)
+@options.threads(default=1)
+@click.option(
+    "--runs",
+    type=click.IntRange(min=50),
+    default=200,
+    show_default=True,
+    help="Timed runs per segment (at least 50).",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Untimed runs per segment first.",
+)
+@click.option(
+    "--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size."
+)
+@click.option(
+    "--energy-cmd",
+    default=None,
+    metavar="CMD",
+    help="Command that prints a cumulative energy counter in joules.",
+)
+@click.option(
+    "--exporter",
+    type=click.Choice(["dynamo", "legacy"]),
+    default="dynamo",
+    show_default=True,
+    help="torch.onnx exporter.",
+)
+@click.option("--force", is_flag=True, help="Let a modelled table replace a measured one.")
+@options.profiles
+@options.seed
+def profile(
+    model: str | None,
+    device: str,
+    modelled: bool,
+    spec: str | None,
+    calibrate: bool,
+    onnx_dir: str | None,
+    export_dir: str | None,
+    export_only: bool,
+    provider: str,
+    threads: int,
+    runs: int,
+    warmup: int,
+    batch: int,
+    energy_cmd: str | None,
+    exporter: str,
+    force: bool,
+    profiles: str | None,
+    seed: int,
+) -> None:
+    """Build a latency/energy lookup table of every segment of a model on one device.
+
+    Measured here with onnxruntime by default; --modelled estimates a device from its spec.
+    """
+    from hapi_dse.profiling.runner import ProfileConfig, run_profile
+
+    cfg = ProfileConfig(
+        device=device,
+        model=model,
+        profiles=profiles,
+        onnx_dir=onnx_dir,
+        export_dir=export_dir,
+        export_only=export_only,
+        modelled=modelled,
+        spec=spec,
+        calibrate=calibrate,
+        provider=provider,
+        threads=threads,
+        runs=runs,
+        warmup=warmup,
+        batch=batch,
+        energy_cmd=energy_cmd,
+        exporter=exporter,
+        seed=seed,
+        force=force,
+    )
+    out = run_profile(cfg)
+    if out.spec_path is not None:
+        rep = out.report
+        click.echo(
+            f"spec for {device} written to {out.spec_path} ({rep['graphs']} graphs, "
+            f"fit error {rep['fit_mean_abs_rel_error']:.1%}, call overhead "
+            f"{rep['call_overhead_us']:.1f} us)"
+        )
+        cmp = rep.get("comparison")
+        if cmp:
+            click.echo(
+                f"model vs measured table over {cmp['segments']} segments: "
+                f"spearman {cmp['spearman']:.3f}, MAPE {cmp['mape']:.1%}"
+            )
+        return
+    if out.path is None:
+        assert out.manifest is not None
+        click.echo(
+            f"{len(out.manifest.segments)} graphs of model {out.manifest.model_id} "
+            f"exported to {out.manifest.root}; profile them on the device with "
+            f"'hapi profile --onnx-dir DIR --device NAME'"
+        )
+        return
+    assert out.result is not None
+    rows = out.result.rows
+    side = out.result.sidecar
+
+    def total(kind: str) -> float:
+        return sum(r["latency_ms"] for r in rows if r["segment"] == kind)
+
+    click.echo(
+        f"{len(rows)} segments of {out.manifest.model_id if out.manifest else '?'} "
+        f"on {device} ({rows[0]['source']}, energy {rows[0]['energy_source']}) -> "
+        f"{out.path}"
+    )
+    line = f"blocks {total('block'):.3f} ms, call overhead {side['call_overhead_ms']:.4f} ms"
+    if side.get("monolithic_backbone_ms"):
+        line += (
+            f", monolithic backbone {side['monolithic_backbone_ms']:.3f} ms "
+            f"(sum of blocks / monolithic = {side['segments_sum_over_monolithic']:.2f})"
+        )
+    click.echo(line)
+
+
+@click.command("devices")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Load and validate every table and spec listed (exit 2 on the first bad one).",
+)
+@options.profiles
+@options.seed
+def devices(check: bool, profiles: str | None, seed: int) -> None:
+    """Every known device: its tables (measured or modelled, for which models, when), its spec."""
+    from hapi_dse.profiling.specs import parse_spec, spec_paths
+    from hapi_dse.profiling.table import known_devices, list_tables, read_table
+
+    tables = list_tables(profiles)
+    if check:
+        for t in tables:
+            read_table(t.path, model_id=t.model_id, device=t.device)
+        for p in spec_paths(profiles).values():
+            parse_spec(p)
+    specs = spec_paths(profiles)
+    names = sorted(known_devices(profiles))
+    if not names:
+        click.echo(
+            "no devices: no profile tables or specs on the search path "
+            "(--profiles, $HAPI_PROFILES, ./profiles, the installed copy)"
+        )
+        return
+    rows = [("DEVICE", "SOURCE", "MODEL", "DATE", "FILE")]
+    for name in names:
+        mine = [t for t in tables if t.device == name]
+        for t in mine:
+            rows.append((name, t.source, t.model_id, t.date[:19], str(t.path)))
+        if name in specs:
+            rows.append((name, "spec", "-", "-", str(specs[name])))
+        elif not mine:
+            rows.append((name, "-", "-", "-", "(empty directory)"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[4])
+    if check:
+        click.echo(f"{len(tables)} table(s) and {len(spec_paths(profiles))} spec(s) valid")

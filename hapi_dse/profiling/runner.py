@@ -1,0 +1,352 @@
+"""``hapi profile`` as a library call: one config in, one table (or spec) out.
+
+Steps: export the segments (or read them from ``--onnx-dir``), profile them (onnxruntime
+here, or a roofline model from a spec), write the table atomically. ``--calibrate`` instead
+fits a spec for this machine and compares it with this machine's measured table if any.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hapi_dse.errors import UsageError
+from hapi_dse.profiling.base import Profiler, ProfileResult
+from hapi_dse.profiling.segments import MANIFEST, Manifest, load_manifest
+from hapi_dse.progress import Progress
+
+log = logging.getLogger(__name__)
+
+MIN_RUNS = 50
+
+
+@dataclass
+class ProfileConfig:
+    """Every setting of ``hapi profile`` (recorded in the sidecar)."""
+
+    device: str = "host"
+    model: str | None = None
+    profiles: str | None = None
+    onnx_dir: str | None = None
+    export_dir: str | None = None
+    export_only: bool = False
+    modelled: bool = False
+    spec: str | None = None
+    calibrate: bool = False
+    provider: str = "CPUExecutionProvider"
+    threads: int = 1
+    runs: int = 200
+    warmup: int = 20
+    rounds: int = 40
+    batch: int = 1
+    energy_cmd: str | None = None
+    energy_window_s: float = 0.2
+    exporter: str = "dynamo"
+    opset: int = 18
+    seed: int = 0
+    force: bool = False
+
+    def validate(self) -> None:
+        if self.batch < 1:
+            raise UsageError(f"--batch {self.batch}: must be >= 1")
+        if self.threads < 1:
+            raise UsageError(f"--threads {self.threads}: must be >= 1")
+        if self.exporter not in ("dynamo", "legacy"):
+            raise UsageError(f"--exporter {self.exporter!r}: expected dynamo or legacy")
+        if self.onnx_dir and self.model:
+            raise UsageError(
+                "--onnx-dir and --model exclude each other: the segments in "
+                "--onnx-dir were exported from a model already"
+            )
+        if self.export_only and not self.export_dir:
+            raise UsageError("--export-only needs --export-dir DIR (where to put the segments)")
+        from hapi_dse.profiling.table import valid_device_name
+
+        if not valid_device_name(self.device):
+            raise UsageError(
+                f"--device {self.device!r}: use letters, digits, '-', '_' or '.' (it names "
+                "a directory)"
+            )
+        if self.modelled and self.energy_cmd:
+            raise UsageError("--energy-cmd measures energy; a --modelled table has none to meter")
+
+
+@dataclass
+class ProfileOutcome:
+    path: Path | None
+    manifest: Manifest | None
+    result: ProfileResult | None = None
+    spec_path: Path | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _export_dir(cfg: ProfileConfig) -> Iterator[Path]:
+    if cfg.export_dir:
+        yield Path(cfg.export_dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="hapi-segments-") as tmp:
+            yield Path(tmp)
+
+
+def _export(cfg: ProfileConfig, out: Path) -> tuple[Manifest, dict[str, Path]]:
+    from hapi_dse.profiling.segments import export_segments
+    from hapi_dse.run import resolve_run
+
+    run = resolve_run(cfg.model)
+    total = run.num_blocks * (1 + len(run.model["arch"]["heads"])) + 2
+    with Progress(total, "export") as bar:
+        man = export_segments(
+            run,
+            out,
+            batch=cfg.batch,
+            opset=cfg.opset,
+            dynamo=cfg.exporter == "dynamo",
+            seed=cfg.seed,
+            on_step=lambda name: bar.update(postfix=name),
+        )
+    return man, {"model.json": run.path / "model.json", "weights.pt": run.path / "weights.pt"}
+
+
+def _progress_fn(bar: Progress):  # type: ignore[no-untyped-def]
+    def fn(done: int, total: int) -> None:
+        bar.total = max(total, 1)
+        bar.update(done - bar.n)
+
+    return fn
+
+
+def make_profiler(cfg: ProfileConfig) -> Profiler:
+    from hapi_dse.profiling.specs import find_spec, parse_spec
+
+    if cfg.modelled:
+        from hapi_dse.profiling.modelled import ModelledProfiler
+
+        spec = parse_spec(cfg.spec) if cfg.spec else find_spec(cfg.device, cfg.profiles)
+        return ModelledProfiler(spec)
+    from hapi_dse.profiling.energy import detect_meter
+    from hapi_dse.profiling.measured import OrtProfiler
+    from hapi_dse.profiling.specs import spec_paths
+    from hapi_dse.profiling.timing import TimingSettings, check_provider
+
+    check_provider(cfg.provider)
+    power: float | None = None
+    power_source = ""
+    spec_file = Path(cfg.spec) if cfg.spec else spec_paths(cfg.profiles).get(cfg.device)
+    if spec_file is not None:
+        power = parse_spec(spec_file).active_power_w
+        power_source = f"spec {spec_file}"
+        if cfg.device != "host":
+            log.info(
+                "timing THIS machine as %r (it has a spec: add --modelled to model it instead)",
+                cfg.device,
+            )
+    meter = detect_meter(cfg.energy_cmd)
+    settings = TimingSettings(
+        provider=cfg.provider,
+        threads=cfg.threads,
+        runs=cfg.runs,
+        warmup=cfg.warmup,
+        rounds=cfg.rounds,
+        seed=cfg.seed,
+    )
+    return OrtProfiler(
+        settings,
+        meter=meter,
+        active_power_w=power,
+        power_source=power_source,
+        energy_window_s=cfg.energy_window_s,
+    )
+
+
+def _refuse_overwrite(cfg: ProfileConfig, model_id: str, source: str) -> None:
+    import json
+
+    from hapi_dse.paths import default_profiles_out
+    from hapi_dse.profiling.table import sidecar_path, table_path
+
+    dest = table_path(default_profiles_out(cfg.profiles), cfg.device, model_id)
+    if cfg.force or not dest.is_file():
+        return
+    try:
+        old = json.loads(sidecar_path(dest).read_text()).get("source")
+    except (OSError, ValueError):
+        return
+    if old == "measured" and source == "modelled":
+        raise UsageError(
+            f"{dest} holds a measured table; a modelled one would replace it. Pass --profiles "
+            "OTHER_DIR to keep both, or --force"
+        )
+
+
+def run_profile(cfg: ProfileConfig) -> ProfileOutcome:
+    """Export (or read) the segments, profile them, write the table. See the module doc."""
+    from hapi_dse.profiling.table import write_table
+    from hapi_dse.provenance import provenance
+
+    cfg.validate()
+    if cfg.calibrate:
+        return run_calibrate(cfg)
+    profiler = make_profiler(cfg)  # fail fast on a bad device/spec/provider before exporting
+    if not cfg.export_only:
+        from hapi_dse.run import resolve_run
+
+        model_id = (
+            load_manifest(cfg.onnx_dir).model_id
+            if cfg.onnx_dir
+            else resolve_run(cfg.model).model_id
+        )
+        _refuse_overwrite(cfg, model_id, profiler.source)
+    with _export_dir(cfg) as out:
+        if cfg.onnx_dir:
+            man = load_manifest(cfg.onnx_dir)
+            if cfg.batch != 1 and cfg.batch != man.batch:
+                raise UsageError(
+                    f"--batch {cfg.batch}: the segments in {cfg.onnx_dir} were "
+                    f"exported for batch {man.batch}; export them again"
+                )
+            inputs: dict[str, Path] = {"segments.json": Path(cfg.onnx_dir) / MANIFEST}
+        else:
+            man, inputs = _export(cfg, out)
+        if cfg.export_only:
+            return ProfileOutcome(path=None, manifest=man)
+        n = len(man.table_segments())
+        with Progress(n, "profile") as bar:
+            result = profiler.profile(man, _progress_fn(bar))
+        worst = max((max(d.values(), default=0.0) for d in man.export_check.values()), default=None)
+        settings = asdict(cfg)
+        sidecar = {
+            **result.sidecar,
+            "device": cfg.device,
+            "model_id": man.model_id,
+            "batch": man.batch,
+            "seed": cfg.seed,
+            "export": {
+                "exporter": man.exporter,
+                "opset": man.opset,
+                "max_abs_diff_vs_torch": worst,
+                "tolerance": 1e-4,
+                "provenance": man.provenance,  # the model files the segments came from
+            },
+            "provenance": provenance(
+                seed=cfg.seed,
+                inputs=inputs,
+                settings=settings,
+                libraries=("numpy", "onnxruntime", "onnx", "torch"),
+            ),
+        }
+        path = write_table(
+            result.rows,
+            sidecar,
+            device=cfg.device,
+            model_id=man.model_id,
+            profiles=cfg.profiles or None,
+        )
+    return ProfileOutcome(path=path, manifest=man, result=result)
+
+
+def run_calibrate(cfg: ProfileConfig) -> ProfileOutcome:
+    """Fit this machine's spec, write it, and compare it with a measured table if one exists."""
+    from hapi_dse.errors import HapiError
+    from hapi_dse.profiling.calibrate import calibrate
+    from hapi_dse.profiling.measured import DEFAULT_ACTIVE_POWER_W
+    from hapi_dse.profiling.specs import parse_spec, spec_paths, write_spec
+    from hapi_dse.profiling.timing import TimingSettings
+
+    power = DEFAULT_ACTIVE_POWER_W
+    old = spec_paths(cfg.profiles).get(cfg.device)
+    if old is not None:
+        with contextlib.suppress(HapiError):
+            power = parse_spec(old).active_power_w
+    settings = TimingSettings(
+        provider=cfg.provider,
+        threads=cfg.threads,
+        runs=cfg.runs,
+        warmup=cfg.warmup,
+        rounds=cfg.rounds,
+        seed=cfg.seed,
+    )
+    spec, report = calibrate(settings, name=cfg.device, active_power_w=power, seed=cfg.seed)
+    header = (
+        f"Spec of this machine fitted by 'hapi profile --calibrate' ({report['graphs']} micro-"
+        f"benchmark graphs,\nmean abs relative error of the fit "
+        f"{report['fit_mean_abs_rel_error']:.3f}); active_power_w: "
+        f"{'from the previous spec' if old else 'assumed (no meter, no spec)'}."
+    )
+    path = write_spec(spec, cfg.profiles, header)
+    outcome = ProfileOutcome(path=None, manifest=None, spec_path=path, report=report)
+    with contextlib.suppress(HapiError):
+        outcome.report["comparison"] = compare_with_measured(cfg, spec)
+    return outcome
+
+
+def compare_with_measured(cfg: ProfileConfig, spec: Any) -> dict[str, Any]:
+    """Model this machine's measured table with ``spec``: Spearman rho and MAPE over segments.
+
+    The segments come from ``--onnx-dir``, else from ``--export-dir`` when it holds this
+    model's export, else the model is exported again (to a temporary directory).
+    """
+    from hapi_dse.profiling.modelled import ModelledProfiler
+    from hapi_dse.profiling.table import load_table
+    from hapi_dse.run import resolve_run
+
+    if cfg.onnx_dir:
+        man = load_manifest(cfg.onnx_dir)
+        table = load_table(cfg.device, man.model_id, cfg.profiles)
+        rows = ModelledProfiler(spec).profile(man).rows
+        return compare_rows(table.rows.to_dict("records"), rows)
+    run = resolve_run(cfg.model)
+    table = load_table(cfg.device, run.model_id, cfg.profiles)
+    with _export_dir(ProfileConfig(export_dir=cfg.export_dir)) as out:
+        if (out / MANIFEST).is_file() and load_manifest(out).model_id == run.model_id:
+            man = load_manifest(out)
+        else:
+            batch = int(table.rows["batch"].iat[0])
+            man = _export(ProfileConfig(model=cfg.model, batch=batch, seed=cfg.seed), out)[0]
+        rows = ModelledProfiler(spec).profile(man).rows
+    return compare_rows(table.rows.to_dict("records"), rows)
+
+
+def compare_rows(measured: list[dict[str, Any]], modelled: list[dict[str, Any]]) -> dict[str, Any]:
+    """Spearman rank correlation and mean abs percentage error of modelled vs measured."""
+    import numpy as np
+
+    def key(r: dict[str, Any]) -> tuple[str, int, str]:
+        return (str(r["segment"]), int(r["position"]), str(r["head"] or ""))
+
+    mod = {key(r): float(r["latency_ms"]) for r in modelled}
+    pairs = [(float(r["latency_ms"]), mod[key(r)]) for r in measured if key(r) in mod]
+    a = np.array([p[0] for p in pairs])
+    b = np.array([p[1] for p in pairs])
+    return {
+        "segments": len(pairs),
+        "spearman": spearman(a, b),
+        "mape": float(np.mean(np.abs(b - a) / a)) if len(a) else float("nan"),
+    }
+
+
+def spearman(a: Any, b: Any) -> float:
+    """Spearman's rho with average ranks for ties (numpy only)."""
+    import numpy as np
+
+    def ranks(x: Any) -> Any:
+        x = np.asarray(x, dtype=np.float64)
+        order = np.argsort(x, kind="mergesort")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x), dtype=np.float64)
+        for v in np.unique(x):
+            idx = x == v
+            r[idx] = r[idx].mean()
+        return r
+
+    if len(a) < 2:
+        return float("nan")
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])

@@ -1,0 +1,92 @@
+"""The one ONNX export function: checks itself, stays quiet, leaves modules in eval mode."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from hapi_dse.errors import HapiError  # noqa: E402
+from hapi_dse.profiling.onnx_export import ExportMismatchError, export_onnx  # noqa: E402
+
+
+class TwoInTwoOut(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.conv(x)
+        return f + y, self.fc(f.mean(dim=(2, 3)))
+
+
+def _trained_bn(m: nn.Module) -> nn.Module:
+    # Non-trivial running statistics, so train-mode BatchNorm would give different outputs.
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(torch.randn(2, 3, 6, 6) * 3 + 1, torch.zeros(2, 4, 6, 6))
+    return m.eval()
+
+
+def _inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 3, 6, 6, generator=g), torch.randn(1, 4, 6, 6, generator=g)
+
+
+def test_dynamo_export_checks_every_output_and_is_quiet(tmp_path, capfd):
+    m = _trained_bn(TwoInTwoOut())
+    capfd.readouterr()
+    rep = export_onnx(
+        m,
+        _inputs(0),
+        tmp_path / "m.onnx",
+        input_names=["x", "y"],
+        output_names=["a", "b"],
+        check_inputs=[_inputs(1)],
+    )
+    out, err = capfd.readouterr()
+    assert out == "" and "torch.onnx" not in err
+    assert rep.checked and rep.exporter == "dynamo" and rep.opset >= 18
+    assert set(rep.max_abs_diff) == {"a", "b"}
+    assert all(0 <= d <= 1e-4 for d in rep.max_abs_diff.values())
+    assert (tmp_path / "m.onnx").is_file()
+    assert not any(mod.training for mod in m.modules())
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_legacy_export_leaves_batchnorm_in_eval_mode(tmp_path):
+    m = _trained_bn(TwoInTwoOut())
+    rep = export_onnx(
+        m,
+        _inputs(0),
+        tmp_path / "m.onnx",
+        input_names=["x", "y"],
+        output_names=["a", "b"],
+        dynamo=False,
+    )
+    assert rep.exporter == "legacy" and rep.checked
+    assert not any(mod.training for mod in m.modules())
+    ref = m(*_inputs(2))[0]
+    assert torch.equal(ref, m(*_inputs(2))[0])  # eval mode: deterministic, no stat updates
+
+
+def test_mismatch_lists_each_output(tmp_path):
+    m = _trained_bn(TwoInTwoOut())
+    with pytest.raises(ExportMismatchError) as info:
+        # A negative tolerance makes any difference (even 0) a mismatch: the error path.
+        export_onnx(
+            m,
+            _inputs(0),
+            tmp_path / "m.onnx",
+            input_names=["x", "y"],
+            output_names=["a", "b"],
+            dynamo=False,
+            atol=-1.0,
+        )
+    assert isinstance(info.value, HapiError)
+    msg = str(info.value)
+    assert "a=" in msg and "b=" in msg and "m.onnx" in msg
+    assert not (tmp_path / "m.onnx").exists()  # nothing half-written

@@ -1,0 +1,216 @@
+"""A real profile of a tiny trained run with onnxruntime (few runs; nothing is timed here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hapi_dse.profiling.runner import ProfileConfig, run_profile
+from hapi_dse.profiling.table import load_table
+from hapi_dse.run import RunDir
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run's segments, exported once (legacy exporter: the fast path for tests)."""
+    out = tmp_path_factory.mktemp("segments")
+    run_profile(
+        ProfileConfig(model=str(tiny_run), export_dir=str(out), export_only=True, exporter="legacy")
+    )
+    return out
+
+
+def test_export_writes_every_segment_and_a_manifest(exported, tiny_run):
+    run = RunDir(tiny_run)
+    man = json.loads((exported / "segments.json").read_text())
+    kinds = [s["kind"] for s in man["segments"]]
+    heads = len(run.model["arch"]["heads"])
+    assert kinds.count("block") == run.num_blocks
+    assert kinds.count("head") == run.num_blocks * heads
+    assert kinds.count("final") == kinds.count("backbone") == kinds.count("noop") == 1
+    assert man["model_id"] == run.model_id
+    assert all(max(d.values()) <= 1e-4 for d in man["export_check"].values())
+    assert all((exported / s["file"]).is_file() for s in man["segments"])
+
+
+def test_measured_profile_has_one_row_per_segment(exported, tiny_run, tmp_path):
+    out = run_profile(
+        ProfileConfig(
+            onnx_dir=str(exported),
+            device="host",
+            profiles=str(tmp_path),
+            runs=6,
+            warmup=2,
+            rounds=2,
+        )
+    )
+    run = RunDir(tiny_run)
+    t = load_table("host", run.model_id, tmp_path)
+    assert t.path == out.path
+    heads = run.model["arch"]["heads"]
+    assert len(t.rows) == run.num_blocks * (1 + len(heads)) + 1
+    assert set(t.rows["source"]) == {"measured"} and set(t.rows["runs"]) == {6}
+    assert (t.rows["latency_ms"] > 0).all()
+    assert (t.rows["latency_p90_ms"] >= t.rows["latency_ms"]).all()
+    assert t.block_latency_ms().shape == (run.num_blocks,)
+    side = t.sidecar
+    assert side["call_overhead_ms"] > 0 and side["monolithic_backbone_ms"] > 0
+    assert side["segments_sum_ms"] == pytest.approx(float(t.block_latency_ms().sum()))
+    assert side["threads"] == 1 and side["provider"] == "CPUExecutionProvider"
+    assert side["energy_source"] == "modelled" and set(t.rows["energy_source"]) == {"modelled"}
+    assert "onnxruntime_version" in side and side["provenance"]["inputs"]
+    # flops come from the run's flops.csv
+    flops = {(r["segment"], r["position"]): r["flops"] for r in run.flops()}
+    blocks = t.rows[t.rows["segment"] == "block"]
+    assert list(blocks["flops"]) == [flops[("block", i)] for i in range(run.num_blocks)]
+
+
+def test_energy_command_is_used_and_labelled(exported, tmp_path):
+    counter = tmp_path / "counter"
+    # Each reading adds one joule: every window then costs exactly 1 J.
+    script = tmp_path / "meter.sh"
+    script.write_text(
+        f'n=$(cat "{counter}" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > "{counter}"; '
+        'echo "$n"\n'
+    )
+    out = run_profile(
+        ProfileConfig(
+            onnx_dir=str(exported),
+            device="metered",
+            profiles=str(tmp_path),
+            runs=4,
+            warmup=1,
+            rounds=1,
+            energy_cmd=f"sh {script}",
+            energy_window_s=0.001,
+        )
+    )
+    assert out.result is not None
+    rows = out.result.rows
+    assert {r["energy_source"] for r in rows} == {"command"}
+    assert all(0 < r["energy_mj"] <= 1000.0 for r in rows)
+    assert out.result.sidecar["energy_source"] == "command"
+
+
+def test_cli_modelled_profile_and_refusals(exported, tmp_path, run_cli):
+    res = run_cli(
+        "profile",
+        "--onnx-dir",
+        exported,
+        "--device",
+        "pixel6",
+        "--modelled",
+        "--profiles",
+        tmp_path,
+    )
+    assert res.exit_code == 0, res.stderr
+    csv = next((tmp_path / "pixel6").glob("*.csv"))
+    text = csv.read_text()
+    assert ",modelled,modelled" in text and ",measured" not in text
+    for args, needle in [
+        (("--device", "pixel7", "--modelled"), "did you mean 'pixel6'"),
+        (("--provider", "NoSuchProvider"), "NoSuchProvider"),
+        (("--runs", "10"), "--runs"),
+    ]:
+        r = run_cli("profile", "--onnx-dir", exported, "--profiles", tmp_path, *args)
+        assert r.exit_code == 2, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr
+
+
+def test_board_path_needs_no_torch(exported, tmp_path):
+    """``--onnx-dir`` profiles with onnxruntime and numpy only: torch and onnx are blocked."""
+    code = (
+        "import sys\n"
+        "for m in ('torch', 'onnx', 'onnxscript'):\n"
+        "    sys.modules[m] = None\n"
+        "from hapi_dse.cli import main\n"
+        f"main(['profile', '--onnx-dir', {str(exported)!r}, '--device', 'board', "
+        f"'--profiles', {str(tmp_path)!r}, '--runs', '50', '--warmup', '1'])\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"HAPI_NO_PROGRESS": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert list((tmp_path / "board").glob("*.csv"))
+
+
+def test_calibrate_writes_a_spec_and_compares_with_the_measured_table(exported, tmp_path, run_cli):
+    run_profile(
+        ProfileConfig(onnx_dir=str(exported), profiles=str(tmp_path), runs=6, warmup=1, rounds=2)
+    )
+    res = run_cli(
+        "profile", "--calibrate", "--onnx-dir", exported, "--profiles", tmp_path, "--runs", "50"
+    )
+    assert res.exit_code == 0, res.stderr
+    assert (tmp_path / "specs" / "host.toml").is_file()
+    assert "spearman" in res.stdout and "MAPE" in res.stdout
+    # the fitted spec models this machine: a modelled table can be made from it elsewhere
+    res = run_cli(
+        "profile",
+        "--onnx-dir",
+        exported,
+        "--modelled",
+        "--spec",
+        tmp_path / "specs" / "host.toml",
+        "--device",
+        "host-modelled",
+        "--profiles",
+        tmp_path,
+    )
+    assert res.exit_code == 0, res.stderr
+    # and a modelled table never silently replaces a measured one
+    res = run_cli(
+        "profile",
+        "--onnx-dir",
+        exported,
+        "--modelled",
+        "--profiles",
+        tmp_path,
+        "--spec",
+        tmp_path / "specs" / "host.toml",
+    )
+    assert res.exit_code == 2 and "holds a measured table" in res.stderr
+
+
+def _profilers():
+    from hapi_dse.profiling.fake import FakeProfiler
+    from hapi_dse.profiling.measured import OrtProfiler
+    from hapi_dse.profiling.modelled import ModelledProfiler
+    from hapi_dse.profiling.specs import find_spec
+    from hapi_dse.profiling.timing import TimingSettings
+
+    return {
+        "fake": lambda: FakeProfiler(),
+        "onnxruntime": lambda: OrtProfiler(TimingSettings(runs=3, warmup=1, rounds=1)),
+        "modelled": lambda: ModelledProfiler(find_spec("raspberry-pi-4")),
+    }
+
+
+@pytest.mark.parametrize("name", list(_profilers()))
+def test_every_profiler_fills_a_valid_table(exported, tmp_path, name):
+    """Contract test: any profiler's rows cover every segment and pass the table checks."""
+    from hapi_dse.profiling.segments import load_manifest
+    from hapi_dse.profiling.table import write_table
+
+    man = load_manifest(exported)
+    profiler = _profilers()[name]()
+    calls: list[tuple[int, int]] = []
+    res = profiler.profile(man, lambda done, total: calls.append((done, total)))
+    keys = {(r["segment"], r["position"], r["head"]) for r in res.rows}
+    want = {(s.kind, s.position, "" if s.kind == "block" else s.head) for s in man.table_segments()}
+    assert keys == want
+    assert {r["source"] for r in res.rows} == {profiler.source}
+    assert calls and calls[-1][0] == calls[-1][1]
+    write_table(res.rows, res.sidecar, device=name, model_id=man.model_id, profiles=tmp_path)
+    t = load_table(name, man.model_id, tmp_path)
+    assert t.source == profiler.source and len(t.rows) == len(want)

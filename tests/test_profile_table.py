@@ -1,0 +1,211 @@
+"""Profile tables: the fake profiler drives the writer; loading validates and says where."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hapi_dse.errors import ArtefactError, UsageError
+from hapi_dse.profiling.base import ProfileResult
+from hapi_dse.profiling.fake import FakeProfiler
+from hapi_dse.profiling.segments import Manifest, Segment
+from hapi_dse.profiling.table import TABLE_COLUMNS, load_table, read_table, write_table
+
+MODEL_ID = "tinynet-0123abcd"
+HEADS = ("linear", "conv")
+
+
+def fake_manifest(num_blocks: int = 4) -> Manifest:
+    segs = [
+        Segment(
+            "block",
+            i,
+            "",
+            f"block_{i}.onnx",
+            "x",
+            (1, 8, 4, 4),
+            "y",
+            flops=1000 * (i + 1),
+            params=10 * (i + 1),
+        )
+        for i in range(num_blocks)
+    ]
+    for i in range(num_blocks):
+        for j, h in enumerate(HEADS):
+            segs.append(
+                Segment(
+                    "head",
+                    i,
+                    h,
+                    f"head_{i}_{h}.onnx",
+                    "x",
+                    (1, 8, 4, 4),
+                    "y",
+                    flops=100 * (j + 1),
+                    params=5 * (j + 1),
+                )
+            )
+    segs.append(
+        Segment(
+            "final",
+            num_blocks - 1,
+            "final",
+            "final.onnx",
+            "x",
+            (1, 8, 4, 4),
+            "y",
+            flops=50,
+            params=7,
+        )
+    )
+    return Manifest(root=Path("."), model_id=MODEL_ID, batch=1, segments=segs)
+
+
+@pytest.fixture
+def written(tmp_path: Path) -> tuple[Path, FakeProfiler, ProfileResult]:
+    fake = FakeProfiler(call_overhead_ms=0.004, ms_per_flop=1e-6, ms_per_param=1e-4)
+    res = fake.profile(fake_manifest())
+    path = write_table(
+        res.rows, {**res.sidecar, "seed": 3}, device="fakedev", model_id=MODEL_ID, profiles=tmp_path
+    )
+    return path, fake, res
+
+
+def test_fake_profiler_round_trip(written, tmp_path):
+    path, fake, _ = written
+    assert path == tmp_path / "fakedev" / f"{MODEL_ID}.csv"
+    header = path.read_text().splitlines()[0].split(",")
+    assert tuple(header[: len(TABLE_COLUMNS)]) == TABLE_COLUMNS
+    t = load_table("fakedev", MODEL_ID, tmp_path)
+    assert len(t.rows) == 4 + 4 * 2 + 1
+    expect = [fake.latency_ms(1000 * (i + 1), 10 * (i + 1)) for i in range(4)]
+    np.testing.assert_allclose(t.block_latency_ms(), expect, rtol=1e-5)
+    assert t.block_latency_ms().shape == (4,)
+    assert t.head_latency_ms(2, "conv") == pytest.approx(fake.latency_ms(200, 10), rel=1e-5)
+    assert t.head_latency_ms(3, "final") == pytest.approx(fake.latency_ms(50, 7), rel=1e-5)
+    np.testing.assert_allclose(t.block_energy_mj(), 2.0 * np.array(expect), rtol=1e-5)
+    assert t.head_energy_mj(0, "linear") == pytest.approx(2.0 * fake.latency_ms(100, 5), rel=1e-5)
+    assert t.params("head", 1, "conv") == 10 and t.params("final", 3, "final") == 7
+    assert t.call_overhead_ms == pytest.approx(0.004)
+    assert t.source == "measured"
+    side = json.loads(path.with_suffix(".json").read_text())
+    for key in (
+        "device",
+        "model_id",
+        "source",
+        "provider",
+        "threads",
+        "date",
+        "call_overhead_ms",
+        "segments_sum_ms",
+        "provenance",
+        "units",
+    ):
+        assert key in side, key
+    assert side["provenance"]["seed"] == 3
+    assert side["segments_sum_ms"] == pytest.approx(sum(expect))
+    with pytest.raises(ArtefactError, match="no row"):
+        t.head_latency_ms(9, "conv")
+
+
+def test_unknown_device_and_missing_model(written, tmp_path):
+    with pytest.raises(UsageError, match="did you mean 'fakedev'"):
+        load_table("fakedex", MODEL_ID, tmp_path)
+    with pytest.raises(ArtefactError, match=rf"{MODEL_ID}.*hapi profile --device fakedev"):
+        load_table("fakedev", "othernet-99999999", tmp_path)
+
+
+def _break(path: Path, how: str) -> None:
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if how == "missing column":
+        cols = lines[0].rstrip("\n").split(",")
+        i = cols.index("latency_p90_ms")
+        path.write_text(
+            "".join(
+                ",".join(c for k, c in enumerate(ln.rstrip("\n").split(",")) if k != i) + "\n"
+                for ln in lines
+            )
+        )
+    elif how == "negative latency":
+        cells = lines[3].split(",")
+        cells[4] = "-0.5"
+        lines[3] = ",".join(cells)
+        path.write_text("".join(lines))
+    elif how == "foreign model_id":
+        side = path.with_suffix(".json")
+        data = json.loads(side.read_text())
+        data["model_id"] = "resnet99-deadbeef"
+        side.write_text(json.dumps(data))
+    elif how == "truncated":
+        path.write_text(text[: len(text) * 2 // 3])
+    elif how == "truncated at a line end":
+        path.write_text("".join(lines[:-3]))
+
+
+BAD = {
+    "missing column": "latency_p90_ms",
+    "negative latency": "line 4: latency_ms",
+    "foreign model_id": "resnet99-deadbeef",
+    "truncated": "line",
+    "truncated at a line end": "sidecar says",
+}
+
+
+@pytest.mark.parametrize("how", list(BAD))
+def test_bad_tables_are_refused_by_the_loader(written, tmp_path, how):
+    path, _, _ = written
+    _break(path, how)
+    with pytest.raises(ArtefactError) as info:
+        read_table(path, model_id=MODEL_ID)
+    assert str(path) in str(info.value) and BAD[how] in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "how", ["missing column", "negative latency", "foreign model_id", "truncated"]
+)
+def test_bad_tables_exit_2_with_one_line(written, tmp_path, run_cli, how):
+    path, _, _ = written
+    _break(path, how)
+    res = run_cli("devices", "--check", "--profiles", tmp_path)
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hapi: error:") and str(path) in lines[0]
+    assert "Traceback" not in res.stderr
+
+
+def test_writer_refuses_bad_rows_and_writes_nothing(tmp_path):
+    res = FakeProfiler().profile(fake_manifest())
+    res.rows[2]["latency_ms"] = -1.0
+    with pytest.raises(ArtefactError, match="latency_ms"):
+        write_table(res.rows, res.sidecar, device="d", model_id=MODEL_ID, profiles=tmp_path)
+    assert not (tmp_path / "d").exists() or not list((tmp_path / "d").iterdir())
+
+
+def test_devices_lists_tables_and_specs(written, tmp_path, run_cli):
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "board.toml").write_text(
+        "flops_per_s = 1e9\nmem_bandwidth_bytes_per_s = 1e9\nop_overhead_us = 1\n"
+        "call_overhead_us = 2\nactive_power_w = 3\n"
+    )
+    res = run_cli("devices", "--profiles", tmp_path)
+    assert res.exit_code == 0, res.stderr
+    assert "fakedev" in res.stdout and "measured" in res.stdout and MODEL_ID in res.stdout
+    assert "board" in res.stdout and "spec" in res.stdout
+    assert "pixel6" in res.stdout  # shipped spec, found through the search path
+
+
+def test_table_module_imports_neither_torch_nor_onnxruntime():
+    code = (
+        "import sys, hapi_dse.profiling.table, hapi_dse.profiling; "
+        "bad = [m for m in ('torch', 'onnxruntime', 'onnx', 'pandas') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr

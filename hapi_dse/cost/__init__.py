@@ -1,1 +1,39 @@
-"""(work in progress)"""
+"""The cost model: predicted accuracy, latency, energy and size of an early-exit design.
+
+Computed from the exit statistics (``exits_*.npz``) and a device's profile table alone,
+vectorised with numpy; no torch. ``predict`` and ``simulate`` take a :class:`Design` or the
+dict of a ``design.json``.
+"""
+
+from hapi_dse.cost.costs import SegmentCosts
+from hapi_dse.cost.design import POLICIES, Design, Exit
+from hapi_dse.cost.model import METRICS, CostModel, predict, simulate
+from hapi_dse.cost.policies import POLICY_REGISTRY, ExitPolicy, get_policy
+from hapi_dse.cost.slo import (
+    SLO,
+    Objective,
+    default_objectives,
+    parse_objectives,
+    parse_slo,
+    parse_slos,
+)
+
+__all__ = [
+    "METRICS",
+    "POLICIES",
+    "POLICY_REGISTRY",
+    "SLO",
+    "CostModel",
+    "Design",
+    "Exit",
+    "ExitPolicy",
+    "Objective",
+    "SegmentCosts",
+    "default_objectives",
+    "get_policy",
+    "parse_objectives",
+    "parse_slo",
+    "parse_slos",
+    "predict",
+    "simulate",
+]

@@ -1,1 +1,23 @@
-"""(work in progress)"""
+"""Design-space exploration: Optuna studies over search spaces, scored by the cost model.
+
+No torch here (the ``gp`` sampler imports it through Optuna, only when chosen).
+"""
+
+from hapi_dse.search.outputs import DeviceResult, TrialRecord, console_report, pareto_mask
+from hapi_dse.search.runner import DEFAULT_TRIALS, SAMPLERS, SearchConfig, run_search
+from hapi_dse.search.space import BoundSpace, SearchSpace, load_space, parse_space
+
+__all__ = [
+    "DEFAULT_TRIALS",
+    "SAMPLERS",
+    "BoundSpace",
+    "DeviceResult",
+    "SearchConfig",
+    "SearchSpace",
+    "TrialRecord",
+    "console_report",
+    "load_space",
+    "pareto_mask",
+    "parse_space",
+    "run_search",
+]

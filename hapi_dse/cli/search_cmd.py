@@ -1,0 +1,156 @@
+"""``hapi search``: a thin shell over :func:`hapi_dse.search.run_search` (no torch here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from hapi_dse.cli import options
+
+
+@click.command("search")
+@options.model
+@click.option(
+    "--device",
+    "devices",
+    required=True,
+    metavar="DEVICE[,DEVICE...]",
+    help="Device(s) to search for, e.g. pixel6 or pixel6,raspberry-pi-4; one result "
+    "directory each.",
+)
+@options.profiles
+@click.option(
+    "--slo",
+    "slos",
+    multiple=True,
+    metavar="METRIC=VALUE[UNIT]",
+    help="A bound, repeatable: latency, p90_latency, p99_latency, max_latency (us ms "
+    "s), energy (uJ mJ J), size (KB MB), accuracy (0..1 or %, a lower bound).",
+)
+@click.option(
+    "--objectives",
+    default=None,
+    metavar="LIST",
+    help="Comma-separated objectives [default: accuracy,latency, plus energy when "
+    "the table has it].",
+)
+@click.option(
+    "--space",
+    default="default",
+    show_default=True,
+    metavar="NAME|FILE",
+    help="Search space: a name from search_spaces/ (default, small...) or a file.",
+)
+@click.option(
+    "--sampler",
+    type=click.Choice(["nsga2", "tpe", "gp", "random"]),
+    default="nsga2",
+    show_default=True,
+    help="Optuna sampler.",
+)
+@click.option(
+    "--trials",
+    type=int,
+    default=None,
+    help="Complete trials the study should hold [default: 1000].",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Stop each device's search after this long.",
+)
+@options.seed
+@click.option(
+    "--storage",
+    default=None,
+    metavar="URL",
+    help="Optuna storage to resume or share: sqlite:///x.db, "
+    "postgresql://user@host/db, journal:FILE [default: in memory].",
+)
+@click.option(
+    "--study",
+    default=None,
+    metavar="NAME",
+    help="Study name in --storage [default: hapi-MODEL_ID-DEVICE].",
+)
+@click.option(
+    "--jobs",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Local worker processes (sharing a journal file, or --storage).",
+)
+@click.option(
+    "--population",
+    type=int,
+    default=None,
+    help="NSGA-II population size [default: the space's, else 50].",
+)
+@click.option(
+    "--pick",
+    default=None,
+    metavar="RULE",
+    help="How to choose design.json among the feasible Pareto designs: the best "
+    "accuracy, latency, energy, size, goodput... or knee [default: the first "
+    "objective].",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Results root; each device writes OUT/DEVICE/ [default: RUN/search, or "
+    "runs/fashion-mnist/search for the bundled example].",
+)
+def search(
+    model: str | None,
+    devices: str,
+    profiles: str | None,
+    slos: tuple[str, ...],
+    objectives: str | None,
+    space: str,
+    sampler: str,
+    trials: int | None,
+    timeout: float | None,
+    seed: int,
+    storage: str | None,
+    study: str | None,
+    jobs: int,
+    population: int | None,
+    pick: str | None,
+    out: Path | None,
+) -> None:
+    """Search early-exit designs per device under SLOs; write the Pareto front and the choice.
+
+    Exit status 1 when some device has no design meeting every SLO (the closest designs are
+    shown), 2 on bad input.
+    """
+    from hapi_dse.search.outputs import check_pick
+    from hapi_dse.search.runner import DEFAULT_TRIALS, SearchConfig, run_search
+
+    check_pick(pick)
+    names = tuple(dict.fromkeys(d.strip() for d in devices.split(",") if d.strip()))
+    cfg = SearchConfig(
+        devices=names,
+        model=model,
+        profiles=profiles,
+        space=space,
+        slos=slos,
+        objectives=objectives,
+        sampler=sampler,
+        trials=DEFAULT_TRIALS if trials is None else trials,
+        timeout=timeout,
+        seed=seed,
+        storage=storage,
+        study=study,
+        jobs=jobs,
+        out=out,
+        pick=pick,
+        population=population,
+    )
+    results = run_search(cfg, echo=click.echo)
+    if not all(r.feasible for r in results):
+        sys.exit(1)  # a normal outcome, not an error: the report above says why

@@ -1,0 +1,445 @@
+"""``hapi search`` end to end on synthetic statistics: outputs, optimum, resume, jobs, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hapi_dse.cost import CostModel, Design, SegmentCosts, parse_slo, predict
+from hapi_dse.cost.synthetic import write_synthetic_run, write_synthetic_table
+from hapi_dse.errors import UsageError
+from hapi_dse.profiling.table import load_table
+from hapi_dse.run import RunDir
+from hapi_dse.search import load_space, parse_space
+
+METRIC_COLUMNS = [
+    "accuracy",
+    "latency_ms",
+    "p90_latency_ms",
+    "p99_latency_ms",
+    "max_latency_ms",
+    "energy_mj",
+    "size_mb",
+    "goodput",
+]
+HAPI = [sys.executable, "-m", "hapi_dse"]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A synthetic run (6 blocks, linear/conv heads), tables for devA and a 3x slower devB,
+    and devC holding only a table of another model."""
+    root = tmp_path_factory.mktemp("synth")
+    run = write_synthetic_run(root / "run", n_val=600, n_test=800, num_blocks=6)
+    profiles = root / "profiles"
+    write_synthetic_table(run, "devA", profiles)
+    write_synthetic_table(run, "devB", profiles, scale=3.0)
+    other = write_synthetic_run(
+        root / "other", n_val=50, n_test=50, num_blocks=6, seed=1, model_id="other-model"
+    )
+    write_synthetic_table(other, "devC", profiles)
+    return {"run": run, "profiles": profiles, "root": root}
+
+
+def backbone_latency(synth: dict[str, Path], device: str = "devA") -> float:
+    rd = RunDir(synth["run"])
+    val = rd.stats("val")
+    costs = SegmentCosts.from_table(load_table(device, rd.model_id, synth["profiles"]), val)
+    return CostModel(val, costs).evaluate(Design(()))["latency_ms"]
+
+
+def base_args(synth: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return [
+        "search",
+        "--model",
+        str(synth["run"]),
+        "--profiles",
+        str(synth["profiles"]),
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_search_writes_the_contract_outputs(synth, run_cli, tmp_path: Path) -> None:
+    slo = f"latency={0.6 * backbone_latency(synth, 'devB'):.4f}ms"
+    res = run_cli(
+        *base_args(
+            synth,
+            tmp_path,
+            "--device",
+            "devA,devB",
+            "--slo",
+            slo,
+            "--slo",
+            "accuracy=50%",
+            "--trials",
+            "150",
+            "--seed",
+            "3",
+        )
+    )
+    assert res.exit_code == 0, res.stderr
+    assert "chosen for devA" in res.stdout and "chosen for devB" in res.stdout
+    for device in ("devA", "devB"):
+        d = tmp_path / device
+        assert sorted(p.name for p in d.iterdir()) == [
+            "design.json",
+            "pareto.csv",
+            "search.json",
+            "trials.csv",
+        ]
+        trials = read_csv(d / "trials.csv")
+        assert len(trials) == 150
+        for col in [
+            "trial",
+            "state",
+            "policy",
+            "n_exits",
+            "exits",
+            *METRIC_COLUMNS,
+            "constraint_latency_ms",
+            "constraint_accuracy",
+            "feasible",
+            "pareto",
+        ]:
+            assert col in trials[0]
+        feasible = [t for t in trials if t["feasible"] == "True"]
+        assert feasible
+        if device == "devB":  # the slow device cannot meet the latency SLO with every design
+            assert len(feasible) < len(trials)
+        for t in trials:  # feasible <=> every constraint <= 0
+            cons = [float(t["constraint_latency_ms"]), float(t["constraint_accuracy"])]
+            assert (t["feasible"] == "True") == all(c <= 0 for c in cons)
+        pareto = read_csv(d / "pareto.csv")
+        assert {p["trial"] for p in pareto} == {t["trial"] for t in trials if t["pareto"] == "True"}
+        assert all(t["feasible"] == "True" for t in trials if t["pareto"] == "True")
+        for p in pareto:
+            assert "test_accuracy" in p and p["test_breaks_slo"] in ("True", "False")
+            # no Pareto design is dominated by a feasible trial
+            for t in feasible:
+                assert not (
+                    float(t["accuracy"]) >= float(p["accuracy"])
+                    and float(t["latency_ms"]) <= float(p["latency_ms"])
+                    and float(t["energy_mj"]) <= float(p["energy_mj"])
+                    and (float(t["accuracy"]), float(t["latency_ms"]), float(t["energy_mj"]))
+                    != (float(p["accuracy"]), float(p["latency_ms"]), float(p["energy_mj"]))
+                )
+        design = json.loads((d / "design.json").read_text())
+        assert design["device"] == device and design["pick"] == "accuracy"
+        assert design["predicted_val"]["accuracy"] == max(float(t["accuracy"]) for t in feasible)
+        assert [e["position"] for e in design["exits"]] == sorted(
+            e["position"] for e in design["exits"]
+        )
+        assert set(design["predicted_test"]) >= set(METRIC_COLUMNS)
+        # the public predict() reproduces the prediction from design.json alone
+        rd = RunDir(synth["run"])
+        table = load_table(device, rd.model_id, synth["profiles"])
+        for split in ("val", "test"):
+            stats = rd.stats(split)
+            got = predict(design, stats, SegmentCosts.from_table(table, stats))
+            assert got == pytest.approx(design[f"predicted_{split}"])
+        info = json.loads((d / "search.json").read_text())
+        assert info["trials"]["complete"] == 150 and info["sampler"]["seed"] == 3
+        inputs = design["provenance"]["inputs"]
+        assert {"exits_val", "exits_test", "table"} <= set(inputs)
+        assert all(len(v["sha256"]) == 64 for v in inputs.values())
+    a = json.loads((tmp_path / "devA" / "design.json").read_text())
+    b = json.loads((tmp_path / "devB" / "design.json").read_text())
+    assert b["predicted_val"]["latency_ms"] > a["predicted_val"]["latency_ms"]
+
+
+def test_search_finds_the_known_optimum(synth, run_cli, tmp_path: Path) -> None:
+    """On a 120-design space, the search's choice and front equal an exhaustive sweep's."""
+    space_file = tmp_path / "tiny.toml"
+    space_file.write_text(
+        '[exits]\ncount = [1, 2]\npositions = [1, 3]\nheads = ["linear", "conv"]\n'
+        "[thresholds]\nlevels = 5\n[policies.max_softmax]\nthreshold = [0.6, 1.0]\n"
+    )
+    rd = RunDir(synth["run"])
+    val = rd.stats("val")
+    model = CostModel(
+        val, SegmentCosts.from_table(load_table("devA", rd.model_id, synth["profiles"]), val)
+    )
+    space = load_space(space_file).bind(val)
+    sweep = [model.evaluate(d) for d in space.enumerate()]
+    assert len(sweep) == space.size() == 120
+    median = sorted(m["latency_ms"] for m in sweep)[len(sweep) // 2]
+    slo = parse_slo(f"latency={median:.6f}ms")  # about half the space is feasible
+    feasible = [m for m in sweep if slo.violation(m) <= 0]
+    assert 0 < len(feasible) < len(sweep)
+    best = max(m["accuracy"] for m in feasible)
+    exact_front = {
+        (m["accuracy"], m["latency_ms"])
+        for m in feasible
+        if not any(
+            o["accuracy"] >= m["accuracy"]
+            and o["latency_ms"] <= m["latency_ms"]
+            and o is not m
+            and (o["accuracy"], o["latency_ms"]) != (m["accuracy"], m["latency_ms"])
+            for o in feasible
+        )
+    }
+
+    res = run_cli(
+        *base_args(
+            synth,
+            tmp_path / "out",
+            "--device",
+            "devA",
+            "--space",
+            str(space_file),
+            "--slo",
+            slo.text,
+            "--objectives",
+            "accuracy,latency",
+            "--trials",
+            "300",
+            "--population",
+            "20",
+        )
+    )
+    assert res.exit_code == 0, res.stderr
+    design = json.loads((tmp_path / "out" / "devA" / "design.json").read_text())
+    assert design["predicted_val"]["accuracy"] == best
+    found = {
+        (float(p["accuracy"]), float(p["latency_ms"]))
+        for p in read_csv(tmp_path / "out" / "devA" / "pareto.csv")
+    }
+    assert found == exact_front
+
+
+def test_no_feasible_design_exits_1_with_the_closest(synth, run_cli, tmp_path: Path) -> None:
+    res = run_cli(
+        *base_args(synth, tmp_path, "--device", "devA", "--slo", "latency=1us", "--trials", "60")
+    )
+    assert res.exit_code == 1
+    assert "no feasible design for devA" in res.stdout
+    assert "Closest designs" in res.stdout and "latency_ms" in res.stdout
+    assert res.stderr == ""
+    d = tmp_path / "devA"
+    assert not (d / "design.json").exists()
+    assert json.loads((d / "search.json").read_text())["feasible"] is False
+    assert read_csv(d / "pareto.csv") == []
+    assert len(read_csv(d / "trials.csv")) == 60
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--device", "nosuch"], "unknown device 'nosuch'"),
+        (["--device", "devA", "--space", "nosuch"], "unknown search space 'nosuch'"),
+        (["--device", "devC"], "no profile table for model synthetic6-0"),
+        (["--device", "devA", "--slo", "latency=fast"], "expected METRIC=NUMBER[UNIT]"),
+        (["--device", "devA", "--objectives", "accuracy,speed"], "unknown objective 'speed'"),
+        (["--device", "devA", "--pick", "best"], "unknown --pick rule 'best'"),
+        (["--device", "devA", "--storage", "nonsense"], "expected an Optuna storage URL"),
+        (["--device", "devA", "--study", "x"], "give --storage URL too"),
+        (["--device", "devA", "--trials", "0"], "--trials must be >= 1"),
+        (["--device", "devA", "--space", "missing.toml"], "no such file"),
+    ],
+)
+def test_bad_inputs_exit_2_with_one_line(
+    synth, run_cli, tmp_path: Path, extra: list[str], message: str
+) -> None:
+    res = run_cli(*base_args(synth, tmp_path, *extra))
+    assert res.exit_code == 2
+    assert res.stderr.startswith("hapi: error: ")
+    assert res.stderr.count("\n") == 1
+    assert message in res.stderr
+    assert not (tmp_path / "devA").exists()
+
+
+def test_a_table_of_another_model_is_refused(synth, run_cli, tmp_path: Path) -> None:
+    """A table file named for this model whose sidecar says another model."""
+    profiles = tmp_path / "profiles"
+    shutil.copytree(synth["profiles"], profiles)
+    mid = RunDir(synth["run"]).model_id
+    for suffix in (".csv", ".json"):
+        shutil.copy(
+            profiles / "devC" / f"other-model{suffix}", profiles / "devC" / f"{mid}{suffix}"
+        )
+    res = run_cli(
+        "search",
+        "--model",
+        str(synth["run"]),
+        "--profiles",
+        str(profiles),
+        "--device",
+        "devC",
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1
+    assert "table is for model 'other-model'" in res.stderr
+
+
+def test_a_space_that_does_not_fit_the_model(synth, run_cli, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[exits]\npositions = [1, 9]\n")
+    res = run_cli(*base_args(synth, tmp_path, "--device", "devA", "--space", str(bad)))
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1
+    assert "exits.positions [9] are not exit positions" in res.stderr and "0..5" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[exits]\ncount = [3, 1]\n", "exits.count must be [LOW, HIGH] with LOW <= HIGH"),
+        ("[exits]\ncont = [1, 2]\n", "unknown key in [exits] 'cont'"),
+        ("[exits]\npositions = [1, 1]\n", "distinct block indices"),
+        ("[exits]\nheads = 3\n", 'exits.heads must be "all" or a list'),
+        ("[thresholds]\nlevels = 0\n", "thresholds.levels must be an integer 1..10000"),
+        ("[policies.max_softmax]\nthreshold = [0.5, 1.5]\n", "must lie within [0, 1]"),
+        ("[policies.maxsoftmax]\n", "unknown policy in [policies] 'maxsoftmax'"),
+        ("[policies.patience]\npatience = [0, 2]\n", "patience must be >= 1"),
+        ("[sampler]\npopulation = 1\n", "sampler.population must be an integer >= 2"),
+    ],
+)
+def test_space_validation_messages(tmp_path: Path, text: str, message: str) -> None:
+    import tomllib
+
+    with pytest.raises(UsageError, match="search space 'x'") as err:
+        parse_space(tomllib.loads(text), name="x")
+    assert message in str(err.value)
+
+
+def test_shipped_spaces_load_and_fit_a_model(synth) -> None:
+    val = RunDir(synth["run"]).stats("val")
+    default = load_space("default")
+    assert set(default.policies) == {"max_softmax", "entropy", "patience"}
+    assert default.bind(val).size() > 10**6
+    small = load_space("small")
+    with pytest.raises(UsageError, match="positions \\[8, 11\\] are not exit positions"):
+        small.bind(val)  # the synthetic model has 6 blocks
+
+
+def test_jobs_2_runs_exactly_the_requested_trials(synth, run_cli, tmp_path: Path) -> None:
+    res = run_cli(*base_args(synth, tmp_path, "--device", "devA", "--trials", "90", "--jobs", "2"))
+    assert res.exit_code == 0, res.stderr
+    trials = read_csv(tmp_path / "devA" / "trials.csv")
+    assert len(trials) == 90 and all(t["state"] == "COMPLETE" for t in trials)
+    assert sorted(int(t["trial"]) for t in trials) == list(range(90))
+    assert not list(tmp_path.glob(".hapi-journal-*"))  # the shared journal was cleaned up
+
+
+@pytest.fixture
+def storage_dir(tmp_path: Path):
+    """A directory for study storages, in RAM where possible: the journal and SQLite fsync
+    every record, which on a busy disk makes a trial take ~100 ms instead of ~2 ms."""
+    import tempfile
+
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield tmp_path
+        return
+    d = Path(tempfile.mkdtemp(prefix="hapi-test-", dir=shm))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _complete_trials(storage: str, study: str) -> dict[int, dict]:
+    import optuna
+
+    from hapi_dse.search.runner import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        s = optuna.load_study(study_name=study, storage=open_storage(storage))
+    except KeyError:
+        return {}
+    return {t.number: t.params for t in s.get_trials(deepcopy=False) if t.state.name == "COMPLETE"}
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_a_killed_search_resumes_without_losing_trials(
+    synth, run_cli, tmp_path: Path, storage_dir: Path, kind: str
+) -> None:
+    storage = (
+        f"journal:{storage_dir / 'study.log'}"
+        if kind == "journal"
+        else f"sqlite:///{storage_dir / 'study.db'}"
+    )
+    total, kill_at = (200, 25) if kind == "journal" else (30, 6)  # SQLite is ~10x slower
+    args = base_args(
+        synth,
+        tmp_path / "out",
+        "--device",
+        "devA",
+        "--trials",
+        str(total),
+        "--storage",
+        storage,
+        "--study",
+        "resume-me",
+    )
+    proc = subprocess.Popen(
+        [*HAPI, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, HAPI_NO_PROGRESS="1"),
+    )
+    try:
+        done: dict[int, dict] = {}
+        deadline = time.monotonic() + 60
+        while len(done) < kill_at and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            done = _complete_trials(storage, "resume-me")
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    before = _complete_trials(storage, "resume-me")
+    assert kill_at <= len(before) < total, "the first run was not killed mid-search"
+    res = run_cli(*args)
+    assert res.exit_code == 0, res.stderr
+    after = _complete_trials(storage, "resume-me")
+    assert len(after) == total
+    assert all(after[n] == p for n, p in before.items())  # nothing lost or changed
+    info = json.loads((tmp_path / "out" / "devA" / "search.json").read_text())
+    assert info["trials"]["complete"] == total
+    assert info["trials"]["this_run"] == total - len(before)
+    # rerunning a full study adds nothing
+    assert run_cli(*args).exit_code == 0
+    assert len(_complete_trials(storage, "resume-me")) == total
+
+
+def test_a_study_made_with_other_slos_is_refused(
+    synth, run_cli, tmp_path: Path, storage_dir: Path
+) -> None:
+    storage = f"journal:{storage_dir / 'j.log'}"
+    args = base_args(
+        synth, tmp_path, "--device", "devA", "--trials", "20", "--storage", storage, "--study", "s"
+    )
+    assert run_cli(*args).exit_code == 0
+    res = run_cli(*args, "--slo", "latency=9ms")
+    assert res.exit_code == 2
+    assert "--study 's' was created with slos = []" in res.stderr
+
+
+def test_pareto_mask_against_pairwise_dominance() -> None:
+    import numpy as np
+
+    from hapi_dse.search import pareto_mask
+
+    rng = np.random.default_rng(0)
+    for d in (2, 3):
+        pts = rng.integers(0, 6, (200, d)).astype(float)  # many ties and duplicates
+        want = [not any(np.all(q <= p) and np.any(q < p) for q in pts) for p in pts]
+        assert pareto_mask(pts).tolist() == want
+    assert pareto_mask(np.empty((0, 2))).tolist() == []

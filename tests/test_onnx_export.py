@@ -90,3 +90,27 @@ def test_mismatch_lists_each_output(tmp_path):
     msg = str(info.value)
     assert "a=" in msg and "b=" in msg and "m.onnx" in msg
     assert not (tmp_path / "m.onnx").exists()  # nothing half-written
+
+
+def test_comparison_feeds_inputs_that_have_defaults(tmp_path):
+    """An input with a default (an overridable initializer) is still fed and compared."""
+    import numpy as np
+    import onnx
+
+    from hapi_dse.profiling.onnx_export import compare_with_torch
+
+    class Scale(torch.nn.Module):
+        def forward(self, x, k):
+            return x * k
+
+    path = tmp_path / "scale.onnx"
+    x = torch.ones(1, 3)
+    export_onnx(Scale(), (x, torch.tensor(2.0)), path, input_names=["x", "k"], output_names=["y"])
+    model = onnx.load(str(path))
+    k_init = onnx.numpy_helper.from_array(np.array(2.0, dtype=np.float32), "k")
+    model.graph.initializer.append(k_init)  # k now has a default of 2
+    onnx.save(model, str(path))
+    same = compare_with_torch(Scale(), path, ["x", "k"], ["y"], [(x, torch.tensor(2.0))])
+    fed = compare_with_torch(Scale(), path, ["x", "k"], ["y"], [(x, torch.tensor(5.0))])
+    assert same["y"] == 0.0
+    assert fed["y"] == 0.0  # k=5 was fed, not silently replaced by the default

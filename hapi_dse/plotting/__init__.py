@@ -1,1 +1,37 @@
-"""(work in progress)"""
+"""Pareto plots of search results: compute what to draw (``info``), then draw it (``render``).
+
+matplotlib is imported only when a figure is rendered.
+"""
+
+from hapi_dse.plotting.info import (
+    FigureInfo,
+    Reference,
+    ResultSet,
+    Series,
+    SLOLine,
+    figure_infos,
+    find_results,
+    metric_column,
+    pareto_mask,
+    reference_points,
+    series_info,
+    slo_lines,
+)
+from hapi_dse.plotting.render import output_paths, render
+
+__all__ = [
+    "FigureInfo",
+    "Reference",
+    "ResultSet",
+    "SLOLine",
+    "Series",
+    "figure_infos",
+    "find_results",
+    "metric_column",
+    "output_paths",
+    "pareto_mask",
+    "reference_points",
+    "render",
+    "series_info",
+    "slo_lines",
+]

@@ -173,7 +173,9 @@ def compare_with_torch(
     opts.intra_op_num_threads = 1
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    # Inputs with a default are listed as overridable initializers, not by get_inputs().
     graph_inputs = [i.name for i in sess.get_inputs()]
+    graph_inputs += [i.name for i in sess.get_overridable_initializers()]
     diffs = dict.fromkeys(output_names, 0.0)
     for inputs in inputs_list:
         with torch.no_grad():

@@ -1,0 +1,189 @@
+"""``hapi export`` and ``hapi eval``: thin shells over :mod:`hapi_dse.deploy`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hapi_dse.cli import options
+
+
+@click.command("export")
+@click.argument("source", metavar="RESULT_DIR|DESIGN_JSON", type=click.Path(path_type=Path))
+@options.model
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The .onnx file to write (a directory for --format staged).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "staged"]),
+    default="onnx",
+    show_default=True,
+    help="onnx: one standard-ONNX graph, any runtime; staged: one graph per stage, "
+    "a manifest and a numpy+onnxruntime runtime.",
+)
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset.")
+@click.option(
+    "--layout-anchor/--no-layout-anchor",
+    default=True,
+    show_default=True,
+    help="Start each exit branch with an identity 1x1 Conv so onnxruntime keeps "
+    "its NCHWc layout there.",
+)
+@click.option(
+    "--check-samples",
+    type=int,
+    default=512,
+    show_default=True,
+    help="Validation samples scanned for one real sample per exit path.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(),
+    default=None,
+    help="Where the dataset files are (then $HAPI_DATA, then the system location).",
+)
+@options.seed
+def export(
+    source: Path,
+    model: str | None,
+    out: Path,
+    fmt: str,
+    opset: int,
+    layout_anchor: bool,
+    check_samples: int,
+    data_dir: str | None,
+    seed: int,
+) -> None:
+    """Export a searched design to ONNX with the early-exit decisions inside.
+
+    RESULT_DIR is a 'hapi search' output (its DEVICE/design.json) or a design.json itself.
+    The export is checked (onnx.checker, and onnxruntime vs PyTorch on real samples taking
+    every exit path); the sidecar OUT.export.json (export.json in a staged directory)
+    records the check, the opset, the design's sha256 and what the file needs to run.
+    """
+    from hapi_dse.deploy import ExportConfig, export_design, sidecar_for
+
+    cfg = ExportConfig(
+        source=source,
+        out=out,
+        model=model,
+        fmt=fmt,
+        opset=opset,
+        layout_anchor=layout_anchor,
+        data_dir=data_dir,
+        check_samples=check_samples,
+        seed=seed,
+    )
+    info = export_design(cfg)
+    chk = info["check"]
+    worst = max(chk["max_abs_diff"].values())
+    paths = len(chk["paths"])
+    forced = sum(p["thresholds_forced"] for p in chk["paths"])
+    click.echo(
+        f"exported {len(info['exits']) - 1} exits + final ({info['design']['policy']}) of "
+        f"{info['model_id']} to {out} [{fmt}, opset {info['opset']}]"
+    )
+    click.echo(
+        f"checked: onnx.checker {chk['onnx_checker']}; onnxruntime vs PyTorch max abs "
+        f"difference {worst:.2g} on {paths} real samples, one per exit path"
+        + (f" ({forced} with thresholds overridden)" if forced else "")
+        + (f"; {chk['paths_unchecked']} path(s) unreachable" if chk["paths_unchecked"] else "")
+    )
+    click.echo(f"sidecar: {sidecar_for(out, fmt)}")
+
+
+@click.command("eval")
+@click.argument("model_path", metavar="MODEL.onnx|STAGED_DIR", type=click.Path(path_type=Path))
+@click.option(
+    "--model",
+    "model",
+    type=click.Path(file_okay=False, path_type=str),
+    default=None,
+    help="Run directory from 'hapi train' [default: the run recorded in the export, else the "
+    "bundled example].",
+)
+@click.option(
+    "--dataset",
+    type=click.Choice(["fashion-mnist", "digits"]),
+    default=None,
+    help="Dataset [default: the one the model was trained on].",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(),
+    default=None,
+    help="Where the dataset files are (then $HAPI_DATA, then the system location).",
+)
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
+@click.option(
+    "--device",
+    default="host",
+    show_default=True,
+    help="Profile table for the prediction ('hapi profile --device host' measures this machine).",
+)
+@options.profiles
+@options.threads(1)
+@click.option("--limit", type=int, default=None, help="Evaluate the first N samples only.")
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Untimed calls before timing.",
+)
+@click.option(
+    "--out",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON report [default: MODEL.eval.json, or DIR/eval.json].",
+)
+@options.seed
+def eval_(
+    model_path: Path,
+    model: str | None,
+    dataset: str | None,
+    data_dir: str | None,
+    split: str,
+    device: str,
+    profiles: str | None,
+    threads: int,
+    limit: int | None,
+    warmup: int,
+    json_out: Path | None,
+    seed: int,
+) -> None:
+    """Run an export with onnxruntime: accuracy, exit histogram and latency, each beside the
+    cost model's prediction for this machine's profile table and its relative error."""
+    from hapi_dse.deploy import EvalConfig, evaluate_export, format_report
+    from hapi_dse.provenance import write_json
+
+    cfg = EvalConfig(
+        model=model_path,
+        run=model,
+        dataset=dataset,
+        split=split,
+        data_dir=data_dir,
+        device=device,
+        profiles=profiles,
+        threads=threads,
+        limit=limit,
+        warmup=warmup,
+        seed=seed,
+    )
+    rep = evaluate_export(cfg)
+    if json_out is None:
+        json_out = (
+            model_path / "eval.json"
+            if model_path.is_dir()
+            else model_path.with_suffix(".eval.json")
+        )
+    write_json(json_out, rep)
+    click.echo(format_report(rep))
+    click.echo(f"report: {json_out}")

@@ -1,0 +1,171 @@
+"""What an export or an evaluation reads: the design file, the run, the dataset split.
+
+A design comes from ``hapi search`` (``RESULT_DIR/DEVICE/design.json``) or any file with the
+same keys. The samples are the run's own split (same dataset, seed and ``--limit`` as
+``hapi train``, read from ``train.json``), normalised with the run's ``model.json``
+statistics, so that sample ``i`` here is sample ``i`` of ``exits_<split>.npz``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hapi_dse.cost.design import Design
+from hapi_dse.errors import ArtefactError, UsageError
+from hapi_dse.provenance import sha256_file
+from hapi_dse.run import RunDir, resolve_run
+
+
+@dataclass(frozen=True)
+class DesignFile:
+    """A validated design and where it came from."""
+
+    design: Design
+    doc: dict[str, Any]
+    path: Path
+    sha256: str
+
+    @property
+    def model_id(self) -> str | None:
+        mid = self.doc.get("model_id")
+        return str(mid) if mid else None
+
+
+def find_design(source: str | Path) -> Path:
+    """``design.json`` itself, ``DIR/design.json``, or ``DIR/DEVICE/design.json`` if unique."""
+    p = Path(source)
+    if p.is_file():
+        return p
+    if not p.exists():
+        raise ArtefactError(
+            f"{p}: no such file or directory (expected a search result directory or a design.json)"
+        )
+    if (p / "design.json").is_file():
+        return p / "design.json"
+    found = sorted(p.glob("*/design.json"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ArtefactError(
+            f"{p}: no design.json in it or in a device subdirectory; run "
+            "'hapi search --out DIR' first or pass a design.json"
+        )
+    names = ", ".join(str(f.parent.name) for f in found)
+    raise UsageError(
+        f"{p}: holds designs for several devices ({names}); pass one of them, e.g. {found[0]}"
+    )
+
+
+def load_design(source: str | Path) -> DesignFile:
+    path = find_design(source)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtefactError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict) or "exits" not in doc:
+        raise ArtefactError(f"{path}: not a design (expected keys policy, policy_params, exits)")
+    design = Design.from_dict(doc)
+    return DesignFile(design=design, doc=doc, path=path, sha256=sha256_file(path))
+
+
+def design_run(design: DesignFile, model: str | Path | None) -> RunDir:
+    """The run the design was searched on: ``--model`` or the bundled example; ids must match."""
+    run = resolve_run(model)
+    mid = design.model_id
+    if mid is not None and mid != run.model_id:
+        where = "--model" if model is not None else "the bundled example"
+        raise ArtefactError(
+            f"{design.path}: design is for model {mid} but {where} is {run.model_id} "
+            f"({run.path}); pass --model with the run directory of {mid}"
+        )
+    check_design(design.design, run, design.path)
+    return run
+
+
+def check_design(design: Design, run: RunDir, where: Path | str) -> None:
+    columns = {(int(c["position"]), str(c["head"])) for c in run.model["columns"]}
+    for e in design.exits:
+        if (e.position, e.head) not in columns or e.head == "final":
+            heads = sorted({h for _, h in columns} - {"final"})
+            raise UsageError(
+                f"{where}: exit {e.position}:{e.head} does not exist in model {run.model_id}: "
+                f"positions 0..{run.num_blocks - 1}, heads {', '.join(heads)}"
+            )
+
+
+def exit_temperatures(design: Design, run: RunDir) -> list[float]:
+    """The calibration temperature of each exit of the design (model.json ``temperatures``)."""
+    cols = [(int(c["position"]), str(c["head"])) for c in run.model["columns"]]
+    temps = run.model.get("temperatures")
+    if temps is None or len(temps) != len(cols):
+        raise ArtefactError(
+            f"{run.path}/model.json: 'temperatures' missing or not one per "
+            "column; retrain with this version of hapi"
+        )
+    return [float(temps[cols.index((e.position, e.head))]) for e in design.exits]
+
+
+def train_settings(run: RunDir) -> dict[str, Any]:
+    p = run.path / "train.json"
+    try:
+        settings = json.loads(p.read_text()).get("settings") or {}
+    except (OSError, json.JSONDecodeError):
+        settings = {}
+    return dict(settings)
+
+
+@dataclass
+class Samples:
+    x: np.ndarray  # (n, C, H, W) float32, normalised as in training
+    y: np.ndarray  # (n,) int64
+    dataset: str
+    split: str
+
+
+def load_samples(
+    run: RunDir,
+    split: str = "test",
+    *,
+    dataset: str | None = None,
+    data_dir: str | Path | None = None,
+) -> Samples:
+    """The run's ``split`` (same seed and limit as training), normalised like the model."""
+    from hapi_dse.data import load_splits
+
+    if split not in ("train", "val", "test"):
+        raise UsageError(f"--split {split!r}: expected train, val or test")
+    settings = train_settings(run)
+    name = dataset or str(run.model.get("dataset") or settings.get("dataset") or "")
+    if not name:
+        raise ArtefactError(f"{run.path}/model.json: no dataset recorded; pass --dataset")
+    trained_on = run.model.get("dataset")
+    same = trained_on in (None, name)
+    data = load_splits(
+        name,
+        data_dir=data_dir or settings.get("data_dir"),
+        seed=int(settings.get("seed", 0)) if same else 0,
+        limit=settings.get("limit") if same else None,
+    )
+    x = data.x[split]
+    norm = run.model.get("normalization") or {}
+    same = (float(norm.get("mean", data.mean)), float(norm.get("std", data.std))) == (
+        data.mean,
+        data.std,
+    )
+    if not same:  # bit-identical inputs when the run's split is reproduced exactly
+        raw = x * np.float32(data.std) + np.float32(data.mean)
+        x = ((raw - np.float32(norm["mean"])) / np.float32(norm["std"])).astype(np.float32)
+    shape = tuple(int(d) for d in run.model["arch"]["input_shape"])
+    if tuple(x.shape[1:]) != shape:
+        raise UsageError(
+            f"--dataset {name}: images of shape {tuple(x.shape[1:])}, but model "
+            f"{run.model_id} takes {shape}"
+        )
+    return Samples(
+        x=np.ascontiguousarray(x, np.float32), y=data.y[split], dataset=name, split=split
+    )

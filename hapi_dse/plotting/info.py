@@ -1,0 +1,327 @@
+"""What ``hapi plot`` draws, computed without matplotlib (DESIGN 2.4, STYLE point 6).
+
+From ``trials.csv`` of one or more search result directories: per directory, the feasible
+non-dominated designs on the two plotted metrics (the front), the feasible dominated ones
+and the infeasible ones; the SLO bounds that apply to either axis; and reference points
+(the plain backbone and every single-exit subnet) predicted by the cost model. Results are
+grouped by device: one figure per device, several directories overlaid.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hapi_dse.errors import ArtefactError, unknown_name
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from hapi_dse.cost.costs import SegmentCosts
+    from hapi_dse.run import ExitStats
+
+log = logging.getLogger(__name__)
+
+METRICS = {
+    "accuracy": "accuracy",
+    "latency": "latency_ms",
+    "p90_latency": "p90_latency_ms",
+    "p99_latency": "p99_latency_ms",
+    "max_latency": "max_latency_ms",
+    "energy": "energy_mj",
+    "size": "size_mb",
+    "goodput": "goodput",
+}
+LABELS = {
+    "accuracy": "accuracy (%)",
+    "latency_ms": "mean latency (ms)",
+    "p90_latency_ms": "p90 latency (ms)",
+    "p99_latency_ms": "p99 latency (ms)",
+    "max_latency_ms": "worst-case latency (ms)",
+    "energy_mj": "mean energy (mJ)",
+    "size_mb": "model size (MB)",
+    "goodput": "goodput (correct / s)",
+}
+MAXIMISE = {"accuracy", "goodput"}
+
+
+def metric_column(name: str) -> str:
+    """``latency`` or ``latency_ms`` -> ``latency_ms``; unknown names list the known ones."""
+    if name in METRICS:
+        return METRICS[name]
+    if name in METRICS.values():
+        return name
+    raise unknown_name("metric", name, METRICS)
+
+
+@dataclass
+class Series:
+    """One result directory on one figure. Frames have columns ``x``, ``y``, ``trial``."""
+
+    label: str
+    device: str
+    front: pd.DataFrame  # sorted by x
+    dominated: pd.DataFrame
+    infeasible: pd.DataFrame
+    chosen: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class SLOLine:
+    axis: str  # "x" or "y"
+    value: float
+    label: str
+
+
+@dataclass(frozen=True)
+class Reference:
+    label: str
+    kind: str  # "backbone" or "subnet"
+    head: str
+    position: int
+    x: float
+    y: float
+
+
+@dataclass
+class FigureInfo:
+    device: str
+    x: str
+    y: str
+    x_label: str
+    y_label: str
+    series: list[Series]
+    slo_lines: list[SLOLine] = field(default_factory=list)
+    references: list[Reference] = field(default_factory=list)
+
+
+def pareto_mask(
+    x: np.ndarray, y: np.ndarray, *, x_max: bool = False, y_max: bool = True
+) -> np.ndarray:
+    """True for points no other point dominates (at least as good on both, better on one)."""
+    xs = -np.asarray(x, float) if x_max else np.asarray(x, float)
+    ys = -np.asarray(y, float) if y_max else np.asarray(y, float)  # both minimised now
+    n = len(xs)
+    keep = np.ones(n, bool)
+    order = np.lexsort((ys, xs))  # by x, then y
+    best_y = np.inf
+    prev_x = prev_y = np.nan
+    for i in order:
+        if ys[i] < best_y:
+            best_y = ys[i]
+            prev_x, prev_y = xs[i], ys[i]
+        elif xs[i] == prev_x and ys[i] == prev_y:
+            keep[i] = True  # an exact duplicate of a front point is not dominated
+            continue
+        else:
+            keep[i] = False
+    return keep
+
+
+def _as_bool(col: pd.Series) -> np.ndarray:
+    if col.dtype == bool:
+        return col.to_numpy()
+    return col.astype(str).str.strip().str.lower().isin(("true", "1", "yes")).to_numpy()
+
+
+def series_info(
+    trials: pd.DataFrame,
+    x: str,
+    y: str,
+    *,
+    label: str = "",
+    device: str = "",
+    chosen_trial: int | None = None,
+) -> Series:
+    """Split completed trials into front, dominated and infeasible on metrics ``x`` / ``y``."""
+    import pandas as pd
+
+    for col in (x, y):
+        if col not in trials.columns:
+            raise ArtefactError(f"{label or 'trials'}: no column {col!r} in trials.csv")
+    df = trials
+    if "state" in df.columns:
+        df = df[df["state"].astype(str).str.upper() == "COMPLETE"]
+    xs = pd.to_numeric(df[x], errors="coerce")
+    ys = pd.to_numeric(df[y], errors="coerce")
+    ok = np.isfinite(xs.to_numpy(float)) & np.isfinite(ys.to_numpy(float))
+    trial = df["trial"].to_numpy() if "trial" in df.columns else np.arange(len(df))
+    frame = pd.DataFrame(
+        {
+            "x": xs.to_numpy(float),
+            "y": ys.to_numpy(float),
+            "trial": trial,
+            "exits": df["exits"].astype(str).to_numpy()
+            if "exits" in df.columns
+            else [""] * len(df),
+        }
+    )[ok].reset_index(drop=True)
+    feas = (_as_bool(df["feasible"]) if "feasible" in df.columns else np.ones(len(df), bool))[ok]
+    front_mask = np.zeros(len(frame), bool)
+    if feas.any():
+        idx = np.flatnonzero(feas)
+        front_mask[idx] = pareto_mask(
+            frame["x"].to_numpy()[idx],
+            frame["y"].to_numpy()[idx],
+            x_max=x in MAXIMISE,
+            y_max=y in MAXIMISE,
+        )
+    chosen = None
+    if chosen_trial is not None:
+        hit = frame[frame["trial"] == chosen_trial]
+        if len(hit):
+            chosen = (float(hit["x"].iat[0]), float(hit["y"].iat[0]))
+    return Series(
+        label=label,
+        device=device,
+        front=frame[front_mask].sort_values(["x", "y"]).reset_index(drop=True),
+        dominated=frame[feas & ~front_mask].reset_index(drop=True),
+        infeasible=frame[~feas].reset_index(drop=True),
+        chosen=chosen,
+    )
+
+
+def slo_lines(slos: list[dict[str, Any]], x: str, y: str) -> list[SLOLine]:
+    """The SLO bounds on the plotted metrics (``search.json`` ``slos`` entries)."""
+    out = []
+    for s in slos:
+        metric = str(s.get("metric", ""))
+        if metric not in (x, y):
+            continue
+        value = float(s["value"])
+        label = str(s.get("text") or f"{metric} {'>=' if metric in MAXIMISE else '<='} {value:g}")
+        line = SLOLine("x" if metric == x else "y", value, f"SLO {label}")
+        if line not in out:
+            out.append(line)
+    return out
+
+
+def reference_points(stats: ExitStats, costs: SegmentCosts, x: str, y: str) -> list[Reference]:
+    """The plain backbone and every single-exit subnet (one exit, threshold 0), predicted."""
+    from hapi_dse.cost.design import Design, Exit
+    from hapi_dse.cost.model import CostModel
+
+    model = CostModel(stats, costs)
+    refs = []
+    last = int(stats.position[-1])
+    designs = [("backbone", "final", last, Design(exits=()))]
+    for p, h in zip(stats.position.tolist(), stats.head.tolist(), strict=True):
+        if h != "final" and p < last:
+            designs.append(("subnet", h, int(p), Design(exits=(Exit(int(p), h, 0.0),))))
+    for kind, head, pos, design in designs:
+        m = model.evaluate(design)
+        label = "plain backbone" if kind == "backbone" else f"subnet {pos}:{head}"
+        refs.append(Reference(label, kind, head, pos, float(m[x]), float(m[y])))
+    return refs
+
+
+# ------------------------------------------------------------------------------------------
+# result directories
+
+
+@dataclass
+class ResultSet:
+    """One ``hapi search`` output directory for one device."""
+
+    path: Path
+    device: str
+    model_id: str
+    trials: pd.DataFrame
+    search: dict[str, Any]
+    chosen_trial: int | None
+
+
+def find_results(dirs: list[str | Path]) -> list[ResultSet]:
+    """``DIR/trials.csv`` or ``DIR/DEVICE/trials.csv`` for every directory given."""
+    import pandas as pd
+
+    found: list[ResultSet] = []
+    for d in dirs:
+        p = Path(d)
+        if not p.is_dir():
+            raise ArtefactError(f"{p}: no such directory (expected a 'hapi search --out' result)")
+        subs = (
+            [p]
+            if (p / "trials.csv").is_file()
+            else sorted(q.parent for q in p.glob("*/trials.csv"))
+        )
+        if not subs:
+            raise ArtefactError(
+                f"{p}: no trials.csv in it or in a device subdirectory; run "
+                "'hapi search --out DIR' first"
+            )
+        for s in subs:
+            try:
+                trials = pd.read_csv(s / "trials.csv")
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+                raise ArtefactError(f"{s / 'trials.csv'}: not a readable CSV ({e})") from None
+            search = _read_json(s / "search.json")
+            design = _read_json(s / "design.json")
+            device = str(search.get("device") or design.get("device") or s.name)
+            model_id = str(search.get("model_id") or design.get("model_id") or "")
+            chosen = design.get("trial")
+            found.append(
+                ResultSet(
+                    s, device, model_id, trials, search, int(chosen) if chosen is not None else None
+                )
+            )
+    return found
+
+
+def _read_json(p: Path) -> dict[str, Any]:
+    if not p.is_file():
+        return {}
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtefactError(f"{p}: not valid JSON ({e})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def figure_infos(
+    results: list[ResultSet],
+    x: str,
+    y: str,
+    references: dict[tuple[str, str], list[Reference]] | None = None,
+) -> list[FigureInfo]:
+    """One :class:`FigureInfo` per device; ``references`` keyed by (device, model_id)."""
+    x, y = metric_column(x), metric_column(y)
+    by_device: dict[str, list[ResultSet]] = {}
+    for r in results:
+        by_device.setdefault(r.device, []).append(r)
+    figs = []
+    for device, rs in by_device.items():
+        labels = _labels(rs)
+        series = [
+            series_info(r.trials, x, y, label=lab, device=device, chosen_trial=r.chosen_trial)
+            for r, lab in zip(rs, labels, strict=True)
+        ]
+        lines: list[SLOLine] = []
+        for r in rs:
+            for line in slo_lines(list(r.search.get("slos") or []), x, y):
+                if line not in lines:
+                    lines.append(line)
+        refs: list[Reference] = []
+        for r in rs:
+            for ref in (references or {}).get((device, r.model_id), []):
+                if ref not in refs:
+                    refs.append(ref)
+        figs.append(
+            FigureInfo(device, x, y, LABELS.get(x, x), LABELS.get(y, y), series, lines, refs)
+        )
+    return figs
+
+
+def _labels(rs: list[ResultSet]) -> list[str]:
+    """Short distinct labels: the result directory's name (its parent when it is the device)."""
+    names = [
+        (r.path.parent.name if r.path.name == r.device else r.path.name) or str(r.path) for r in rs
+    ]
+    if len(set(names)) < len(names):
+        names = [str(r.path) for r in rs]
+    return names

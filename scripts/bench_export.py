@@ -1,0 +1,452 @@
+"""Benchmark of the deployment (``hapi export`` / ``hapi eval``) on this machine, in one run.
+
+Prints progress lines, then ONE JSON object as the last line:
+
+* ``single_graph_deep_path_ratio``: latency of the single-graph export on the path that takes
+  no early exit (every threshold input set so that no exit fires), divided by that of a plain
+  graph computing the same blocks, heads, exit decisions and final classifier with no control
+  flow; for the Pareto design with the most exits among those measured (target <= 1.10).
+  ``deep_path`` holds the figures of every variant tried (naive export, initializers
+  relocated, + layout anchor = the default, and the default at lower onnxruntime
+  optimisation levels), each against the plain graph at the same level; and whether a graph
+  saved by onnxruntime's offline optimisation (``optimized_model_filepath``, ORT_ENABLE_ALL)
+  loads again (``ort_offline_optimised``).
+* ``staged_overhead_us_per_stage``: (staged runtime on the no-exit path - plain graph) /
+  number of stages, same design (target <= 5).
+* ``latency_median_abs_err`` / ``latency_share_within_10pct``: over ``--designs`` designs of
+  the search's Pareto front (evenly spread in predicted latency), each exported and run on
+  the whole test split: |measured mean latency / predicted - 1| (targets <= 0.05, >= 0.95).
+  ``latency_p50_median_abs_err`` is the same for the median latency (less sensitive to other
+  processes taking the CPU); every evaluation's report is kept as ``*.eval.json`` with
+  ``--work``.
+* ``iso_accuracy_speedup``: the plain backbone's measured mean latency divided by that of the
+  fastest measured design whose measured test accuracy is at most 0.5 pp below the
+  backbone's, both as exported models (target >= 2.0). Besides the evenly spread designs,
+  the (at most 3) fastest Pareto designs whose predicted test accuracy is within 0.6 pp of
+  the backbone's are measured, so that candidates are not missed by the spreading.
+* ``exit_agreement_min`` / ``accuracy_abs_diff_pp_max``: the fidelity of the exported
+  decisions against the cost model's simulation (targets >= 0.995 and <= 0.1).
+
+Steps: profile this machine (``hapi profile --device host``) unless a table exists, search
+(``hapi search --device host``, no SLO), then export and evaluate. Timings are paired:
+the graphs compared are timed in alternating rounds so drifts of the machine hit both.
+
+Usage: python scripts/bench_export.py [--model RUN] [--profiles DIR] [--work DIR]
+       [--designs 20] [--limit N] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def hapi(*args: str) -> None:
+    exe = Path(sys.executable).with_name("hapi")
+    cmd = [str(exe) if exe.exists() else "hapi", *args]
+    log("$ " + " ".join(cmd))
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "HAPI_NO_PROGRESS": "1"}
+    )
+    if res.returncode not in (0, 1):
+        raise SystemExit(f"command failed ({res.returncode}): {res.stderr.strip()}")
+    tail = res.stdout.strip().splitlines()[-3:]
+    for line in tail:
+        log("  " + line)
+
+
+def parse_exits(text: str) -> list[dict[str, Any]]:
+    """``2:conv@0.91;7:linear@0.85`` (patience rows have no thresholds)."""
+    out = []
+    for part in filter(None, str(text).split(";")):
+        where, _, thr = part.partition("@")
+        pos, _, head = where.partition(":")
+        out.append({"position": int(pos), "head": head, "threshold": float(thr or 0.0)})
+    return out
+
+
+def pick_designs(pareto: Any, k: int) -> Any:
+    """``k`` rows spread evenly over predicted latency (all rows when there are fewer)."""
+    df = pareto.sort_values("latency_ms").reset_index(drop=True)
+    if len(df) <= k:
+        return df
+    idx = np.unique(np.round(np.linspace(0, len(df) - 1, k)).astype(int))
+    return df.iloc[idx].reset_index(drop=True)
+
+
+def session(path: Path, threads: int, level: str = "all") -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def paired_medians_us(
+    fns: dict[str, Any], rounds: int = 15, per_round: int = 200, warmup: int = 100, seed: int = 0
+) -> dict[str, float]:
+    """Median per-call latency of each function, timed in alternating shuffled rounds."""
+    rng = np.random.default_rng(seed)
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    samples: dict[str, list[int]] = {n: [] for n in names}
+    clock = time.perf_counter_ns
+    for _ in range(rounds):
+        for j in rng.permutation(len(names)):
+            name = names[j]
+            fn = fns[name]
+            acc = samples[name]
+            for _ in range(per_round):
+                t0 = clock()
+                fn()
+                acc.append(clock() - t0)
+    return {n: float(np.median(v)) / 1e3 for n, v in samples.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="run directory (default: bundled example)")
+    ap.add_argument("--profiles", default=None, help="profile directory with a host table")
+    ap.add_argument("--work", default=None, help="keep intermediate files here")
+    ap.add_argument("--designs", type=int, default=20)
+    ap.add_argument("--limit", type=int, default=None, help="test samples per evaluation")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    os.environ.setdefault("HAPI_NO_PROGRESS", "1")
+
+    from hapi_dse.cost.design import Design
+    from hapi_dse.deploy import EvalConfig, ExportConfig, evaluate_export, export_design
+    from hapi_dse.errors import HapiError
+    from hapi_dse.profiling.table import load_table
+    from hapi_dse.provenance import write_json
+    from hapi_dse.run import resolve_run
+
+    started = datetime.now(timezone.utc)
+    load_start = list(os.getloadavg())
+    t_start = time.perf_counter()
+    run = resolve_run(args.model)
+    model_arg = ["--model", str(run.path)]
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="hapi-bench-export-"))
+    work.mkdir(parents=True, exist_ok=True)
+    profiles = Path(args.profiles) if args.profiles else work / "profiles"
+    own = profiles / "host" / f"{run.model_id}.csv"
+    if own.is_file():
+        log(f"using the host table {own}")
+    else:  # measured now, in this run (not a table found elsewhere on the search path)
+        hapi(
+            "profile",
+            "--device",
+            "host",
+            *model_arg,
+            "--profiles",
+            str(profiles),
+            "--threads",
+            str(args.threads),
+            "--seed",
+            str(args.seed),
+        )
+    table = load_table("host", run.model_id, str(profiles))
+    if Path(table.path).resolve() != own.resolve():
+        raise SystemExit(f"expected the host table at {own}, found {table.path}")
+    search_out = work / "search"
+    hapi(
+        "search",
+        "--device",
+        "host",
+        *model_arg,
+        "--profiles",
+        str(profiles),
+        "--out",
+        str(search_out),
+        "--seed",
+        str(args.seed),
+    )
+
+    import pandas as pd
+
+    pareto = pd.read_csv(search_out / "host" / "pareto.csv")
+    chosen = pick_designs(pareto, args.designs)
+    log(f"{len(pareto)} Pareto designs; measuring {len(chosen)}")
+
+    def design_doc(policy: str, patience: Any, exits: list[dict[str, Any]]) -> dict[str, Any]:
+        pat = int(patience) if policy == "patience" and str(patience) not in ("", "nan") else 0
+        doc = {
+            "schema_version": 1,
+            "model_id": run.model_id,
+            "device": "host",
+            "policy": policy,
+            "policy_params": {"patience": pat} if pat else {},
+            "exits": exits,
+        }
+        Design.from_dict(doc)  # validate
+        return doc
+
+    def export_and_eval(
+        name: str, doc: dict[str, Any], fmt: str = "onnx", anchor: bool = True
+    ) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+        dpath = work / "designs" / f"{name}.json"
+        dpath.parent.mkdir(parents=True, exist_ok=True)
+        dpath.write_text(json.dumps(doc))
+        out = work / "exports" / (name if fmt == "staged" else f"{name}.onnx")
+        t0 = time.perf_counter()
+        info = export_design(
+            ExportConfig(
+                source=dpath,
+                out=out,
+                model=str(run.path),
+                fmt=fmt,
+                layout_anchor=anchor,
+                check_samples=256,
+                seed=args.seed,
+            )
+        )
+        t_export = time.perf_counter() - t0
+        rep = evaluate_export(
+            EvalConfig(
+                model=out,
+                run=str(run.path),
+                profiles=str(profiles),
+                threads=args.threads,
+                limit=args.limit,
+                seed=args.seed,
+            )
+        )
+        write_json(out.with_suffix(".eval.json") if fmt != "staged" else out / "eval.json", rep)
+        m, p = rep["measured"], rep["predicted"]
+        log(
+            f"  {name}: {doc['policy']} {len(doc['exits'])} exits, export {t_export:.1f}s, "
+            f"acc {100 * m['accuracy']:.2f}% (pred {100 * p['accuracy']:.2f}%), mean "
+            f"{m['latency_ms']['mean']:.4f} ms (pred {p['latency_ms']['mean']:.4f}), "
+            f"agreement {100 * rep['fidelity']['exit_agreement']:.2f}%"
+        )
+        return out, info, rep
+
+    # 1. the plain backbone and the Pareto designs, exported and measured
+    _, _, base = export_and_eval("backbone", design_doc("max_softmax", "", []))
+    results: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for i, row in chosen.iterrows():
+        doc = design_doc(str(row["policy"]), row.get("patience", ""), parse_exits(row["exits"]))
+        try:
+            out, _info, rep = export_and_eval(f"pareto_{i:02d}", doc)
+        except HapiError as e:  # reported in the JSON, not hidden
+            log(f"  pareto_{i:02d} FAILED: {e}")
+            failed.append({"trial": int(row["trial"]), "exits": row["exits"], "error": str(e)})
+            continue
+        results.append({"doc": doc, "out": out, "rep": rep, "trial": int(row["trial"])})
+    # the fastest Pareto designs predicted (on test) within 0.6 pp of the backbone: measured
+    # too, so that the iso-accuracy design is among the measured ones (3 at most)
+    measured_trials = {r["trial"] for r in results}
+    floor = base["predicted"]["accuracy"] - 0.006
+    cands = pareto[(pareto["test_accuracy"] >= floor) & ~pareto["trial"].isin(measured_trials)]
+    for j, (_, row) in enumerate(cands.sort_values("test_latency_ms").head(3).iterrows()):
+        doc = design_doc(str(row["policy"]), row.get("patience", ""), parse_exits(row["exits"]))
+        out, _info, rep = export_and_eval(f"iso_{j}", doc)
+        results.append({"doc": doc, "out": out, "rep": rep, "trial": int(row["trial"])})
+    errs = np.array([r["rep"]["relative_error"]["latency_mean"] for r in results])
+    errs_p50 = np.array([r["rep"]["relative_error"]["latency_p50"] for r in results])
+    agree = [r["rep"]["fidelity"]["exit_agreement"] for r in [*results, {"rep": base}]]
+    accdiff = [abs(r["rep"]["accuracy_diff_pp"]) for r in [*results, {"rep": base}]]
+    base_acc = base["measured"]["accuracy"]
+    base_lat = base["measured"]["latency_ms"]["mean"]
+    iso = [r for r in results if r["rep"]["measured"]["accuracy"] >= base_acc - 0.005 - 1e-12]
+    fastest = min(iso, key=lambda r: r["rep"]["measured"]["latency_ms"]["mean"], default=None)
+    speedup = (base_lat / fastest["rep"]["measured"]["latency_ms"]["mean"]) if fastest else None
+
+    # 2. deep path: control flow vs the plain graph, for the design with the most exits
+    deep_src = max(
+        (r for r in results if r["doc"]["policy"] != "patience"),
+        key=lambda r: (len(r["doc"]["exits"]), r["trial"]),
+        default=None,
+    )
+    if deep_src is None:  # no threshold design measured: the front's one with the most exits
+        rows = pareto[pareto["policy"] != "patience"]
+        if len(rows):
+            row = rows.assign(n=rows["n_exits"]).sort_values(["n", "trial"]).iloc[-1]
+            doc = design_doc(str(row["policy"]), "", parse_exits(row["exits"]))
+            out, _, rep = export_and_eval("deep_design", doc)
+            deep_src = {"doc": doc, "out": out, "rep": rep, "trial": int(row["trial"])}
+    deep: dict[str, Any] = {}
+    staged_us = None
+    if deep_src is not None:
+        deep, staged_us = deep_path(run, deep_src, work, args.threads, export_and_eval)
+
+    result = {
+        "single_graph_deep_path_ratio": deep.get("ratio"),
+        "staged_overhead_us_per_stage": staged_us,
+        "latency_median_abs_err": float(np.median(np.abs(errs))) if len(errs) else None,
+        "latency_share_within_10pct": float(np.mean(np.abs(errs) <= 0.10)) if len(errs) else None,
+        "iso_accuracy_speedup": speedup,
+        "exit_agreement_min": float(min(agree)),
+        "accuracy_abs_diff_pp_max": float(max(accdiff)),
+        "designs_measured": len(results),
+        "designs_failed": failed,
+        "pareto_designs": len(pareto),
+        "latency_rel_err": [round(float(e), 4) for e in errs],
+        "latency_p50_median_abs_err": float(np.median(np.abs(errs_p50))) if len(errs) else None,
+        "latency_p50_rel_err": [round(float(e), 4) for e in errs_p50],
+        "backbone": {
+            "accuracy": base_acc,
+            "latency_ms": base_lat,
+            "predicted_latency_ms": base["predicted"]["latency_ms"]["mean"],
+        },
+        "iso_accuracy_design": None
+        if fastest is None
+        else {
+            "exits": fastest["doc"]["exits"],
+            "policy": fastest["doc"]["policy"],
+            "accuracy": fastest["rep"]["measured"]["accuracy"],
+            "latency_ms": fastest["rep"]["measured"]["latency_ms"]["mean"],
+        },
+        "deep_path": deep,
+        "table": {"path": str(table.path), "call_overhead_ms": table.call_overhead_ms},
+        "model_id": run.model_id,
+        "test_samples": base["n"],
+        "threads": args.threads,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": sys.platform,
+            "loadavg_start": load_start,
+            "loadavg_end": list(os.getloadavg()),
+        },
+        "started_utc": started.isoformat(timespec="seconds"),
+        "wall_s": round(time.perf_counter() - t_start, 1),
+    }
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(result))
+
+
+def deep_path(
+    run: Any, src: dict[str, Any], work: Path, threads: int, export_and_eval: Any
+) -> tuple[dict[str, Any], float | None]:
+    """Variants of the single graph vs the plain graph on the no-exit path; staged overhead."""
+    import onnx
+    import torch
+
+    from hapi_dse.cost.design import Design
+    from hapi_dse.deploy import onnx_passes
+    from hapi_dse.deploy.export import load_runtime
+    from hapi_dse.deploy.graph import FORCE, DesignGraph, ReferenceGraph
+    from hapi_dse.deploy.inputs import exit_temperatures, load_samples
+    from hapi_dse.profiling.onnx_export import export_onnx
+
+    doc = src["doc"]
+    design = Design.from_dict(doc)
+    m = len(design.exits)
+    net = run.load_model()
+    temps = np.asarray(exit_temperatures(design, run), np.float32)
+    never = np.full(m, FORCE[design.policy][1], np.float32)
+    x = load_samples(run, "test").x[:1]
+    names = ["input", "thresholds", "temperatures"]
+    example = (torch.from_numpy(x), torch.from_numpy(never), torch.from_numpy(temps))
+    d = work / "deep"
+    d.mkdir(exist_ok=True)
+    log(f"deep path: design {doc['policy']} {[(e.position, e.head) for e in design.exits]}")
+    export_onnx(
+        ReferenceGraph(net, design).eval(),
+        example,
+        d / "plain.onnx",
+        input_names=names,
+        output_names=["final", "exit_logits", "fires"],
+    )
+    export_onnx(
+        DesignGraph(net, design, layout_anchor=False).eval(),
+        example,
+        d / "naive.onnx",
+        input_names=names,
+        output_names=["logits", "exit_index"],
+    )
+    model = onnx.load(str(d / "naive.onnx"))
+    onnx_passes.relocate_initializers(model)
+    onnx.save(model, str(d / "relocated.onnx"))
+    default = src["out"]
+    staged_out, _, _ = export_and_eval("deep_staged", doc, fmt="staged")
+    feed = {"input": x, "thresholds": never, "temperatures": temps}
+
+    def runner(path: Path, level: str = "all") -> Any:
+        sess = session(path, threads, level)
+        out = sess.run(None, feed)
+        if len(out) == 2:
+            assert int(out[1][0]) == m, f"{path.name} did not take the no-exit path"
+        return lambda: sess.run(None, feed)
+
+    staged = load_runtime(staged_out).StagedModel(staged_out, threads=threads)
+    staged.set_thresholds(never.tolist())
+    assert staged.run(x)[1] == m
+    fns = {
+        "plain": runner(d / "plain.onnx"),
+        "naive": runner(d / "naive.onnx"),
+        "relocated": runner(d / "relocated.onnx"),
+        "default": runner(default),
+        "staged": lambda: staged.run(x),
+        "plain_extended": runner(d / "plain.onnx", "extended"),
+        "default_extended": runner(default, "extended"),
+        "plain_basic": runner(d / "plain.onnx", "basic"),
+        "default_basic": runner(default, "basic"),
+    }
+    out_offline = ort_offline(default, d / "offline.onnx", threads)
+    med = paired_medians_us(fns)
+    plain = med["plain"]
+    out = {
+        "design": {"policy": doc["policy"], "exits": doc["exits"]},
+        "median_us": {k: round(v, 1) for k, v in med.items()},
+        "ratio": med["default"] / plain,
+        "ratio_naive_export": med["naive"] / plain,
+        "ratio_initializers_relocated": med["relocated"] / plain,
+        "ratio_relocated_plus_layout_anchor": med["default"] / plain,
+        "ratio_at_ort_enable_extended": med["default_extended"] / med["plain_extended"],
+        "ratio_at_ort_enable_basic": med["default_basic"] / med["plain_basic"],
+        "stages": m + 1,
+        "ort_offline_optimised": out_offline,
+    }
+    staged_us = (med["staged"] - plain) / (m + 1)
+    out["staged_overhead_us_per_stage"] = staged_us
+    log("deep path medians (us): " + json.dumps(out["median_us"]))
+    return out, staged_us
+
+
+def ort_offline(src: Path, dst: Path, threads: int) -> str:
+    """Save onnxruntime's ORT_ENABLE_ALL graph offline, then try to load it again."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    opts.optimized_model_filepath = str(dst)
+    ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+    try:
+        session(dst, threads)
+    except Exception as e:  # onnxruntime's own exception types
+        return "saved but does not load: " + str(e).strip().splitlines()[0][-200:]
+    return "saved and loads"
+
+
+if __name__ == "__main__":
+    main()

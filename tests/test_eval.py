@@ -1,0 +1,155 @@
+"""hapi eval: the export measured with onnxruntime beside the cost model's prediction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_export_support import shared_export
+
+
+def write_fake_table(run: Path, profiles: Path, device: str) -> None:
+    """A made-up profile table for the tiny run (latency proportional to FLOPs)."""
+    import csv
+
+    from hapi_dse.profiling.table import write_table
+
+    mid = json.loads((run / "model.json").read_text())["model_id"]
+    with open(run / "flops.csv", newline="") as f:
+        flops = list(csv.DictReader(f))
+    rows = []
+    for r in flops:
+        lat = 0.004 + int(r["flops"]) * 1e-8
+        rows.append(
+            {
+                "segment": r["segment"],
+                "position": int(r["position"]),
+                "head": r["head"] if r["segment"] != "block" else "",
+                "batch": 1,
+                "latency_ms": lat,
+                "latency_p90_ms": lat * 1.1,
+                "energy_mj": 0.0,
+                "flops": int(r["flops"]),
+                "params": int(r["params"]),
+                "runs": 10,
+                "source": "measured",
+                "energy_source": "modelled",
+            }
+        )
+    write_table(rows, {"call_overhead_ms": 0.004}, device=device, model_id=mid, profiles=profiles)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out: Path = shared_export(tiny_run, tmp_path_factory)["out"]
+    return out
+
+
+def test_eval_json_fields_and_fidelity(
+    run_cli, tiny_run: Path, exported: Path, tmp_path: Path
+) -> None:
+    profiles = tmp_path / "profiles"
+    write_fake_table(tiny_run, profiles, "fakehost")
+    report = tmp_path / "eval.json"
+    res = run_cli(
+        "eval",
+        exported,
+        "--model",
+        tiny_run,
+        "--device",
+        "fakehost",
+        "--profiles",
+        profiles,
+        "--out",
+        report,
+        "--warmup",
+        "2",
+    )
+    assert res.exit_code == 0, res.stderr
+    assert "accuracy (%)" in res.stdout and "latency p99 (ms)" in res.stdout
+    rep = json.loads(report.read_text())
+    meas, pred = rep["measured"], rep["predicted"]
+    assert set(meas["latency_ms"]) == set(pred["latency_ms"]) == {"mean", "p50", "p90", "p99"}
+    assert sum(meas["exit_histogram"]) == rep["n"] == sum(pred["exit_histogram"])
+    assert len(meas["exit_histogram"]) == 3  # two exits + the final classifier
+    assert all(meas["latency_ms"][k] > 0 for k in ("mean", "p50", "p90", "p99"))
+    assert meas["latency_ms"]["p50"] <= meas["latency_ms"]["p90"] <= meas["latency_ms"]["p99"]
+    assert set(rep["relative_error"]) == {
+        "accuracy",
+        "latency_mean",
+        "latency_p50",
+        "latency_p90",
+        "latency_p99",
+    }
+    rel = rep["relative_error"]["latency_mean"]
+    assert rel == pytest.approx(meas["latency_ms"]["mean"] / pred["latency_ms"]["mean"] - 1)
+    # the exported decisions are the cost model's
+    assert rep["fidelity"]["exit_agreement"] >= 0.995
+    assert abs(rep["accuracy_diff_pp"]) <= 0.1
+    assert rep["table"]["device"] == "fakehost"
+    assert rep["provenance"]["inputs"]["model"]["sha256"]
+
+
+def test_eval_without_a_table_still_reports_accuracy(
+    run_cli, tiny_run: Path, exported: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "e.json"
+    res = run_cli(
+        "eval",
+        exported,
+        "--model",
+        tiny_run,
+        "--device",
+        "nosuchdevice",
+        "--profiles",
+        tmp_path,
+        "--out",
+        report,
+        "--limit",
+        "40",
+        "--warmup",
+        "0",
+    )
+    assert res.exit_code == 0, res.stderr
+    rep = json.loads(report.read_text())
+    assert rep["n"] == 40
+    assert rep["predicted"]["latency_ms"] is None and "error" in rep["table"]
+    assert rep["fidelity"]["exit_agreement"] >= 0.995
+
+
+def test_eval_errors_are_one_line_exit_2(run_cli, tmp_path: Path, tiny_run: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    plain = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "g",
+            [x],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        )
+    )
+    onnx.save(plain, str(tmp_path / "plain.onnx"))
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    for target, message in (
+        (tmp_path / "plain.onnx", "not a hapi export"),
+        (tmp_path / "junk.onnx", "onnxruntime cannot load it"),
+        (tmp_path / "none.onnx", "no such file"),
+        (tmp_path, "no manifest.json"),
+    ):
+        res = run_cli("eval", target, "--model", tiny_run)
+        assert res.exit_code == 2
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], res.stderr
+
+
+def test_open_export_runs_one_sample(exported: Path) -> None:
+    from hapi_dse.deploy import open_export
+
+    exp = open_export(exported)
+    shape = exp.meta["input_shape"]
+    logits, idx = exp.runner(np.zeros(shape, np.float32))
+    assert logits.shape == (1, len(exp.meta["classes"])) and idx in (0, 1, 2)

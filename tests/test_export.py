@@ -1,0 +1,179 @@
+"""hapi export: the design as ONNX with its exits inside, checked on every exit path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_export_support import shared_export, write_design
+
+from hapi_dse.provenance import sha256_file
+
+
+@pytest.fixture(scope="module")
+def single_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One export of a two-exit design of the tiny run, shared by the tests below."""
+    return shared_export(tiny_run, tmp_path_factory)
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def test_export_sidecar_records_check_opset_and_design_hash(single_export: dict) -> None:
+    out, info = single_export["out"], single_export["info"]
+    side = json.loads(out.with_suffix(".export.json").read_text())
+    assert side["opset"] == 18
+    assert side["design_sha256"] == sha256_file(single_export["design"])
+    assert side["sha256"] == sha256_file(out)
+    assert side["check"]["onnx_checker"] == "full" and side["check"]["passed"]
+    # one checked sample per path: two exits and the final classifier
+    assert [p["exit_index"] for p in side["check"]["paths"]] == [0, 1, 2]
+    assert max(side["check"]["max_abs_diff"].values()) <= 1e-4
+    assert side["graph"]["if_nodes"] == 2 and side["graph"]["domains"] == ["ai.onnx"]
+    assert "any ONNX runtime" in side["requires"]["runtime"]
+    assert info["exits"][-1]["head"] == "final"
+
+
+def test_export_passes_full_onnx_checker_and_keeps_weights_in_branches(single_export: dict) -> None:
+    import onnx
+
+    model = onnx.load(str(single_export["out"]))
+    onnx.checker.check_model(model, full_check=True)
+    assert {i.name for i in model.graph.input} == {"input", "thresholds", "temperatures"}
+    main_inits = {t.name for t in model.graph.initializer}
+    assert {"thresholds", "temperatures"} <= main_inits  # defaults
+    branch = next(
+        a.g
+        for n in model.graph.node
+        if n.op_type == "If"
+        for a in n.attribute
+        if a.name == "else_branch"
+    )
+    assert len(branch.initializer) > 0  # relocated for onnxruntime's layout transform
+
+
+def test_onnx_matches_pytorch_on_every_exit_path(single_export: dict) -> None:
+    """Each path forced through the threshold input: same exit, same logits as PyTorch."""
+    import torch
+
+    from hapi_dse.deploy.graph import DesignGraph
+    from hapi_dse.deploy.inputs import exit_temperatures, load_design, load_samples
+    from hapi_dse.run import RunDir
+
+    run = RunDir(single_export["run"])
+    dfile = load_design(single_export["design"])
+    temps = np.asarray(exit_temperatures(dfile.design, run), np.float32)
+    graph = DesignGraph(run.load_model(), dfile.design).eval()
+    sess = _session(single_export["out"])
+    x = load_samples(run, "test").x[:8]
+    seen = set()
+    for forced in ([-1.0, -1.0], [2.0, -1.0], [2.0, 2.0], [0.6, 0.8]):
+        thr = np.asarray(forced, np.float32)
+        for i in range(len(x)):
+            z, idx = sess.run(
+                None, {"input": x[i : i + 1], "thresholds": thr, "temperatures": temps}
+            )
+            with torch.no_grad():
+                rz, ridx = graph(
+                    torch.from_numpy(x[i : i + 1]), torch.from_numpy(thr), torch.from_numpy(temps)
+                )
+            assert int(idx[0]) == int(ridx[0])
+            np.testing.assert_allclose(z, rz.numpy(), atol=1e-4)
+            seen.add(int(idx[0]))
+    assert seen == {0, 1, 2}
+
+
+def test_thresholds_default_and_override_without_reexport(single_export: dict) -> None:
+    sess = _session(single_export["out"])
+    x = np.zeros(
+        (1, *json.loads((single_export["run"] / "model.json").read_text())["arch"]["input_shape"]),
+        np.float32,
+    )
+    z_default, i_default = sess.run(None, {"input": x})
+    z_fed, i_fed = sess.run(None, {"input": x, "thresholds": np.asarray([0.6, 0.8], np.float32)})
+    assert int(i_default[0]) == int(i_fed[0])
+    np.testing.assert_array_equal(z_default, z_fed)
+    _, always = sess.run(None, {"input": x, "thresholds": np.asarray([-1, -1], np.float32)})
+    _, never = sess.run(None, {"input": x, "thresholds": np.asarray([2, 2], np.float32)})
+    assert (int(always[0]), int(never[0])) == (0, 2)
+
+
+def test_staged_export_runtime_matches_single_graph(
+    single_export: dict, tmp_path: Path, run_cli
+) -> None:
+    out = tmp_path / "staged"
+    res = run_cli(
+        "export",
+        single_export["design"],
+        "--model",
+        single_export["run"],
+        "--format",
+        "staged",
+        "--out",
+        out,
+        "--check-samples",
+        "64",
+    )
+    assert res.exit_code == 0, res.stderr
+    side = json.loads((out / "export.json").read_text())
+    assert side["check"]["passed"] and side["stages"] == [
+        "stage_0.onnx",
+        "stage_1.onnx",
+        "stage_2.onnx",
+    ]
+    text = (out / "staged_runtime.py").read_text()
+    assert "import torch" not in text and "hapi_dse" not in text
+
+    from hapi_dse.deploy.export import load_runtime
+    from hapi_dse.deploy.inputs import load_samples
+    from hapi_dse.run import RunDir
+
+    staged = load_runtime(out).StagedModel(out)
+    sess = _session(single_export["out"])
+    x = load_samples(RunDir(single_export["run"]), "test").x[:16]
+    for i in range(len(x)):
+        z, idx = staged.run(x[i : i + 1])
+        rz, ridx = sess.run(None, {"input": x[i : i + 1]})
+        assert idx == int(ridx[0])
+        np.testing.assert_allclose(z, rz, atol=1e-4)
+    staged.set_thresholds([-1.0, -1.0])
+    assert staged.run(x[:1])[1] == 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing-dir", "--out", "m.onnx"], "no such file or directory"),
+        (["DESIGN", "--out", "m.txt"], "expected a file name ending in .onnx"),
+        (["DESIGN", "--out", "m.onnx", "--format", "tflite"], "invalid value for '--format'"),
+        (["BADEXIT", "--out", "m.onnx"], "does not exist in model"),
+        (["OTHERMODEL", "--out", "m.onnx"], "pass --model"),
+    ],
+)
+def test_export_errors_are_one_line_exit_2(
+    run_cli, tiny_run: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    good = write_design(tiny_run, tmp_path / "d.json", [(1, "linear", 0.5)])
+    bad = write_design(tiny_run, tmp_path / "bad.json", [(99, "linear", 0.5)])
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**json.loads(good.read_text()), "model_id": "resnet20-0000"}))
+    subst = {
+        "DESIGN": good,
+        "BADEXIT": bad,
+        "OTHERMODEL": other,
+        "missing-dir": tmp_path / "missing-dir",
+    }
+    argv = [str(subst.get(a, a)) for a in args]
+    argv = [str(tmp_path / a) if a.startswith("m.") else a for a in argv]
+    res = run_cli("export", *argv, "--model", tiny_run)
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message.lower() in lines[0].lower(), res.stderr
+    assert "Traceback" not in res.stderr

@@ -1,0 +1,166 @@
+"""hapi plot: what to draw (front, dominated, infeasible, SLO lines) and one rendered PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hapi_dse.plotting import (
+    figure_infos,
+    find_results,
+    pareto_mask,
+    reference_points,
+    series_info,
+    slo_lines,
+)
+
+
+def synthetic_trials() -> pd.DataFrame:
+    """Nine trials in the shape of trials.csv: a known front, dominated and infeasible ones."""
+    rows = [
+        # trial, latency, accuracy, feasible, state
+        (0, 1.0, 0.80, True, "COMPLETE"),  # front
+        (1, 2.0, 0.85, True, "COMPLETE"),  # front
+        (2, 3.0, 0.90, True, "COMPLETE"),  # front
+        (3, 2.5, 0.84, True, "COMPLETE"),  # dominated by 1
+        (4, 3.0, 0.89, True, "COMPLETE"),  # dominated by 2 (same latency, less accurate)
+        (5, 0.5, 0.95, False, "COMPLETE"),  # infeasible (would dominate everything)
+        (6, 4.0, 0.70, False, "COMPLETE"),  # infeasible and dominated
+        (7, 1.5, 0.99, True, "FAIL"),  # not complete: ignored
+        (8, 2.0, 0.85, True, "COMPLETE"),  # duplicate of 1: on the front too
+    ]
+    df = pd.DataFrame(rows, columns=["trial", "latency_ms", "accuracy", "feasible", "state"])
+    df["exits"] = [f"{i}:conv@0.9" for i in range(len(df))]
+    df["constraint_latency_ms"] = np.where(df["feasible"], -1.0, 1.0)
+    df["pareto"] = False
+    return df
+
+
+def test_pareto_mask_minimise_and_maximise() -> None:
+    x = np.array([1.0, 2.0, 2.0, 3.0])
+    y = np.array([1.0, 2.0, 1.5, 2.0])
+    assert pareto_mask(x, y, y_max=True).tolist() == [True, True, False, False]
+    assert pareto_mask(x, y, y_max=False).tolist() == [True, False, False, False]
+    assert pareto_mask(x, y, x_max=True, y_max=True).tolist() == [False, False, False, True]
+
+
+def test_series_info_splits_front_dominated_infeasible() -> None:
+    s = series_info(synthetic_trials(), "latency_ms", "accuracy", chosen_trial=2)
+    assert sorted(s.front["trial"]) == [0, 1, 2, 8]
+    assert s.front["x"].is_monotonic_increasing
+    assert sorted(s.dominated["trial"]) == [3, 4]
+    assert sorted(s.infeasible["trial"]) == [5, 6]
+    assert 7 not in set(s.front["trial"]) | set(s.dominated["trial"]) | set(s.infeasible["trial"])
+    assert s.chosen == (3.0, 0.90)
+
+
+def test_series_info_reads_csv_strings_and_other_axes(tmp_path: Path) -> None:
+    p = tmp_path / "trials.csv"
+    df = synthetic_trials()
+    df["energy_mj"] = df["latency_ms"] * 2
+    df.to_csv(p, index=False)
+    back = pd.read_csv(p)
+    back["feasible"] = back["feasible"].astype(str)  # "True"/"False" as written by csv
+    s = series_info(back, "energy_mj", "accuracy")
+    assert sorted(s.front["trial"]) == [0, 1, 2, 8]
+    assert sorted(s.infeasible["trial"]) == [5, 6]
+
+
+def test_slo_lines_only_for_plotted_metrics() -> None:
+    slos = [
+        {"metric": "latency_ms", "bound": "max", "value": 2.5, "text": "latency=2.5ms"},
+        {"metric": "accuracy", "bound": "min", "value": 0.82, "text": "accuracy=82%"},
+        {"metric": "size_mb", "bound": "max", "value": 1.0, "text": "size=1MB"},
+    ]
+    lines = slo_lines(slos, "latency_ms", "accuracy")
+    assert [(line.axis, line.value) for line in lines] == [("x", 2.5), ("y", 0.82)]
+    assert "latency=2.5ms" in lines[0].label
+
+
+def _result_dir(root: Path, device: str, df: pd.DataFrame, slos: list[dict]) -> Path:
+    d = root / device
+    d.mkdir(parents=True)
+    df.to_csv(d / "trials.csv", index=False)
+    (d / "search.json").write_text(json.dumps({"device": device, "model_id": "m-1", "slos": slos}))
+    (d / "design.json").write_text(
+        json.dumps({"device": device, "model_id": "m-1", "trial": 1, "exits": []})
+    )
+    return root
+
+
+def test_figure_infos_overlay_several_dirs_per_device(tmp_path: Path) -> None:
+    df = synthetic_trials()
+    slo = [{"metric": "latency_ms", "value": 2.5, "text": "latency=2.5ms"}]
+    a = _result_dir(tmp_path / "a", "pixel6", df, slo)
+    b = _result_dir(tmp_path / "b", "pixel6", df.assign(latency_ms=df["latency_ms"] * 2), slo)
+    c = _result_dir(tmp_path / "c", "jetson", df, [])
+    infos = figure_infos(find_results([a, b, c]), "latency", "accuracy")
+    assert [i.device for i in infos] == ["pixel6", "jetson"]
+    assert [s.label for s in infos[0].series] == ["a", "b"]
+    assert len(infos[0].slo_lines) == 1 and not infos[1].slo_lines
+    assert infos[0].series[0].chosen == (2.0, 0.85)
+
+
+def test_reference_points_backbone_and_subnets() -> None:
+    from hapi_dse.cost.costs import SegmentCosts
+    from hapi_dse.run import ExitStats
+
+    n, pos, head = 50, np.array([0, 0, 1]), np.array(["linear", "conv", "final"])
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, n).astype(np.int16)
+    pred = np.stack([labels, labels, labels], 1)
+    pred[:10, 0] = (labels[:10] + 1) % 3
+    stats = ExitStats(
+        labels,
+        rng.random((n, 3), dtype=np.float32),
+        rng.random((n, 3), dtype=np.float32),
+        pred,
+        pos,
+        head,
+    )
+    costs = SegmentCosts.from_arrays(
+        position=pos, head=head, block_latency_ms=[1.0, 2.0], head_latency_ms=[0.1, 0.5, 0.2]
+    )
+    refs = reference_points(stats, costs, "latency_ms", "accuracy")
+    assert [r.kind for r in refs] == ["backbone", "subnet", "subnet"]
+    backbone, linear, _ = refs
+    assert backbone.x == pytest.approx(3.2) and backbone.y == pytest.approx(1.0)
+    assert linear.x == pytest.approx(1.1) and linear.y == pytest.approx(0.8)
+
+
+def test_plot_cli_renders_a_png(run_cli, tmp_path: Path) -> None:
+    slo = [{"metric": "latency_ms", "value": 2.5, "text": "latency=2.5ms"}]
+    a = _result_dir(tmp_path / "a", "pixel6", synthetic_trials(), slo)
+    out = tmp_path / "front.png"
+    res = run_cli("plot", a, "--out", out, "--no-references")
+    assert res.exit_code == 0, res.stderr
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    side = json.loads(out.with_suffix(".plot.json").read_text())
+    assert [p["trial"] for p in side["series"][0]["front"]] == [0, 1, 8, 2]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["MISSING", "--out", "x.png"], "no such directory"),
+        (["EMPTY", "--out", "x.png"], "no trials.csv"),
+        (["GOOD", "--out", "x.gif"], "expected a file ending in .png"),
+        (["GOOD", "--out", "x.png", "--x", "speed"], "unknown metric 'speed'"),
+    ],
+)
+def test_plot_errors_are_one_line_exit_2(
+    run_cli, tmp_path: Path, args: list[str], message: str
+) -> None:
+    good = _result_dir(tmp_path / "good", "pixel6", synthetic_trials(), [])
+    (tmp_path / "empty").mkdir()
+    subst = {"MISSING": tmp_path / "missing", "EMPTY": tmp_path / "empty", "GOOD": good}
+    argv = [str(subst.get(a, tmp_path / a if a.startswith("x.") else a)) for a in args]
+    res = run_cli("plot", *argv, "--no-references")
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], res.stderr

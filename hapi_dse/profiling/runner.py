@@ -13,12 +13,15 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hapi_dse.errors import UsageError
 from hapi_dse.profiling.base import Profiler, ProfileResult
 from hapi_dse.profiling.segments import MANIFEST, Manifest, load_manifest
 from hapi_dse.progress import Progress
+
+if TYPE_CHECKING:
+    from hapi_dse.profiling.timing import TimingSettings
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,19 @@ class ProfileOutcome:
     report: dict[str, Any] = field(default_factory=dict)
 
 
+def _timing_settings(cfg: ProfileConfig) -> TimingSettings:
+    from hapi_dse.profiling.timing import TimingSettings
+
+    return TimingSettings(
+        provider=cfg.provider,
+        threads=cfg.threads,
+        runs=cfg.runs,
+        warmup=cfg.warmup,
+        rounds=cfg.rounds,
+        seed=cfg.seed,
+    )
+
+
 @contextlib.contextmanager
 def _export_dir(cfg: ProfileConfig) -> Iterator[Path]:
     if cfg.export_dir:
@@ -132,7 +148,7 @@ def make_profiler(cfg: ProfileConfig) -> Profiler:
     from hapi_dse.profiling.energy import detect_meter
     from hapi_dse.profiling.measured import OrtProfiler
     from hapi_dse.profiling.specs import spec_paths
-    from hapi_dse.profiling.timing import TimingSettings, check_provider
+    from hapi_dse.profiling.timing import check_provider
 
     check_provider(cfg.provider)
     power: float | None = None
@@ -147,14 +163,7 @@ def make_profiler(cfg: ProfileConfig) -> Profiler:
                 cfg.device,
             )
     meter = detect_meter(cfg.energy_cmd)
-    settings = TimingSettings(
-        provider=cfg.provider,
-        threads=cfg.threads,
-        runs=cfg.runs,
-        warmup=cfg.warmup,
-        rounds=cfg.rounds,
-        seed=cfg.seed,
-    )
+    settings = _timing_settings(cfg)
     return OrtProfiler(
         settings,
         meter=meter,
@@ -256,21 +265,13 @@ def run_calibrate(cfg: ProfileConfig) -> ProfileOutcome:
     from hapi_dse.profiling.calibrate import calibrate
     from hapi_dse.profiling.measured import DEFAULT_ACTIVE_POWER_W
     from hapi_dse.profiling.specs import parse_spec, spec_paths, write_spec
-    from hapi_dse.profiling.timing import TimingSettings
 
     power = DEFAULT_ACTIVE_POWER_W
     old = spec_paths(cfg.profiles).get(cfg.device)
     if old is not None:
         with contextlib.suppress(HapiError):
             power = parse_spec(old).active_power_w
-    settings = TimingSettings(
-        provider=cfg.provider,
-        threads=cfg.threads,
-        runs=cfg.runs,
-        warmup=cfg.warmup,
-        rounds=cfg.rounds,
-        seed=cfg.seed,
-    )
+    settings = _timing_settings(cfg)
     spec, report = calibrate(settings, name=cfg.device, active_power_w=power, seed=cfg.seed)
     header = (
         f"Spec of this machine fitted by 'hapi profile --calibrate' ({report['graphs']} micro-"

@@ -58,7 +58,11 @@ def test_cached_predictions_match_the_weights_on_real_data() -> None:
     stats = run.stats("test")
     np.testing.assert_array_equal(stats.labels, data.y["test"])
     with torch.no_grad():
-        logits = torch.cat([net.all_logits(torch.from_numpy(data.x["test"][i : i + 1000]))[0]
-                            for i in range(0, 10_000, 1000)])
+        logits = torch.cat(
+            [
+                net.all_logits(torch.from_numpy(data.x["test"][i : i + 1000]))[0]
+                for i in range(0, 10_000, 1000)
+            ]
+        )
     agree = (logits.argmax(-1).numpy() == stats.prediction).mean()
     assert agree >= 0.999  # float reassociation (channels-last training) may flip near-ties

@@ -443,3 +443,45 @@ def test_pareto_mask_against_pairwise_dominance() -> None:
         want = [not any(np.all(q <= p) and np.any(q < p) for q in pts) for p in pts]
         assert pareto_mask(pts).tolist() == want
     assert pareto_mask(np.empty((0, 2))).tolist() == []
+
+
+def test_storage_retries_the_schema_creation_race(monkeypatch, tmp_path) -> None:
+    """Two workers opening a fresh database race to create its tables: the loser retries."""
+    import optuna
+
+    from hapi_dse.search import runner
+
+    class IntegrityError(Exception):
+        pass
+
+    real = optuna.storages.RDBStorage
+    calls = []
+
+    def flaky(url, **kw):
+        calls.append(url)
+        if len(calls) == 1:
+            raise IntegrityError('duplicate key value violates "pg_type_typname_nsp_index"')
+        return real(url, **kw)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", flaky)
+    monkeypatch.setattr(runner.time, "sleep", lambda s: None)
+    storage = runner.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    assert isinstance(storage, real) and len(calls) == 2
+
+
+def test_storage_does_not_retry_other_errors(monkeypatch) -> None:
+    import optuna
+
+    from hapi_dse.errors import UsageError
+    from hapi_dse.search import runner
+
+    calls = []
+
+    def down(url, **kw):
+        calls.append(url)
+        raise RuntimeError("connection refused")
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", down)
+    with pytest.raises(UsageError, match="cannot open \\(connection refused\\)"):
+        runner.open_storage("postgresql://u@127.0.0.1:1/db")
+    assert len(calls) == 1

@@ -222,6 +222,9 @@ def _with_driver(url: str) -> str:
     return url
 
 
+SCHEMA_RACE_RETRIES = 5
+
+
 def open_storage(url: str | None) -> Any:
     """An Optuna storage for ``--storage`` (``None``: in memory)."""
     if url is None:
@@ -243,16 +246,34 @@ def open_storage(url: str | None) -> Any:
             f"--storage {redact(url)!r}: expected an Optuna storage URL: sqlite:///FILE.db, "
             "postgresql://USER@HOST:PORT/DB, or journal:FILE for a journal file"
         )
-    try:
-        return optuna.storages.RDBStorage(_with_driver(url), engine_kwargs={"pool_pre_ping": True})
-    except ModuleNotFoundError as e:
-        raise UsageError(
-            f"--storage {redact(url)!r}: the database driver {e.name!r} is not installed; "
-            "for PostgreSQL: pip install 'hapi-dse[postgres]'"
-        ) from None
-    except Exception as e:  # sqlalchemy errors: bad URL, server down, no permission
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"--storage {redact(url)!r}: cannot open ({first})") from None
+    for attempt in range(SCHEMA_RACE_RETRIES + 1):
+        try:
+            return optuna.storages.RDBStorage(
+                _with_driver(url), engine_kwargs={"pool_pre_ping": True}
+            )
+        except ModuleNotFoundError as e:
+            raise UsageError(
+                f"--storage {redact(url)!r}: the database driver {e.name!r} is not installed; "
+                "for PostgreSQL: pip install 'hapi-dse[postgres]'"
+            ) from None
+        except Exception as e:  # sqlalchemy errors: bad URL, server down, no permission
+            if attempt < SCHEMA_RACE_RETRIES and _schema_race(e):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UsageError(f"--storage {redact(url)!r}: cannot open ({first})") from None
+    raise AssertionError("unreachable")
+
+
+def _schema_race(e: Exception) -> bool:
+    """Workers that open a fresh database together race to create Optuna's tables; the
+    losers see a duplicate-key or already-exists error and only need to open it again."""
+    text = str(e)
+    return (
+        type(e).__name__ == "IntegrityError"
+        or "already exists" in text
+        or ("duplicate key" in text)
+    )
 
 
 def _quiet_optuna() -> None:

@@ -193,6 +193,28 @@ _PARAMS = (
     "B",
 )
 _INIT = (1.0, 1.0, 1.0, 1.0, 1.0, 0.3, 2e10, 2e9, 5e9, 5e9, 1e10)
+# which fitted parameter gives an op type its overhead / FLOP rate (others: the defaults)
+_OVERHEAD_PARAM = {
+    "Conv": "ov_Conv",
+    "DepthwiseConv": "ov_DepthwiseConv",
+    "Gemm": "ov_Gemm",
+    "MatMul": "ov_Gemm",
+    "ReduceMean": "ov_ReduceMean",
+    "GlobalAveragePool": "ov_ReduceMean",
+    "Reshape": "ov_Reshape",
+    "Flatten": "ov_Reshape",
+}
+_RATE_PARAM = {
+    "Conv": "F_Conv",
+    "DepthwiseConv": "F_DepthwiseConv",
+    "Gemm": "F_Gemm",
+    "MatMul": "F_Gemm",
+}
+# Sharpness of the smooth maximum used while fitting (see _NodeMatrix), then the exact max.
+_CONTINUATION = (2.0, 8.0, 32.0, None)
+# Start points, as offsets of every log-parameter from _INIT (a slope across the parameters
+# and its mirror too, so no start is special): the fit keeps the best end point.
+_START_OFFSETS = (0.0, 1.0, -1.0)
 
 
 def spec_from_params(
@@ -213,23 +235,55 @@ def spec_from_params(
         op_overhead_us=float(v["op_overhead_us"]),
         call_overhead_us=call_overhead_us,
         active_power_w=active_power_w,
-        op_flops_per_s={
-            "Conv": float(v["F_Conv"]),
-            "DepthwiseConv": float(v["F_DepthwiseConv"]),
-            "Gemm": float(v["F_Gemm"]),
-            "MatMul": float(v["F_Gemm"]),
-        },
-        op_overhead_us_by_type={
-            "Conv": float(v["ov_Conv"]),
-            "DepthwiseConv": float(v["ov_DepthwiseConv"]),
-            "Gemm": float(v["ov_Gemm"]),
-            "MatMul": float(v["ov_Gemm"]),
-            "ReduceMean": float(v["ov_ReduceMean"]),
-            "GlobalAveragePool": float(v["ov_ReduceMean"]),
-            "Reshape": float(v["ov_Reshape"]),
-            "Flatten": float(v["ov_Reshape"]),
-        },
+        op_flops_per_s={op: float(v[k]) for op, k in _RATE_PARAM.items()},
+        op_overhead_us_by_type={op: float(v[k]) for op, k in _OVERHEAD_PARAM.items()},
     )
+
+
+class _NodeMatrix:
+    """Every node of every graph as arrays, so the roofline of :func:`estimate_s` is a few
+    numpy operations over all graphs at once (the fit calls it thousands of times).
+
+    With ``sharpness=None`` it is exactly :func:`estimate_s`; with a number ``p`` the
+    ``max(compute, traffic)`` of each node is replaced by the smooth ``(a^p + b^p)^(1/p)``,
+    which gives every FLOP rate and the bandwidth a gradient wherever they sit. A fit on the
+    exact max can stall with a rate on the flat side of a max (its residuals do not move
+    with it), at a point that explains the data worse than the truth does.
+    """
+
+    def __init__(self, costs: list[list[NodeCost]]) -> None:
+        index = {k: i for i, k in enumerate(_PARAMS)}
+        graph, ov, rate, flops, traffic, counted = [], [], [], [], [], []
+        for g, nodes in enumerate(costs):
+            for c in nodes:
+                graph.append(g)
+                ov.append(index[_OVERHEAD_PARAM.get(c.kind, "op_overhead_us")])
+                rate.append(index[_RATE_PARAM.get(c.kind, "F_default")])
+                flops.append(float(c.flops))
+                traffic.append(float(c.bytes))
+                counted.append(0.0 if c.fused else 1.0)
+        self.graphs = len(costs)
+        self.graph = np.asarray(graph, np.int64)
+        self.ov = np.asarray(ov, np.int64)
+        self.rate = np.asarray(rate, np.int64)
+        self.flops = np.asarray(flops)
+        self.traffic = np.asarray(traffic)
+        self.counted = np.asarray(counted)
+        self.bandwidth = index["B"]
+
+    def seconds(self, theta: np.ndarray, call_s: float, sharpness: float | None) -> np.ndarray:
+        v = np.exp(theta)
+        compute = self.flops / v[self.rate]
+        memory = self.traffic / v[self.bandwidth]
+        if sharpness is None:
+            work = np.maximum(compute, memory)
+        else:
+            top = np.maximum(np.maximum(compute, memory), 1e-30)
+            work = top * ((compute / top) ** sharpness + (memory / top) ** sharpness) ** (
+                1.0 / sharpness
+            )
+        per_node = self.counted * v[self.ov] * 1e-6 + work
+        return call_s + np.bincount(self.graph, per_node, minlength=self.graphs)
 
 
 def fit_spec(
@@ -242,21 +296,44 @@ def fit_spec(
     threads: int = 1,
     description: str = "",
 ) -> tuple[DeviceSpec, float]:
-    """Least squares on log latency; returns the spec and the fit's mean abs relative error."""
+    """Least squares on log latency; returns the spec and the fit's mean abs relative error.
+
+    From each start point the fit follows a continuation: smooth maxima of growing sharpness,
+    then the exact model, each stage starting where the previous one ended. The end point
+    with the smallest error over the start points is kept.
+    """
     from scipy.optimize import least_squares
 
-    log_meas = np.log(measured_s)
-
-    def residual(theta: np.ndarray) -> np.ndarray:
-        spec = spec_from_params(name, theta, call_overhead_us, active_power_w, threads, description)
-        pred = np.array([estimate_s(c, spec) for c in costs])
-        return np.log(pred) - log_meas
-
+    log_meas = np.log(np.asarray(measured_s, np.float64))
+    nodes = _NodeMatrix(costs)
+    call_s = call_overhead_us * 1e-6
     theta0 = np.log(np.array(_INIT))
-    res = least_squares(
-        residual, theta0, method="trf", x_scale=1.0, max_nfev=400, bounds=(theta0 - 12, theta0 + 12)
-    )
-    spec = spec_from_params(name, res.x, call_overhead_us, active_power_w, threads, description)
+    lo, hi = theta0 - 12, theta0 + 12
+    slope = np.linspace(-1.0, 1.0, len(theta0))
+    best: tuple[float, np.ndarray] | None = None
+    for offset in _START_OFFSETS:
+        theta = theta0 + offset * slope
+        for sharpness in _CONTINUATION:
+
+            def residual(t: np.ndarray, p: float | None = sharpness) -> np.ndarray:
+                return np.log(nodes.seconds(t, call_s, p)) - log_meas
+
+            theta = least_squares(
+                residual,
+                theta,
+                method="trf",
+                x_scale="jac",
+                ftol=1e-12,
+                xtol=1e-12,
+                gtol=1e-12,
+                max_nfev=2000,
+                bounds=(lo, hi),
+            ).x
+        err = float(np.mean(np.abs(np.expm1(residual(theta, None)))))
+        if best is None or err < best[0]:
+            best = (err, theta)
+    assert best is not None
+    spec = spec_from_params(name, best[1], call_overhead_us, active_power_w, threads, description)
     pred = np.array([estimate_s(c, spec) for c in costs])
     mape = float(np.mean(np.abs(pred - measured_s) / measured_s))
     return spec, mape

@@ -48,6 +48,12 @@ from hapi_dse.cli import options
     default=None,
     help="Where the dataset files are (then $HAPI_DATA, then the system location).",
 )
+@click.option(
+    "--trial",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Export this trial of RESULT_DIR (its row of trials.csv) instead of the chosen design.",
+)
 @options.seed
 def export(
     source: Path,
@@ -58,11 +64,14 @@ def export(
     layout_anchor: bool,
     check_samples: int,
     data_dir: str | None,
+    trial: int | None,
     seed: int,
 ) -> None:
     """Export a searched design to ONNX with the early-exit decisions inside.
 
-    RESULT_DIR is a 'hapi search' output (its DEVICE/design.json) or a design.json itself.
+    RESULT_DIR is a 'hapi search' output (its DEVICE/design.json) or a design.json itself;
+    with --trial N, the design of trial N of RESULT_DIR/DEVICE/trials.csv, exactly as
+    searched.
     The export is checked (onnx.checker, and onnxruntime vs PyTorch on real samples taking
     every exit path); the sidecar OUT.export.json (export.json in a staged directory)
     records the check, the opset, the design's sha256 and what the file needs to run.
@@ -79,6 +88,7 @@ def export(
         data_dir=data_dir,
         check_samples=check_samples,
         seed=seed,
+        trial=trial,
     )
     info = export_design(cfg)
     chk = info["check"]

@@ -8,6 +8,8 @@ holds ``policy``, ``policy_params`` and ``exits`` in exactly the shape of
 from __future__ import annotations
 
 import itertools
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,11 +73,46 @@ class Design:
     def policy_params(self) -> dict[str, int]:
         return {"patience": self.patience} if self.policy == "patience" else {}
 
-    def compact(self) -> str:
-        """``"2:conv@0.91;7:linear@0.85"``; the patience policy shows no thresholds."""
+    def compact(self, *, digits: int | None = None) -> str:
+        """``"2:conv@0.91;7:linear@0.85"``; the patience policy shows no thresholds.
+
+        Thresholds are written at full precision (the shortest text that reads back as the
+        same float), so :meth:`from_compact` rebuilds this design exactly, as ``trials.csv``
+        and ``pareto.csv`` need; ``digits`` rounds them to that many significant digits, for
+        display only.
+        """
         if self.policy == "patience":
             return ";".join(f"{e.position}:{e.head}" for e in self.exits)
-        return ";".join(f"{e.position}:{e.head}@{e.threshold:.4g}" for e in self.exits)
+
+        def threshold(t: float) -> str:
+            return repr(float(t)) if digits is None else f"{t:.{digits}g}"
+
+        return ";".join(f"{e.position}:{e.head}@{threshold(e.threshold)}" for e in self.exits)
+
+    @classmethod
+    def from_compact(cls, text: str, policy: str = "max_softmax", patience: int = 0) -> Design:
+        """The inverse of :meth:`compact`: ``"2:conv@0.91;7:linear@0.85"`` under ``policy``.
+
+        Patience designs list ``POSITION:HEAD`` items (no thresholds); the empty string is the
+        plain backbone with no exits.
+        """
+        if policy not in POLICIES:
+            from hapi_dse.errors import unknown_name
+
+            raise unknown_name("exit policy", policy, POLICIES)
+        thresholds = policy != "patience"
+        form = "POSITION:HEAD@THRESHOLD" if thresholds else "POSITION:HEAD"
+        example = "2:conv@0.91;7:linear@0.85" if thresholds else "2:conv;7:linear"
+        exits = []
+        for item in text.split(";") if text.strip() else []:
+            exit_ = _parse_exit(item.strip(), thresholds)
+            if exit_ is None:
+                raise UsageError(
+                    f"exits {text!r}: {item.strip()!r} is not {form} ({policy} policy); write "
+                    f"each exit as {form}, joined by ';', e.g. {example!r}, or '' for no exits"
+                )
+            exits.append(exit_)
+        return cls(exits=tuple(exits), policy=policy, patience=patience)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,3 +137,17 @@ class Design:
                 "policy_params and exits = [{position, head, threshold}, ...]"
             ) from None
         return cls(exits=exits, policy=policy, patience=int(params.get("patience", 0)))
+
+
+_EXIT = re.compile(
+    r"([0-9]+):([^\s:;@]+)(?:@([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?))?"
+)
+
+
+def _parse_exit(item: str, with_threshold: bool) -> Exit | None:
+    """``POSITION:HEAD@THRESHOLD`` (or ``POSITION:HEAD``) as an :class:`Exit`; None if not."""
+    m = _EXIT.fullmatch(item)
+    if m is None or (m[3] is not None) != with_threshold:
+        return None
+    threshold = float(m[3]) if with_threshold else 0.0
+    return Exit(int(m[1]), m[2], threshold) if math.isfinite(threshold) else None

@@ -62,6 +62,7 @@ class ExportConfig:
     data_dir: str | None = None
     check_samples: int = 512
     seed: int = 0
+    trial: int | None = None  # a trial of the search result, not its chosen design
 
     def validate(self) -> None:
         if self.fmt not in FORMATS:
@@ -150,7 +151,7 @@ def export_design(cfg: ExportConfig) -> dict[str, Any]:
     """Export, check and describe one design; returns the ``export.json`` content."""
     cfg.validate()
     t0 = time.perf_counter()
-    dfile = load_design(cfg.source)
+    dfile = load_design(cfg.source, trial=cfg.trial)
     run = design_run(dfile, cfg.model)
     temps = exit_temperatures(dfile.design, run)
     samples = load_samples(run, "val", data_dir=cfg.data_dir)

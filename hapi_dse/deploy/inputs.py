@@ -1,13 +1,15 @@
 """What an export or an evaluation reads: the design file, the run, the dataset split.
 
-A design comes from ``hapi search`` (``RESULT_DIR/DEVICE/design.json``) or any file with the
-same keys. The samples are the run's own split (same dataset, seed and ``--limit`` as
-``hapi train``, read from ``train.json``), normalised with the run's ``model.json``
-statistics, so that sample ``i`` here is sample ``i`` of ``exits_<split>.npz``.
+A design comes from ``hapi search`` (``RESULT_DIR/DEVICE/design.json``, or any trial of
+``RESULT_DIR/DEVICE/trials.csv``) or any file with the same keys. The samples are the run's
+own split (same dataset, seed and ``--limit`` as ``hapi train``, read from ``train.json``),
+normalised with the run's ``model.json`` statistics, so that sample ``i`` here is sample
+``i`` of ``exits_<split>.npz``.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from hapi_dse.cost.design import Design
-from hapi_dse.errors import ArtefactError, UsageError
+from hapi_dse.errors import ArtefactError, HapiError, UsageError
 from hapi_dse.provenance import sha256_file
 from hapi_dse.run import RunDir, resolve_run
 
@@ -61,7 +63,36 @@ def find_design(source: str | Path) -> Path:
     )
 
 
-def load_design(source: str | Path) -> DesignFile:
+def find_trials(source: str | Path) -> Path:
+    """``trials.csv`` itself, ``DIR/trials.csv``, ``DIR/DEVICE/trials.csv`` if unique, or the
+    ``trials.csv`` beside a ``design.json``."""
+    p = Path(source)
+    if p.is_file():
+        return p if p.name == "trials.csv" else p.parent / "trials.csv"
+    if not p.exists():
+        raise ArtefactError(f"{p}: no such file or directory (expected a search result directory)")
+    if (p / "trials.csv").is_file():
+        return p / "trials.csv"
+    found = sorted(p.glob("*/trials.csv"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ArtefactError(
+            f"{p}: no trials.csv in it or in a device subdirectory; --trial needs the "
+            "directory 'hapi search --out DIR' wrote"
+        )
+    names = ", ".join(str(f.parent.name) for f in found)
+    raise UsageError(
+        f"{p}: holds searches for several devices ({names}); pass one of them, "
+        f"e.g. {found[0].parent}"
+    )
+
+
+def load_design(source: str | Path, trial: int | None = None) -> DesignFile:
+    """The design of ``source`` (a search result or a ``design.json``), or with ``trial`` the
+    design of that trial of the search, rebuilt exactly from its row of ``trials.csv``."""
+    if trial is not None:
+        return load_trial(source, trial)
     path = find_design(source)
     try:
         doc = json.loads(path.read_text())
@@ -71,6 +102,67 @@ def load_design(source: str | Path) -> DesignFile:
         raise ArtefactError(f"{path}: not a design (expected keys policy, policy_params, exits)")
     design = Design.from_dict(doc)
     return DesignFile(design=design, doc=doc, path=path, sha256=sha256_file(path))
+
+
+def load_trial(source: str | Path, trial: int) -> DesignFile:
+    """Trial ``trial`` of a search result: its ``trials.csv`` row as a design, with the model
+    and device of the ``search.json`` beside it."""
+    path = find_trials(source)
+    need = ("trial", "state", "policy", "patience", "exits")
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        if not set(need) <= set(reader.fieldnames or ()):
+            raise ValueError(f"expected the columns {', '.join(need)}")
+        complete = [int(r["trial"]) for r in rows if r["state"] == "COMPLETE"]
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as e:
+        raise ArtefactError(
+            f"{path}: not a readable trials table of 'hapi search' ({e}); rerun the search"
+        ) from None
+    valid = f"the COMPLETE trials are {_ranges(complete)}" if complete else "no trial is COMPLETE"
+    row = next((r for r in rows if r["trial"] == str(trial)), None)
+    if row is None:
+        raise UsageError(f"--trial {trial}: no such trial in {path}; {valid}")
+    if row["state"] != "COMPLETE":
+        raise UsageError(
+            f"--trial {trial}: trial {trial} of {path} is {row['state']}, only COMPLETE trials "
+            f"have a design; {valid}"
+        )
+    info = path.parent / "search.json"
+    try:
+        search = json.loads(info.read_text())
+        if not isinstance(search, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ArtefactError(
+            f"{info}: cannot read the search's model and device ({e}); --trial needs the "
+            "whole directory 'hapi search' wrote"
+        ) from None
+    try:
+        patience = int(row["patience"] or 0)
+        design = Design.from_compact(row["exits"], row["policy"], patience)
+    except (HapiError, ValueError) as e:
+        raise ArtefactError(f"{path}: trial {trial}: {e}") from None
+    doc = {
+        "model_id": search.get("model_id"),
+        "device": search.get("device"),
+        **design.to_dict(),
+        "trial": trial,
+    }
+    return DesignFile(design=design, doc=doc, path=path, sha256=sha256_file(path))
+
+
+def _ranges(numbers: list[int], most: int = 6) -> str:
+    """``0-4, 6, 8-149``: sorted integers as ranges, the first ``most`` of them."""
+    spans: list[list[int]] = []
+    for n in sorted(numbers):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    text = [f"{a}" if a == b else f"{a}-{b}" for a, b in spans[:most]]
+    return ", ".join(text) + (", ..." if len(spans) > most else "")
 
 
 def design_run(design: DesignFile, model: str | Path | None) -> RunDir:

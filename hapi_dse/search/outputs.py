@@ -494,7 +494,7 @@ def console_report(result: DeviceResult, max_rows: int = 12) -> str:
         )
         lines.append(
             f"chosen for {result.device} (best {result.pick_rule} under the SLOs): trial "
-            f"{r.number}, {pol} exits [{r.design.compact() or 'none: plain backbone'}]: "
+            f"{r.number}, {pol} exits [{r.design.compact(digits=4) or 'none: plain backbone'}]: "
             f"accuracy {_fmt('accuracy', r.metrics['accuracy'])} (test "
             f"{_fmt('accuracy', r.test['accuracy'])}), latency {r.metrics['latency_ms']:.3g} ms "
             f"mean / {r.metrics['p99_latency_ms']:.3g} ms p99, energy "
@@ -519,7 +519,7 @@ def console_report(result: DeviceResult, max_rows: int = 12) -> str:
 
 
 def _short(design: Design, width: int = 44) -> str:
-    s = design.compact() or "(backbone only)"
+    s = design.compact(digits=4) or "(backbone only)"
     if design.policy != "max_softmax":
         s = f"{design.policy[:3]}{design.patience or ''} {s}"
     return s if len(s) <= width else s[: width - 1] + "…"

@@ -71,7 +71,8 @@ def test_eval_json_fields_and_fidelity(
     assert "accuracy (%)" in res.stdout and "latency p99 (ms)" in res.stdout
     rep = json.loads(report.read_text())
     meas, pred = rep["measured"], rep["predicted"]
-    assert set(meas["latency_ms"]) == set(pred["latency_ms"]) == {"mean", "p50", "p90", "p99"}
+    stats = {"mean", "p50", "p90", "p99", "max"}
+    assert set(meas["latency_ms"]) == set(pred["latency_ms"]) == stats
     assert sum(meas["exit_histogram"]) == rep["n"] == sum(pred["exit_histogram"])
     assert len(meas["exit_histogram"]) == 3  # two exits + the final classifier
     assert all(meas["latency_ms"][k] > 0 for k in ("mean", "p50", "p90", "p99"))
@@ -82,7 +83,13 @@ def test_eval_json_fields_and_fidelity(
         "latency_p50",
         "latency_p90",
         "latency_p99",
+        "latency_max",
     }
+    # the estimator: each sample takes its path's latency (measure.py)
+    hist = np.array(meas["exit_histogram"])
+    paths = np.array([0.0 if v is None else v for v in meas["path_latency_ms"]])
+    assert meas["latency_ms"]["mean"] == pytest.approx(float(hist @ paths) / hist.sum())
+    assert meas["latency_ms"]["max"] == pytest.approx(paths[hist > 0].max())
     rel = rep["relative_error"]["latency_mean"]
     assert rel == pytest.approx(meas["latency_ms"]["mean"] / pred["latency_ms"]["mean"] - 1)
     # the exported decisions are the cost model's
@@ -153,3 +160,39 @@ def test_open_export_runs_one_sample(exported: Path) -> None:
     shape = exp.meta["input_shape"]
     logits, idx = exp.runner(np.zeros(shape, np.float32))
     assert logits.shape == (1, len(exp.meta["classes"])) and idx in (0, 1, 2)
+
+
+def test_slo_verdicts_compare_the_measured_figure_with_the_bound() -> None:
+    from hapi_dse.cost.slo import parse_slos
+    from hapi_dse.deploy.evaluate import broken_slos, slo_verdicts
+
+    slos = [
+        s.to_dict()
+        for s in parse_slos(
+            ["latency=0.2ms", "p99_latency=0.5ms", "accuracy=90%", "energy=5mJ", "max_latency=1ms"]
+        )
+    ]
+    measured = {
+        "accuracy": 0.905,
+        "latency_ms": {"mean": 0.21, "p50": 0.2, "p90": 0.3, "p99": 0.45, "max": 0.6},
+    }
+    predicted = {
+        "metrics": {
+            "latency_ms": 0.19,
+            "p99_latency_ms": 0.44,
+            "accuracy": 0.905,
+            "energy_mj": 4.0,
+            "max_latency_ms": 0.6,
+        }
+    }
+    got = {v["metric"]: v for v in slo_verdicts(slos, measured, predicted)}
+    assert got["latency_ms"]["verdict"] == "broken"  # 0.21 > 0.2, though 0.19 was predicted
+    assert got["latency_ms"]["measured"] == 0.21 and got["latency_ms"]["predicted"] == 0.19
+    assert got["p99_latency_ms"]["verdict"] == "met"
+    assert got["accuracy"]["verdict"] == "met" and got["accuracy"]["bound"] == "min"
+    assert got["energy_mj"]["verdict"] == "not measured" and got["energy_mj"]["predicted"] == 4.0
+    assert got["max_latency_ms"]["verdict"] == "met"
+    rep = {"slos": slo_verdicts(slos, measured, predicted)}
+    assert broken_slos(rep) == ["latency=0.2ms"]
+    measured["accuracy"] = 0.89
+    assert "accuracy=90%" in broken_slos({"slos": slo_verdicts(slos, measured, None)})

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hapi_dse.cost.costs import SegmentCosts
 from hapi_dse.profiling.runner import ProfileConfig, run_profile
 from hapi_dse.profiling.table import load_table
 from hapi_dse.run import RunDir
@@ -66,6 +67,12 @@ def test_measured_profile_has_one_row_per_segment(exported, tiny_run, tmp_path):
     assert side["threads"] == 1 and side["provider"] == "CPUExecutionProvider"
     assert side["energy_source"] == "modelled" and set(t.rows["energy_source"]) == {"modelled"}
     assert "onnxruntime_version" in side and side["provenance"]["inputs"]
+    # the deployment terms, fitted on the probes (real one-graph exports) of the manifest
+    dep = side["deployment"]
+    assert dep["source"] == "measured" and dep["fit"]["groups"] >= 6
+    assert set(dep["decision_ms"]) == {"max_softmax", "entropy", "patience"}
+    assert len(dep["fit"]["probes"]) == 4
+    assert SegmentCosts.from_table(t, run.stats("val")).terms.source == "measured"
     # flops come from the run's flops.csv
     flops = {(r["segment"], r["position"]): r["flops"] for r in run.flops()}
     blocks = t.rows[t.rows["segment"] == "block"]

@@ -148,6 +148,19 @@ def export(
     help="Untimed calls before timing.",
 )
 @click.option(
+    "--passes",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Timed passes over the samples, in rounds of 500; each exit path's latency is the "
+    "median of its quietest round, as in 'hapi profile'.",
+)
+@click.option(
+    "--check-slo",
+    is_flag=True,
+    help="Exit with status 1 when a measured figure breaks an SLO the design was searched under.",
+)
+@click.option(
     "--out",
     "json_out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -166,12 +179,16 @@ def eval_(
     threads: int,
     limit: int | None,
     warmup: int,
+    passes: int,
+    check_slo: bool,
     json_out: Path | None,
     seed: int,
 ) -> None:
     """Run an export with onnxruntime: accuracy, exit histogram and latency, each beside the
-    cost model's prediction for this machine's profile table and its relative error."""
+    cost model's prediction for this machine's profile table and its relative error, and a
+    verdict for each SLO the design was searched under (met or broken, as measured)."""
     from hapi_dse.deploy import EvalConfig, evaluate_export, format_report
+    from hapi_dse.deploy.evaluate import broken_slos
     from hapi_dse.provenance import write_json
 
     cfg = EvalConfig(
@@ -185,6 +202,7 @@ def eval_(
         threads=threads,
         limit=limit,
         warmup=warmup,
+        passes=passes,
         seed=seed,
     )
     rep = evaluate_export(cfg)
@@ -197,3 +215,7 @@ def eval_(
     write_json(json_out, rep)
     click.echo(format_report(rep))
     click.echo(f"report: {json_out}")
+    broken = broken_slos(rep)
+    if check_slo and broken:
+        click.echo(f"hapi eval: SLO broken as measured: {', '.join(broken)}", err=True)
+        raise SystemExit(1)

@@ -4,10 +4,11 @@ A profile table (DESIGN 2.2) times every segment (each block, each head, the fin
 classifier) as its own onnxruntime session, so each row's ``latency_ms`` includes one
 ``InferenceSession.run`` call overhead (the sidecar's ``call_overhead_ms``). A deployed
 design is ONE graph, run with ONE call, so the cost model uses *net* segment costs and adds
-the overhead once per inference:
+the overhead once per inference, and what the one graph adds (the sidecar's ``deployment``
+terms, :mod:`hapi_dse.cost.deployment`):
 
     latency(sample) = call_overhead_ms + sum over evaluated segments of
-                      max(latency_ms - call_overhead_ms, 0)
+                      max(latency_ms - call_overhead_ms, 0) + deployment terms of its path
 
 Energy is treated the same way: a segment's overhead energy is its share of its own
 energy (``energy_mj * call_overhead_ms / latency_ms``, i.e. power x overhead time), and one
@@ -16,11 +17,12 @@ call's overhead energy (``call_overhead_ms`` x the table's mean power) is added 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from hapi_dse.cost.deployment import DeploymentTerms
 from hapi_dse.errors import ArtefactError
 from hapi_dse.run import ExitStats
 
@@ -49,6 +51,8 @@ class SegmentCosts:
     device: str = ""
     model_id: str = ""
     source: str = ""
+    terms: DeploymentTerms = field(default_factory=DeploymentTerms)
+    power_mj_per_ms: float = 0.0  # prices the deployment terms' extra time in energy
 
     def __post_init__(self) -> None:
         k, b = len(self.position), len(self.block_latency_ms)
@@ -67,6 +71,11 @@ class SegmentCosts:
     @property
     def num_blocks(self) -> int:
         return len(self.block_latency_ms)
+
+    @property
+    def block_mb(self) -> np.ndarray:
+        """Weights of each block in MB (float32): what a cold block reads from memory."""
+        return self.block_params * BYTES_PER_PARAM / 1e6
 
     @property
     def has_energy(self) -> bool:
@@ -88,6 +97,8 @@ class SegmentCosts:
         head_params: Any = None,
         call_overhead_ms: float = 0.0,
         call_overhead_mj: float = 0.0,
+        terms: DeploymentTerms | None = None,
+        power_mj_per_ms: float = 0.0,
         **meta: str,
     ) -> SegmentCosts:
         """Build from plain sequences (net costs); missing energies and params are zero."""
@@ -108,6 +119,8 @@ class SegmentCosts:
             head_params=arr(head_params, pos, np.int64),
             call_overhead_ms=float(call_overhead_ms),
             call_overhead_mj=float(call_overhead_mj),
+            terms=terms or DeploymentTerms(),
+            power_mj_per_ms=float(power_mj_per_ms),
             **meta,
         )
 
@@ -182,6 +195,10 @@ class SegmentCosts:
             head_params=np.array([r[2] for r in head_rows], np.int64),
             call_overhead_ms=ovh,
             call_overhead_mj=ovh * power_w,
+            terms=DeploymentTerms.from_dict(
+                (getattr(table, "sidecar", None) or {}).get("deployment"), str(where)
+            ),
+            power_mj_per_ms=power_w,
             device=str(table.device),
             model_id=str(table.model_id),
             source=str(getattr(table, "source", "") or ""),

@@ -10,8 +10,11 @@ thresholds on a search grid make the same masks recur. For a design with ``m`` e
 * a popcount gives how many leave at each exit and how many of those are right.
 
 Every sample leaving at exit ``i`` costs the same: the blocks up to that exit's position,
-every head evaluated on the way (exits ``0..i``) and one call overhead. Those ``m + 1``
-costs increase with ``i``, so the mean, percentiles and maximum follow from the counts alone.
+every head evaluated on the way (exits ``0..i``), one call overhead, and what the one-graph
+export adds on that path (:mod:`hapi_dse.cost.deployment`: a cost per exit decision and per
+stage entered, blocks slowed inside ``If`` branches, and blocks that the previous sample did
+not reach read cold, which depends on how many samples reach them). Those ``m + 1`` costs
+increase with ``i``, so the mean, percentiles and maximum follow from the counts alone.
 
 Metrics (names shared with ``trials.csv`` / ``pareto.csv`` / ``design.json``):
 ``accuracy`` (0..1), ``latency_ms`` (mean), ``p90_latency_ms``, ``p99_latency_ms``
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from hapi_dse.cost.costs import BYTES_PER_PARAM, SegmentCosts
+from hapi_dse.cost.deployment import first_decision, path_extra_ms, path_extra_ms_one
 from hapi_dse.cost.design import Design
 from hapi_dse.cost.policies import get_policy
 from hapi_dse.errors import ArtefactError, UsageError
@@ -106,6 +110,10 @@ class CostModel:
         self._head_params = costs.head_params.tolist()
         self._cum_ms = np.cumsum(costs.block_latency_ms).tolist()
         self._cum_mj = np.cumsum(costs.block_energy_mj).tolist()
+        # the same with a leading 0: the blocks before position p sum to cum0[p]
+        self._cum_ms0 = [0.0, *self._cum_ms]
+        self._cum_mb0 = [0.0, *np.cumsum(costs.block_mb).tolist()]
+        self._terms = costs.terms
         self._base_params = int(costs.block_params.sum()) + int(costs.head_params[self._final])
         # cached masks, one entry per (policy key, column): [0] the samples for which the
         # exit fires, [1] those of them that the column gets right. Entry 0 is the final
@@ -201,7 +209,7 @@ class CostModel:
         reached = np.bitwise_or.accumulate(masks[:, 0], axis=0)  # left at an exit <= i
         masks[1:] &= ~reached[:-1, None]  # now: left exactly at exit i (and right)
         counts = np.bitwise_count(masks).sum(axis=2).tolist()
-        return self._metrics(counts, cols)
+        return self._metrics(counts, cols, design)
 
     def evaluate_many(self, designs: Sequence[Design]) -> list[dict[str, float]]:
         """:meth:`evaluate` for many designs, the bit operations batched over the designs
@@ -211,6 +219,8 @@ class CostModel:
         for i, design in enumerate(designs):
             cols, ids = self._entries(design)
             groups.setdefault(len(ids), []).append((i, cols, ids))
+        decision = np.array([self._terms.decision(d.policy) for d in designs])
+        first = np.array([first_decision(d.policy, d.patience) for d in designs])
         out: list[dict[str, float]] = [{}] * len(designs)
         for items in groups.values():
             masks = self._store[np.array([ids for _, _, ids in items])]  # (D, m + 1, 2, W)
@@ -218,26 +228,20 @@ class CostModel:
             masks[:, 1:] &= ~reached[:, :-1, None]
             counts = np.bitwise_count(masks).sum(axis=3)
             columns = np.array([c for _, c, _ in items])
-            batch = self._metrics_batch(counts, columns)
+            which = [i for i, _, _ in items]
+            batch = self._metrics_batch(counts, columns, decision[which], first[which])
             for (i, _, _), metrics in zip(items, batch, strict=True):
                 out[i] = metrics
         return out
 
-    def _metrics_batch(self, counts: np.ndarray, cols: np.ndarray) -> list[dict[str, float]]:
-        """:meth:`_metrics` for ``(D, m + 1, 2)`` counts and ``(D, m + 1)`` columns."""
+    def _metrics_batch(
+        self, counts: np.ndarray, cols: np.ndarray, decision: np.ndarray, first: np.ndarray
+    ) -> list[dict[str, float]]:
+        """:meth:`_metrics` for ``(D, m + 1, 2)`` counts and ``(D, m + 1)`` columns;
+        ``decision`` / ``first``: each design's decision cost and first deciding exit."""
         c, n = self.costs, self.n
-        pos = c.position[cols]
-        lat = (
-            c.call_overhead_ms
-            + np.cumsum(c.block_latency_ms)[pos]
-            + np.cumsum(c.head_latency_ms[cols], axis=1)
-        )
-        en = (
-            c.call_overhead_mj
-            + np.cumsum(c.block_energy_mj)[pos]
-            + np.cumsum(c.head_energy_mj[cols], axis=1)
-        )
         left, right = counts[:, :, 0], counts[:, :, 1].sum(axis=1)
+        lat, en = self._path_costs(cols, left, decision, first)
         reached = np.cumsum(left, axis=1)
         rows = np.arange(len(cols))
         p90 = lat[rows, np.argmax(reached >= self._rank90, axis=1)]
@@ -264,27 +268,75 @@ class CostModel:
         )
         return [dict(zip(METRICS, row, strict=True)) for row in table.tolist()]
 
-    def _metrics(self, counts: list[list[int]], cols: list[int]) -> dict[str, float]:
-        """From ``[left, left and right]`` per exit; ``cols`` ends with the final column."""
+    def _path_costs(
+        self, cols: np.ndarray, left: np.ndarray, decision: np.ndarray, first: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Latency and energy ``(D, m + 1)`` of leaving at each exit of ``D`` designs."""
+        c = self.costs
+        pos = c.position[cols]
+        cum_ms = np.cumsum(c.block_latency_ms)[pos]
+        lat = c.call_overhead_ms + cum_ms + np.cumsum(c.head_latency_ms[cols], axis=1)
+        en = (
+            c.call_overhead_mj
+            + np.cumsum(c.block_energy_mj)[pos]
+            + np.cumsum(c.head_energy_mj[cols], axis=1)
+        )
+        if not self._terms.is_zero:
+            cum_mb = np.cumsum(c.block_mb)[pos]
+            stage_ms = np.diff(cum_ms, axis=1, prepend=0.0)
+            stage_mb = np.diff(cum_mb, axis=1, prepend=0.0)
+            stage_blocks = np.diff(pos + 1, axis=1, prepend=0)
+            extra = path_extra_ms(
+                self._terms, decision, first, stage_ms, stage_mb, stage_blocks, left, self.n
+            )
+            lat = lat + extra
+            en = en + extra * c.power_mj_per_ms
+        return lat, en
+
+    def _metrics(
+        self, counts: list[list[int]], cols: list[int], design: Design
+    ) -> dict[str, float]:
+        """From ``[left, left and right]`` per exit; ``cols`` ends with the final column.
+
+        The same arithmetic as :meth:`_path_costs` on plain floats (m + 1 numbers)."""
         n = self.n
         head_ms, head_mj, cum_ms, cum_mj = self._head_ms, self._head_mj, self._cum_ms, self._cum_mj
+        ms0, mb0 = self._cum_ms0, self._cum_mb0
         ovh_ms, ovh_mj = self.costs.call_overhead_ms, self.costs.call_overhead_mj
-        heads_ms = heads_mj = 0.0
+        terms = self._terms
+        extras: list[float] | None = None
+        if not terms.is_zero:
+            ends = [self._pos[c] for c in cols]
+            starts = [-1, *ends[:-1]]
+            extras = path_extra_ms_one(
+                terms,
+                terms.decision(design.policy),
+                first_decision(design.policy, design.patience),
+                [ms0[e + 1] - ms0[s + 1] for s, e in zip(starts, ends, strict=True)],
+                [mb0[e + 1] - mb0[s + 1] for s, e in zip(starts, ends, strict=True)],
+                [e - s for s, e in zip(starts, ends, strict=True)],
+                [c[0] for c in counts],
+                n,
+            )
+        power = self.costs.power_mj_per_ms
+        heads_ms = heads_mj = extra = 0.0
         total_ms = total_mj = 0.0
         p90 = p99 = worst = 0.0
         prev = reached = right = 0
         params = self._base_params
         r90, r99 = self._rank90, self._rank99
-        for c, (count, good) in zip(cols, counts, strict=True):
+        for i, (c, (count, good)) in enumerate(zip(cols, counts, strict=True)):
             heads_ms += head_ms[c]
             heads_mj += head_mj[c]
             p = self._pos[c]
-            lat = ovh_ms + cum_ms[p] + heads_ms
+            if extras is not None:
+                extra = extras[i]
+            lat = ovh_ms + cum_ms[p] + heads_ms + extra
             reached += count
             right += good
             if count:
                 total_ms += count * lat
-                total_mj += count * (ovh_mj + cum_mj[p] + heads_mj)
+                total_mj += count * (ovh_mj + cum_mj[p] + heads_mj + extra * power)
                 worst = lat
                 if prev < r90 <= reached:
                     p90 = lat
@@ -307,16 +359,18 @@ class CostModel:
             "exit_fraction": 1.0 - counts[-1][0] / n,
         }
 
-    def _exit_costs(self, cols: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Latency and energy of a sample leaving at exit 0..m-1 or at the final (index m)."""
-        c = self.costs
-        idx = [*cols, self._final]
-        pos = c.position[idx]
-        cum_ms = np.cumsum(c.block_latency_ms)[pos]
-        cum_mj = np.cumsum(c.block_energy_mj)[pos]
-        lat = c.call_overhead_ms + cum_ms + np.cumsum(c.head_latency_ms[idx])
-        en = c.call_overhead_mj + cum_mj + np.cumsum(c.head_energy_mj[idx])
-        return lat, en
+    def exit_costs(self, design: Design, left: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Latency (ms) and energy (mJ) of a sample leaving at exit ``0..m-1`` or at the
+        final classifier (index ``m``), when ``left[i]`` samples of this split leave at
+        exit ``i`` (the cold-weight term depends on how many go deep)."""
+        cols = np.array([[*self.columns(design), self._final]])
+        lat, en = self._path_costs(
+            cols,
+            np.asarray(left, np.int64).reshape(1, -1),
+            np.array([self._terms.decision(design.policy)]),
+            np.array([first_decision(design.policy, design.patience)]),
+        )
+        return lat[0], en[0]
 
     def simulate(self, design: Design) -> tuple[np.ndarray, np.ndarray]:
         """Per sample: the exit taken (0..m-1, or m = len(exits) for the final classifier)
@@ -328,7 +382,7 @@ class CostModel:
         for i, key in enumerate(keys):
             fires[i] = False if key is None else policy.fires(key, self._data)
         exit_index = np.argmax(fires, axis=0)
-        lat, _ = self._exit_costs(cols)
+        lat, _ = self.exit_costs(design, np.bincount(exit_index, minlength=len(cols) + 1))
         return exit_index, lat[exit_index]
 
 

@@ -1,32 +1,41 @@
 """``hapi eval``: run an export with onnxruntime and set the measurement beside the prediction.
 
-Measured: accuracy, exit histogram and per-sample latency (each sample one timed call,
-``time.perf_counter_ns``, after ``warmup`` untimed calls; mean, p50, p90, p99). Predicted:
-the same figures from the cost model on the run's exit statistics of the same split and
-this machine's profile table (``--device``, default ``host``: ``hapi profile --device host
---model RUN``). Also: the share of samples whose exit and class agree with the cost model's
-simulation (the fidelity of the exported decisions). Percentiles use numpy's
-``inverted_cdf``, as the cost model does.
+Measured (:mod:`hapi_dse.deploy.measure`: interleaved rounds, each exit path's latency the
+median of its quietest round, as the profile times a segment): accuracy, exit histogram,
+latency per exit path and, over the samples, latency mean, p50, p90, p99 and max. Predicted:
+the same figures from the cost model on the run's exit statistics of the same split and this
+machine's profile table (``--device``, default ``host``: ``hapi profile --device host --model
+RUN``), deployment terms included. Also: the share of samples whose exit and class agree
+with the cost model's simulation (the fidelity of the exported decisions), and a verdict for
+every SLO the design was searched under (measured and predicted value; met, broken, or not
+measurable here). Percentiles use numpy's ``inverted_cdf``, as the cost model does.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hapi_dse.deploy.measure import DEFAULT_PASSES, STATISTICS, measure_exports
 from hapi_dse.errors import ArtefactError, HapiError, UsageError
-from hapi_dse.progress import Progress
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-LATENCY_KEYS = ("mean", "p50", "p90", "p99")
+SCHEMA_VERSION = 2
+LATENCY_KEYS = STATISTICS
+#: SLO metric column -> the measured latency statistic that it bounds
+SLO_LATENCY = {
+    "latency_ms": "mean",
+    "p90_latency_ms": "p90",
+    "p99_latency_ms": "p99",
+    "max_latency_ms": "max",
+}
+PREDICTED_LATENCY = {v: k for k, v in SLO_LATENCY.items()}
 
 
 @dataclass
@@ -41,6 +50,7 @@ class EvalConfig:
     threads: int = 1
     limit: int | None = None
     warmup: int = 50
+    passes: int = DEFAULT_PASSES
     seed: int = 0
 
 
@@ -73,15 +83,12 @@ def open_export(path: str | Path, threads: int = 1) -> Export:
         return Export(root, "staged", meta, staged.run)
     if not p.is_file():
         raise ArtefactError(f"{p}: no such file (expected a .onnx from 'hapi export')")
-    import onnxruntime as ort
+    from hapi_dse.profiling.timing import TimingSettings, make_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+    try:  # the profile's session settings
+        sess = make_session(p, TimingSettings(threads=threads))
+    except HapiError:
+        raise
     except Exception as e:  # onnxruntime raises its own exception types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ArtefactError(f"{p}: onnxruntime cannot load it ({first})") from None
@@ -108,41 +115,15 @@ def open_export(path: str | Path, threads: int = 1) -> Export:
     return Export(p, str(meta.get("format", "onnx")), meta, run_one)
 
 
-def _latency_summary(ms: np.ndarray) -> dict[str, float]:
-    return {
-        "mean": float(np.mean(ms)),
-        "p50": float(np.percentile(ms, 50, method="inverted_cdf")),
-        "p90": float(np.percentile(ms, 90, method="inverted_cdf")),
-        "p99": float(np.percentile(ms, 99, method="inverted_cdf")),
-    }
-
-
-def measure(
-    export: Export, x: np.ndarray, warmup: int = 50, desc: str = "eval"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run every sample once: predicted class, exit index and latency (ms) per sample."""
-    n = len(x)
-    run = export.runner
-    for i in range(min(warmup, n)):
-        run(x[i : i + 1])
-    pred = np.empty(n, np.int64)
-    exit_idx = np.empty(n, np.int64)
-    lat = np.empty(n, np.float64)
-    clock = time.perf_counter_ns
-    with Progress(n, desc) as bar:
-        for i in range(n):
-            xi = x[i : i + 1]
-            t0 = clock()
-            z, e = run(xi)
-            lat[i] = (clock() - t0) / 1e6
-            pred[i] = int(np.argmax(z))
-            exit_idx[i] = e
-            bar.update()
-    return pred, exit_idx, lat
-
-
 def evaluate_export(cfg: EvalConfig) -> dict[str, Any]:
     """Measure an export on a split and compare it with the cost model's prediction."""
+    return evaluate_exports([cfg.model], cfg)[0]
+
+
+def evaluate_exports(models: list[Path], cfg: EvalConfig) -> list[dict[str, Any]]:
+    """:func:`evaluate_export` for several exports of one run, measured together: their
+    timing rounds interleave (:func:`~hapi_dse.deploy.measure.measure_exports`), so that a
+    drift of the machine hits them all alike. ``cfg.model`` is ignored."""
     from hapi_dse.cost.design import Design
     from hapi_dse.deploy.inputs import check_design, load_samples
     from hapi_dse.provenance import provenance
@@ -152,67 +133,145 @@ def evaluate_export(cfg: EvalConfig) -> dict[str, Any]:
         raise UsageError(f"--threads {cfg.threads}: expected >= 1")
     if cfg.limit is not None and cfg.limit < 1:
         raise UsageError(f"--limit {cfg.limit}: expected a positive number of samples")
-    export = open_export(cfg.model, cfg.threads)
-    meta = export.meta
-    model_id = str(meta.get("model_id", ""))
-    if cfg.run is not None:
-        run = resolve_run(cfg.run)
-    elif meta.get("run") and Path(meta["run"]).is_dir():
-        run = RunDir(meta["run"])
-    else:
-        run = resolve_run(None)
-    if model_id and run.model_id != model_id:
-        raise ArtefactError(
-            f"{cfg.model}: exported from model {model_id}, but the run "
-            f"{run.path} is {run.model_id}; pass --model with the right run"
-        )
-    design = Design.from_dict(meta["design"])
-    check_design(design, run, cfg.model)
+    if cfg.passes < 1:
+        raise UsageError(f"--passes {cfg.passes}: expected >= 1")
+    exports = [open_export(m, cfg.threads) for m in models]
+    runs = []
+    designs = []
+    for path, export in zip(models, exports, strict=True):
+        meta = export.meta
+        model_id = str(meta.get("model_id", ""))
+        if cfg.run is not None:
+            run = resolve_run(cfg.run)
+        elif meta.get("run") and Path(meta["run"]).is_dir():
+            run = RunDir(meta["run"])
+        else:
+            run = resolve_run(None)
+        if model_id and run.model_id != model_id:
+            raise ArtefactError(
+                f"{path}: exported from model {model_id}, but the run "
+                f"{run.path} is {run.model_id}; pass --model with the right run"
+            )
+        if runs and run.path.resolve() != runs[0].path.resolve():
+            raise UsageError(f"{path}: exported from another run than {models[0]}")
+        design = Design.from_dict(meta["design"])
+        check_design(design, run, path)
+        runs.append(run)
+        designs.append(design)
+    run = runs[0]
     samples = load_samples(run, cfg.split, dataset=cfg.dataset, data_dir=cfg.data_dir)
     x, y = samples.x, samples.y
     if cfg.limit is not None:
         x, y = x[: cfg.limit], y[: cfg.limit]
-    pred, exit_idx, lat = measure(export, x, cfg.warmup)
-    m = len(design.exits)
-    measured = {
-        "accuracy": float(np.mean(pred == y)),
-        "latency_ms": _latency_summary(lat),
-        "exit_histogram": np.bincount(exit_idx, minlength=m + 1).tolist(),
-    }
-    predicted, fidelity, table_info = _predict(cfg, run, design, samples.dataset, y, pred, exit_idx)
-    rel: dict[str, float | None] = {}
-    if predicted is not None:
-        rel["accuracy"] = _rel(measured["accuracy"], predicted["accuracy"])
-        for k in LATENCY_KEYS:
-            p = predicted["latency_ms"].get(k) if predicted["latency_ms"] else None
-            rel[f"latency_{k}"] = None if p is None else _rel(measured["latency_ms"][k], p)
-    exits = [f"{e.position}:{e.head}" for e in design.exits] + ["final"]
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "model": str(export.path),
-        "format": export.fmt,
-        "model_id": run.model_id,
-        "run": str(run.path),
-        "design": design.to_dict(),
-        "dataset": samples.dataset,
-        "split": cfg.split,
-        "n": len(y),
-        "exits": exits,
-        "measured": measured,
-        "predicted": predicted,
-        "relative_error": rel,
-        "accuracy_diff_pp": None
-        if predicted is None
-        else 100.0 * (measured["accuracy"] - predicted["accuracy"]),
-        "fidelity": fidelity,
-        "table": table_info,
-        "provenance": provenance(
-            seed=cfg.seed,
-            inputs={"model": _model_file(export)},
-            settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
-            libraries=("numpy", "onnxruntime"),
-        ),
-    }
+    measurements = measure_exports(
+        [e.runner for e in exports],
+        x,
+        num_paths=[len(d.exits) + 1 for d in designs],
+        passes=cfg.passes,
+        warmup=cfg.warmup,
+        seed=cfg.seed,
+        desc="eval",
+    )
+    reports = []
+    for export, design, meas in zip(exports, designs, measurements, strict=True):
+        pred, exit_idx = meas.prediction, meas.exit_index
+        m = len(design.exits)
+        measured = {
+            "accuracy": float(np.mean(pred == y)),
+            "latency_ms": meas.latency_ms,
+            "path_latency_ms": meas.path_ms,
+            "raw_mean_latency_ms": meas.raw_mean_ms,
+            "exit_histogram": np.bincount(exit_idx, minlength=m + 1).tolist(),
+            "load": meas.load,
+            "protocol": "hapi_dse.deploy.measure: per exit path, min over interleaved rounds "
+            "of the round median",
+        }
+        predicted, fidelity, table_info = _predict(
+            cfg, run, design, samples.dataset, y, pred, exit_idx
+        )
+        rel: dict[str, float | None] = {}
+        if predicted is not None:
+            rel["accuracy"] = _rel(measured["accuracy"], predicted["accuracy"])
+            for k in LATENCY_KEYS:
+                p = predicted["latency_ms"].get(k) if predicted["latency_ms"] else None
+                rel[f"latency_{k}"] = None if p is None else _rel(measured["latency_ms"][k], p)
+        exits = [f"{e.position}:{e.head}" for e in design.exits] + ["final"]
+        reports.append(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "model": str(export.path),
+                "format": export.fmt,
+                "model_id": run.model_id,
+                "run": str(run.path),
+                "design": design.to_dict(),
+                "dataset": samples.dataset,
+                "split": cfg.split,
+                "n": len(y),
+                "exits": exits,
+                "measured": measured,
+                "predicted": predicted,
+                "relative_error": rel,
+                "accuracy_diff_pp": None
+                if predicted is None
+                else 100.0 * (measured["accuracy"] - predicted["accuracy"]),
+                "fidelity": fidelity,
+                "slos": slo_verdicts(export.meta.get("slos") or [], measured, predicted),
+                "table": table_info,
+                "provenance": provenance(
+                    seed=cfg.seed,
+                    inputs={"model": _model_file(export)},
+                    settings={
+                        k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()
+                    }
+                    | {"model": str(export.path)},
+                    libraries=("numpy", "onnxruntime"),
+                ),
+            }
+        )
+    return reports
+
+
+def slo_verdicts(
+    slos: list[dict[str, Any]], measured: dict[str, Any], predicted: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Per SLO (``design.json`` form): the measured and predicted values and a verdict,
+    ``met``, ``broken``, or ``not measured`` (energy and size have no meter here)."""
+    from hapi_dse.cost.slo import SLO
+
+    out = []
+    for d in slos:
+        slo = SLO(metric=str(d["metric"]), value=float(d["value"]), text=str(d.get("text", "")))
+        if slo.metric == "accuracy":
+            mv: float | None = measured["accuracy"]
+        elif slo.metric in SLO_LATENCY:
+            mv = measured["latency_ms"][SLO_LATENCY[slo.metric]]
+        else:
+            mv = None
+        pv = None
+        if predicted is not None and predicted.get("metrics"):
+            pv = predicted["metrics"].get(slo.metric)
+        verdict = (
+            "not measured"
+            if mv is None
+            else ("broken" if slo.violation({slo.metric: mv}) > 0 else "met")
+        )
+        out.append(
+            {
+                "slo": slo.text or slo.describe(),
+                "metric": slo.metric,
+                "bound": "max" if slo.upper else "min",
+                "value": slo.value,
+                "measured": mv,
+                "predicted": pv,
+                "verdict": verdict,
+            }
+        )
+    return out
+
+
+def broken_slos(rep: dict[str, Any]) -> list[str]:
+    """The SLOs an evaluation report found broken, as measured."""
+    return [v["slo"] for v in rep.get("slos", []) if v["verdict"] == "broken"]
 
 
 def _model_file(export: Export) -> Path:
@@ -234,7 +293,6 @@ def _predict(
 ) -> tuple[Any, Any, Any]:
     """Cost-model figures for the same samples (``None`` when no statistics cover them)."""
     from hapi_dse.cost.costs import SegmentCosts
-    from hapi_dse.cost.model import predict, simulate
     from hapi_dse.run import ExitStats
 
     if cfg.split not in ("val", "test") or dataset != run.model.get("dataset", dataset):
@@ -275,8 +333,12 @@ def _predict(
             block_latency_ms=np.zeros(run.num_blocks),
             head_latency_ms=np.zeros(k),
         )
-    metrics = predict(design, stats, costs)
-    sim_exit, sim_lat = simulate(design, stats, costs)
+    from hapi_dse.cost.model import CostModel
+
+    model = CostModel(stats, costs)
+    metrics = model.evaluate(design)
+    sim_exit, sim_lat = model.simulate(design)
+    path_ms, _ = model.exit_costs(design, np.bincount(sim_exit, minlength=len(design.exits) + 1))
     m = len(design.exits)
     cols = [stats.column(e.position, e.head) for e in design.exits] + [stats.k - 1]
     sim_pred = stats.prediction[np.arange(n), np.asarray(cols)[sim_exit]]
@@ -289,7 +351,10 @@ def _predict(
             "p50": float(np.percentile(sim_lat, 50, method="inverted_cdf")),
             "p90": float(metrics["p90_latency_ms"]),
             "p99": float(metrics["p99_latency_ms"]),
+            "max": float(metrics["max_latency_ms"]),
         },
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "path_latency_ms": None if "error" in table_info else path_ms.tolist(),
         "exit_histogram": np.bincount(sim_exit, minlength=m + 1).tolist(),
     }
     fidelity = {
@@ -333,4 +398,25 @@ def format_report(rep: dict[str, Any]) -> str:
             f"exit decisions agreeing with the cost model: "
             f"{100 * f['exit_agreement']:.2f} % ({f['disagreeing_samples']} differ)"
         )
+    if rep.get("slos"):
+        lines.append("SLOs the design was searched under:")
+        for v in rep["slos"]:
+            fmt = _slo_value
+            lines.append(
+                f"  {v['slo']:24}measured {fmt(v['metric'], v['measured']):>10}  predicted "
+                f"{fmt(v['metric'], v['predicted']):>10}  {v['verdict'].upper()}"
+            )
+    load = meas.get("load") or {}
+    if load.get("busy"):
+        from hapi_dse.deploy.measure import busy_warning
+
+        lines.append("warning: " + busy_warning(load))
     return "\n".join(lines)
+
+
+def _slo_value(metric: str, v: float | None) -> str:
+    if v is None:
+        return "-"
+    if metric == "accuracy":
+        return f"{100 * v:.2f}%"
+    return f"{v:.4g}"

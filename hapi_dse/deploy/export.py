@@ -206,6 +206,7 @@ def _common_info(
         "design_path": str(dfile.path),
         "design_sha256": dfile.sha256,
         "device": dfile.doc.get("device"),
+        "slos": dfile.doc.get("slos") or [],
         "exits": exits,
         "classes": run.model.get("classes"),
         "normalization": run.model.get("normalization"),
@@ -221,6 +222,7 @@ def _metadata(common: dict[str, Any]) -> dict[str, str]:
         "design",
         "design_sha256",
         "device",
+        "slos",
         "exits",
         "classes",
         "normalization",
@@ -238,72 +240,29 @@ def _export_single(
     plan: CheckPlan,
     common: dict[str, Any],
 ) -> dict[str, Any]:
-    import onnx
-    import torch
-
-    from hapi_dse.deploy import onnx_passes
-    from hapi_dse.deploy.graph import DesignGraph, input_names
-    from hapi_dse.profiling.onnx_export import export_onnx
+    from hapi_dse.deploy.graph import input_names
 
     design = dfile.design
-    module = DesignGraph(net, design, layout_anchor=cfg.layout_anchor).eval()
     names = input_names(design)
-    outputs = ["logits", "exit_index"]
-    thr0 = torch.tensor([e.threshold for e in design.exits], dtype=torch.float32)
-    temp_t = torch.tensor(temps, dtype=torch.float32)
 
-    def feed(i: int) -> tuple[torch.Tensor, ...]:
-        xi = torch.from_numpy(x[plan.samples[i] : plan.samples[i] + 1])
-        if len(names) == 1:
-            return (xi,)
-        return (xi, torch.tensor(plan.thresholds[i], dtype=torch.float32), temp_t)
+    def feed(i: int) -> tuple[Any, ...]:
+        xi = x[plan.samples[i] : plan.samples[i] + 1]
+        return (xi,) if len(names) == 1 else (xi, np.asarray(plan.thresholds[i], np.float32))
 
-    checks = [feed(i) for i in range(len(plan.samples))]
-    example = (
-        (torch.from_numpy(x[:1]),) if len(names) == 1 else (torch.from_numpy(x[:1]), thr0, temp_t)
-    )
-    out = cfg.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=".hapi-export-", dir=out.parent) as tmpdir:
-        raw = Path(tmpdir) / "raw.onnx"
-        report = export_onnx(
-            module,
-            example,
-            raw,
-            input_names=names,
-            output_names=outputs,
-            opset=cfg.opset,
-            check_inputs=checks,
-            atol=ATOL,
-        )
-        model = onnx.load(str(raw))
     timings = dict(common["timings_s"])
-    timings["torch_onnx_export_and_check"] = round(time.perf_counter() - t0, 2)
-    t0 = time.perf_counter()
-    moved = onnx_passes.relocate_initializers(model)
-    onnx_passes.strip_node_metadata(model)
-    if len(names) > 1:
-        onnx_passes.set_input_defaults(
-            model, {"thresholds": thr0.numpy(), "temperatures": temp_t.numpy()}
-        )
-    onnx_passes.set_metadata(model, _metadata(common))
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as e:
-        raise ArtefactError(f"{out}: onnx.checker rejected the rewritten graph: {e}") from None
-    census = onnx_passes.op_census(model)
-    with atomic_path(out) as tmp:
-        onnx.save(model, str(tmp))
-        from hapi_dse.profiling.onnx_export import compare_with_torch
-
-        diffs = compare_with_torch(module, tmp, names, outputs, [example, *checks])
-        defaults_ok = _defaults_match(tmp, x[:1], module, example) if len(names) > 1 else True
-        if any(not d <= ATOL for d in diffs.values()) or not defaults_ok:
-            from hapi_dse.profiling.onnx_export import ExportMismatchError
-
-            raise ExportMismatchError(out, diffs, ATOL)
-    timings["rewrite_and_recheck"] = round(time.perf_counter() - t0, 2)
+    built = write_single_graph(
+        net,
+        design,
+        temps,
+        cfg.out,
+        example=(x[:1],),
+        checks=[feed(i) for i in range(len(plan.samples))],
+        opset=cfg.opset,
+        layout_anchor=cfg.layout_anchor,
+        metadata=_metadata(common),
+    )
+    timings.update(built.timings)
+    out, report = cfg.out, built.report
     info = dict(common)
     info.update(
         {
@@ -318,11 +277,11 @@ def _export_single(
                 "exit_index": "int64 (1,): index into 'exits' (the last is the final classifier)",
             },
             "layout_anchor": cfg.layout_anchor,
-            "relocated_initializers": moved,
-            "graph": census,
+            "relocated_initializers": built.moved,
+            "graph": built.census,
             "check": _check_info(
                 plan,
-                diffs,
+                built.diffs,
                 "full",
                 report.max_abs_diff,
             ),
@@ -330,6 +289,105 @@ def _export_single(
         }
     )
     return info
+
+
+@dataclass
+class BuiltGraph:
+    """What :func:`write_single_graph` did: the exporter's report and the checks."""
+
+    report: Any  # hapi_dse.profiling.onnx_export.ExportReport
+    moved: int
+    census: dict[str, Any]
+    diffs: dict[str, float]
+    timings: dict[str, float]
+
+
+def write_single_graph(
+    net: Any,
+    design: Any,
+    temps: list[float],
+    out: Path,
+    *,
+    example: tuple[np.ndarray, ...],
+    checks: list[tuple[np.ndarray, ...]],
+    opset: int,
+    layout_anchor: bool = True,
+    metadata: dict[str, str] | None = None,
+) -> BuiltGraph:
+    """Export ``design`` as the one-graph deployment (:class:`DesignGraph`) to ``out``.
+
+    ``example`` and each of ``checks`` are ``(image,)`` or ``(image, thresholds)``; the
+    temperatures are ``temps``. The searched thresholds and ``temps`` become the defaults of
+    the ``thresholds``/``temperatures`` inputs. The graph is checked (``onnx.checker``, and
+    onnxruntime against PyTorch on ``example`` and every check input, with and without the
+    default inputs) and written atomically. ``hapi export`` and the deployment probes of
+    ``hapi profile`` both build their graphs here, so what is profiled is what is exported.
+    """
+    import onnx
+    import torch
+
+    from hapi_dse.deploy import onnx_passes
+    from hapi_dse.deploy.graph import DesignGraph, input_names
+    from hapi_dse.profiling.onnx_export import export_onnx
+
+    module = DesignGraph(net, design, layout_anchor=layout_anchor).eval()
+    names = input_names(design)
+    outputs = ["logits", "exit_index"]
+    thr0 = torch.tensor([e.threshold for e in design.exits], dtype=torch.float32)
+    temp_t = torch.tensor(temps, dtype=torch.float32)
+
+    def as_torch(inp: tuple[np.ndarray, ...]) -> tuple[torch.Tensor, ...]:
+        xi = torch.from_numpy(np.ascontiguousarray(inp[0]))
+        if len(names) == 1:
+            return (xi,)
+        thr = torch.from_numpy(np.asarray(inp[1], np.float32)) if len(inp) > 1 else thr0
+        return (xi, thr, temp_t)
+
+    example_t = as_torch(example)
+    checks_t = [as_torch(c) for c in checks]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=".hapi-export-", dir=out.parent) as tmpdir:
+        raw = Path(tmpdir) / "raw.onnx"
+        report = export_onnx(
+            module,
+            example_t,
+            raw,
+            input_names=names,
+            output_names=outputs,
+            opset=opset,
+            check_inputs=checks_t,
+            atol=ATOL,
+        )
+        model = onnx.load(str(raw))
+    timings["torch_onnx_export_and_check"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    moved = onnx_passes.relocate_initializers(model)
+    onnx_passes.strip_node_metadata(model)
+    if len(names) > 1:
+        onnx_passes.set_input_defaults(
+            model, {"thresholds": thr0.numpy(), "temperatures": temp_t.numpy()}
+        )
+    if metadata:
+        onnx_passes.set_metadata(model, metadata)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ArtefactError(f"{out}: onnx.checker rejected the rewritten graph: {e}") from None
+    census = onnx_passes.op_census(model)
+    with atomic_path(out) as tmp:
+        onnx.save(model, str(tmp))
+        from hapi_dse.profiling.onnx_export import compare_with_torch
+
+        diffs = compare_with_torch(module, tmp, names, outputs, [example_t, *checks_t])
+        ok = _defaults_match(tmp, example[0], module, example_t) if len(names) > 1 else True
+        if any(not d <= ATOL for d in diffs.values()) or not ok:
+            from hapi_dse.profiling.onnx_export import ExportMismatchError
+
+            raise ExportMismatchError(out, diffs, ATOL)
+    timings["rewrite_and_recheck"] = round(time.perf_counter() - t0, 2)
+    return BuiltGraph(report, moved, census, diffs, timings)
 
 
 def _defaults_match(path: Path, x0: np.ndarray, module: Any, example: tuple[Any, ...]) -> bool:

@@ -1,7 +1,9 @@
 """Measured profiles: onnxruntime on this machine (needs onnxruntime and numpy, not torch).
 
 Every table segment, the monolithic backbone graph and a no-op graph are timed together with
-the interleaved protocol of :mod:`hapi_dse.profiling.timing`. Energy is measured with a
+the interleaved protocol of :mod:`hapi_dse.profiling.timing`; then the deployment probes
+(real one-graph exports) give the sidecar's ``deployment`` terms
+(:mod:`hapi_dse.profiling.graph_terms`). Energy is measured with a
 meter from :mod:`hapi_dse.profiling.energy` when one exists (a separate pass: each segment
 runs back to back for a window while the counter is read before and after), otherwise
 modelled as ``active_power_w * latency`` from a spec, labelled ``modelled``.
@@ -128,6 +130,11 @@ class OrtProfiler(Profiler):
                 }
             ),
         }
+        from hapi_dse.profiling.graph_terms import measure_terms
+
+        terms = measure_terms(manifest, rows, side["call_overhead_ms"], self.settings)
+        if terms is not None:
+            side["deployment"] = terms
         if "backbone" in by_kind:
             mono = by_kind["backbone"].median_ms
             side["monolithic_backbone_ms"] = mono

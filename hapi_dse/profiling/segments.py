@@ -68,6 +68,8 @@ class Manifest:
     exporter: str = ""
     export_check: dict[str, dict[str, float]] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: deployment probes (hapi_dse.deploy.probes): name, file, design keys, feeds
+    probes: list[dict[str, Any]] = field(default_factory=list)
 
     def table_segments(self) -> list[Segment]:
         return [s for s in self.segments if s.is_table_row]
@@ -88,6 +90,7 @@ class Manifest:
             "segments": [{**asdict(s), "input_shape": list(s.input_shape)} for s in self.segments],
             "export_check": self.export_check,
             "provenance": self.provenance,
+            "probes": self.probes,
         }
 
 
@@ -118,10 +121,15 @@ def load_manifest(root: str | Path) -> Manifest:
             exporter=str(data.get("exporter", "")),
             export_check=dict(data.get("export_check", {})),
             provenance=dict(data.get("provenance", {})),
+            probes=[dict(e) for e in data.get("probes", [])],
         )
+        files = [s.file for s in segs] + [str(e["file"]) for e in man.probes]
     except (KeyError, TypeError, ValueError) as e:
         raise ArtefactError(f"{p}: malformed manifest ({type(e).__name__}: {e})") from None
-    missing = [s.file for s in segs if not (root / s.file).is_file()]
+    bad = [f for f in files if Path(f).name != f or f in ("", ".", "..")]
+    if bad:
+        raise ArtefactError(f"{p}: file names must be plain names inside {root}, got {bad[0]!r}")
+    missing = [f for f in files if not (root / f).is_file()]
     if missing:
         raise ArtefactError(f"{root}: manifest lists missing files: {', '.join(missing[:5])}")
     if not man.table_segments():
@@ -148,9 +156,11 @@ def export_segments(
     opset: int = 18,
     dynamo: bool = True,
     seed: int = 0,
+    with_probes: bool = True,
     on_step: Callable[[str], None] | None = None,
 ) -> Manifest:
-    """Export every block, head, the final classifier, the backbone and a no-op graph.
+    """Export every block, head, the final classifier, the backbone and a no-op graph, and
+    (``with_probes``, batch 1) the deployment probes of :mod:`hapi_dse.deploy.probes`.
 
     Each graph is checked (``onnx.checker`` full check, onnxruntime vs PyTorch on two
     inputs at tolerance 1e-4). Returns the manifest, also written to ``out_dir``.
@@ -256,6 +266,15 @@ def export_segments(
             output_name="y",
         )
     )
+    probes: list[dict[str, Any]] = []
+    if with_probes and batch == 1:  # the one-graph export is batch 1
+        from hapi_dse.deploy.probes import export_probes
+
+        if on_step:
+            on_step("deployment probes")
+        probes = export_probes(
+            net, list(arch["heads"]), in_shape, out, opset=actual_opset, seed=seed
+        )
     worst = max(max(d.values(), default=0.0) for d in checks.values())
     log.info(
         "exported %d graphs to %s (max abs difference vs PyTorch %.2g)", len(segments), out, worst
@@ -268,6 +287,7 @@ def export_segments(
         opset=actual_opset,
         exporter=exporter,
         export_check=checks,
+        probes=probes,
         provenance=provenance(
             seed=seed,
             inputs={"model.json": run.path / "model.json", "weights.pt": run.path / "weights.pt"},

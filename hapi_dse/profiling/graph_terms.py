@@ -1,0 +1,265 @@
+"""Fit the deployment terms (:mod:`hapi_dse.cost.deployment`) on real one-graph exports.
+
+Needs onnxruntime and numpy only, so a board can do it from ``--onnx-dir``. The probes
+(:mod:`hapi_dse.deploy.probes`) are timed after the segments, in interleaved rounds like
+them: in each round every probe runs a random stream of its feeds, so each path is timed
+both right after itself (warm) and right after shallower paths (its deeper blocks cold).
+Each call is grouped by (probe, path taken, path of the previous call); a group's latency
+is the smallest over the rounds of its per-round median, the profile's estimator.
+
+A group's latency minus the sum of its segments from the table just measured (net of the
+call overhead, which it pays once) is explained by non-negative least squares, relative to
+the group's latency, with the features of :data:`FEATURES`: exit decisions evaluated under
+``max_softmax`` / ``entropy`` / ``patience`` (one column each), stages entered after the
+first, blocks run, milliseconds of blocks inside ``If`` branches, MB of block weights that
+the previous call did not use, and MB of block weights that it used beyond this path.
+The coefficients are the terms; the sidecar keeps them with the fit's residual error.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from hapi_dse.cost.deployment import POLICIES, DeploymentTerms, first_decision
+from hapi_dse.errors import ArtefactError
+from hapi_dse.profiling.segments import Manifest
+from hapi_dse.profiling.timing import TimingSettings, make_session
+
+log = logging.getLogger(__name__)
+
+BYTES_PER_PARAM = 4
+#: calls per feed in one round's stream (a 5-path probe: 150 calls a round)
+CALLS_PER_FEED = 30
+#: a group needs this many calls in a round for that round's median to count
+MIN_GROUP_CALLS = 3
+FEATURES = (
+    "decision_max_softmax",
+    "decision_entropy",
+    "decision_patience",
+    "stage_entry",
+    "blocks",
+    "nested_block_ms",
+    "cold_block_mb",
+    "evicted_block_mb",
+)
+#: the coefficient of each feature: the DeploymentTerms field it becomes
+_TERM = (
+    "decision_ms.max_softmax",
+    "decision_ms.entropy",
+    "decision_ms.patience",
+    "stage_entry_ms",
+    "block_offset_ms",
+    "nested_factor",
+    "cold_ms_per_mb",
+    "evicted_ms_per_mb",
+)
+
+
+class _Probe:
+    """One probe graph opened for timing: its feeds, and the path each one takes."""
+
+    def __init__(self, manifest: Manifest, entry: Mapping[str, Any], settings: TimingSettings):
+        from hapi_dse.cost.design import Design
+        from hapi_dse.deploy.probes import probe_image
+
+        self.name = str(entry["name"])
+        self.design = Design.from_dict(entry)
+        self.session = make_session(manifest.root / str(entry["file"]), settings)
+        shape = manifest.segments[0].input_shape
+        m = len(self.design.exits)
+        self.feeds = []
+        for f in entry["feeds"]:
+            feed = {"input": probe_image(tuple(shape), int(f["image_seed"]))}
+            if f.get("thresholds") is not None:  # inputs with defaults: get_inputs() hides them
+                feed["thresholds"] = np.asarray(f["thresholds"], np.float32)
+                feed["temperatures"] = np.ones(m, np.float32)
+            self.feeds.append(feed)
+        self.paths = [int(self.session.run(None, f)[1][0]) for f in self.feeds]
+
+
+def time_probes(
+    manifest: Manifest,
+    entries: Sequence[Mapping[str, Any]],
+    settings: TimingSettings,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[tuple[str, int, int], float]:
+    """Latency (ms) per (probe, path, previous path): min over rounds of per-round medians."""
+    probes = [_Probe(manifest, e, settings) for e in entries]
+    rng = np.random.default_rng(settings.seed)
+    rounds = max(settings.rounds // 4, 3)
+    for p in probes:
+        for _ in range(max(settings.warmup // 2, 2)):
+            for f in p.feeds:
+                p.session.run(None, f)
+    per_round: dict[tuple[str, int, int], list[float]] = {}
+    clock = time.perf_counter_ns
+    total = rounds * len(probes)
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            for k, j in enumerate(rng.permutation(len(probes))):
+                p = probes[j]
+                order = rng.integers(len(p.feeds), size=CALLS_PER_FEED * len(p.feeds) + 1)
+                ns = np.empty(len(order), np.int64)
+                run = p.session.run
+                for c, i in enumerate(order):
+                    feed = p.feeds[i]
+                    t0 = clock()
+                    run(None, feed)
+                    ns[c] = clock() - t0
+                groups: dict[tuple[str, int, int], list[int]] = {}
+                for c in range(1, len(order)):  # the first call has no known predecessor
+                    key = (p.name, p.paths[order[c]], p.paths[order[c - 1]])
+                    groups.setdefault(key, []).append(int(ns[c]))
+                for key, vals in groups.items():
+                    if len(vals) >= MIN_GROUP_CALLS:
+                        per_round.setdefault(key, []).append(float(np.median(vals)) / 1e6)
+                if on_progress:
+                    on_progress(r * len(probes) + k + 1, total)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {key: min(v) for key, v in per_round.items()}
+
+
+def _segment_costs(
+    rows: Sequence[Mapping[str, Any]], call_overhead_ms: float
+) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, str], float]]:
+    """Net block latency (ms), block weights (MB) and net head latency by (position, head)."""
+    blocks = sorted((int(r["position"]), r) for r in rows if r["segment"] == "block")
+    block_ms = np.array([max(float(r["latency_ms"]) - call_overhead_ms, 0.0) for _, r in blocks])
+    block_mb = np.array([int(r["params"]) * BYTES_PER_PARAM / 1e6 for _, r in blocks])
+    heads = {
+        (int(r["position"]), "final" if r["segment"] == "final" else str(r["head"])): max(
+            float(r["latency_ms"]) - call_overhead_ms, 0.0
+        )
+        for r in rows
+        if r["segment"] in ("head", "final")
+    }
+    return block_ms, block_mb, heads
+
+
+def path_features(
+    design: Any, path: int, prev_path: int, block_ms: np.ndarray, block_mb: np.ndarray
+) -> np.ndarray:
+    """The :data:`FEATURES` of one call: ``design`` leaving at ``path`` after a call that
+    left at ``prev_path`` (``len(exits)`` = the final classifier)."""
+    m = len(design.exits)
+    last_block = len(block_ms) - 1
+    ends = [e.position for e in design.exits] + [last_block]
+    first = first_decision(design.policy, design.patience)
+    out = np.zeros(len(FEATURES))
+    decisions = sum(1 for i in range(min(path + 1, m)) if i >= first)
+    out[POLICIES.index(design.policy)] = decisions
+    out[3] = path
+    out[4] = ends[path] + 1
+    lo = 0
+    for s in range(path + 1):
+        if s > first:
+            out[5] += float(block_ms[lo : ends[s] + 1].sum())
+        lo = ends[s] + 1
+    here, before = ends[path], ends[prev_path]
+    out[6] = float(block_mb[before + 1 : here + 1].sum())
+    out[7] = float(block_mb[here + 1 : before + 1].sum())
+    return out
+
+
+def segments_ms(
+    design: Any,
+    path: int,
+    block_ms: np.ndarray,
+    heads: Mapping[tuple[int, str], float],
+    call_overhead_ms: float,
+) -> float:
+    """What the table alone predicts for ``design`` leaving at ``path``."""
+    m = len(design.exits)
+    last_block = len(block_ms) - 1
+    end = design.exits[path].position if path < m else last_block
+    head_ms = sum(heads[(e.position, e.head)] for e in design.exits[: path + 1])
+    if path == m:
+        head_ms += next(v for (p, h), v in heads.items() if h == "final")
+    return call_overhead_ms + float(block_ms[: end + 1].sum()) + head_ms
+
+
+def fit_terms(
+    manifest: Manifest,
+    entries: Sequence[Mapping[str, Any]],
+    measured: Mapping[tuple[str, int, int], float],
+    rows: Sequence[Mapping[str, Any]],
+    call_overhead_ms: float,
+) -> dict[str, Any]:
+    """Bounded least squares of (measured - segments) on the features, relative to the
+    measured latency; the sidecar's ``deployment`` section. Every term is >= 0 but the
+    per-block offset, which may take back up to half of the cheapest block."""
+    from scipy.optimize import lsq_linear
+
+    from hapi_dse.cost.design import Design
+
+    block_ms, block_mb, heads = _segment_costs(rows, call_overhead_ms)
+    designs = {str(e["name"]): Design.from_dict(e) for e in entries}
+    keys = sorted(measured)
+    if not keys:
+        raise ArtefactError(f"{manifest.root}: the deployment probes gave no timings")
+    x = np.array([path_features(designs[k[0]], k[1], k[2], block_ms, block_mb) for k in keys])
+    base = np.array(
+        [segments_ms(designs[k[0]], k[1], block_ms, heads, call_overhead_ms) for k in keys]
+    )
+    y = np.array([measured[k] for k in keys])
+    # a feature no probe varies keeps 0; scale columns to comparable magnitudes
+    peak = np.abs(x).max(axis=0)
+    scale = np.where(peak > 0, peak, 1.0)
+    lower = np.zeros(len(FEATURES))
+    lower[FEATURES.index("blocks")] = -0.5 * float(block_ms.min()) if len(block_ms) else 0.0
+    upper = np.where(peak > 0, np.inf, 1e-12)
+    fit = lsq_linear(
+        (x / scale) / y[:, None], (y - base) / y, bounds=(lower * scale, upper), method="bvls"
+    )
+    coef = fit.x / scale
+    pred = base + x @ coef
+    c = dict(zip(_TERM, coef.tolist(), strict=True))
+    terms = DeploymentTerms(
+        decision_ms={p: c[f"decision_ms.{p}"] for p in POLICIES},
+        stage_entry_ms=c["stage_entry_ms"],
+        block_offset_ms=c["block_offset_ms"],
+        nested_factor=c["nested_factor"],
+        cold_ms_per_mb=c["cold_ms_per_mb"],
+        evicted_ms_per_mb=c["evicted_ms_per_mb"],
+        source="measured",
+    )
+    rel_before = np.abs(base / y - 1)
+    rel_after = np.abs(pred / y - 1)
+    return {
+        **terms.to_dict(),
+        "fit": {
+            "method": "bounded least squares, relative to the measured latency",
+            "groups": len(keys),
+            "probes": [str(e["name"]) for e in entries],
+            "segments_only_median_abs_rel_err": float(np.median(rel_before)),
+            "with_terms_median_abs_rel_err": float(np.median(rel_after)),
+            "with_terms_max_abs_rel_err": float(np.max(rel_after)),
+        },
+        "note": "what one-graph exports add to the sum of segments; see hapi_dse.cost.deployment",
+    }
+
+
+def measure_terms(
+    manifest: Manifest,
+    rows: Sequence[Mapping[str, Any]],
+    call_overhead_ms: float,
+    settings: TimingSettings,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any] | None:
+    """Time the manifest's probes and fit the terms (``None`` when it has no probes)."""
+    entries = manifest.probes
+    if not entries:
+        return None
+    measured = time_probes(manifest, entries, settings, on_progress)
+    return fit_terms(manifest, entries, measured, rows, call_overhead_ms)

@@ -103,16 +103,22 @@ def test_per_design_and_batched_paths_agree(stats):
 @pytest.mark.parametrize("seed", range(5))
 def test_scalar_and_vector_extra_are_one_formula(seed):
     rng = np.random.default_rng(seed)
-    stages = int(rng.integers(1, 6))
-    terms = dataclasses.replace(TERMS, cold_ms_per_mb=float(rng.uniform(0, 1)))
-    ms = rng.uniform(0, 1, stages)
-    mb = rng.uniform(0, 0.5, stages)
-    blocks = rng.integers(0, 4, stages)
+    num_blocks = 12
+    ms0 = np.concatenate([[0.0], np.cumsum(rng.uniform(0, 1, num_blocks))])
+    mb0 = np.concatenate([[0.0], np.cumsum(rng.uniform(0, 0.5, num_blocks))])
+    ends = sorted(rng.choice(num_blocks - 1, int(rng.integers(0, 5)), replace=False).tolist())
+    ends.append(num_blocks - 1)
+    stages = len(ends)
+    starts = [0, *[e + 1 for e in ends[:-1]]]
+    ms = np.array([ms0[e + 1] - ms0[s] for s, e in zip(starts, ends, strict=True)])
+    mb = np.array([mb0[e + 1] - mb0[s] for s, e in zip(starts, ends, strict=True)])
+    blocks = np.array([e + 1 - s for s, e in zip(starts, ends, strict=True)])
     left = rng.integers(0, 50, stages)
     first = int(rng.integers(0, 3))
+    terms = dataclasses.replace(TERMS, cold_ms_per_mb=float(rng.uniform(0, 1)))
     vec = path_extra_ms(terms, [0.02], [first], ms[None], mb[None], blocks[None], left[None], 200)
     one = path_extra_ms_one(
-        terms, 0.02, first, ms.tolist(), mb.tolist(), blocks.tolist(), left.tolist(), 200
+        terms, 0.02, first, ends, left.tolist(), 200, ms0.tolist(), mb0.tolist()
     )
     np.testing.assert_allclose(vec[0], one, rtol=1e-12, atol=1e-15)
 

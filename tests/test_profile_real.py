@@ -11,6 +11,7 @@ import pytest
 
 from hapi_dse.cost.costs import SegmentCosts
 from hapi_dse.profiling.runner import ProfileConfig, run_profile
+from hapi_dse.profiling.specs import find_spec
 from hapi_dse.profiling.table import load_table
 from hapi_dse.run import RunDir
 
@@ -121,6 +122,13 @@ def test_cli_modelled_profile_and_refusals(exported, tmp_path, run_cli):
     csv = next((tmp_path / "pixel6").glob("*.csv"))
     text = csv.read_text()
     assert ",modelled,modelled" in text and ",measured" not in text
+    # the deployment terms come from the spec, labelled as modelled
+    dep = json.loads(csv.with_suffix(".json").read_text())["deployment"]
+    spec = find_spec("pixel6")
+    assert dep["source"] == "modelled"
+    assert dep["decision_ms"]["entropy"] > dep["decision_ms"]["max_softmax"] > 0
+    assert dep["decision_ms"]["max_softmax"] == pytest.approx(9 * spec.op_overhead_us * 1e-3)
+    assert dep["cold_ms_per_mb"] == pytest.approx(1e9 / spec.mem_bandwidth_bytes_per_s)
     for args, needle in [
         (("--device", "pixel7", "--modelled"), "did you mean 'pixel6'"),
         (("--provider", "NoSuchProvider"), "NoSuchProvider"),

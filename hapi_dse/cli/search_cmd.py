@@ -99,6 +99,16 @@ from hapi_dse.cli import options
     "objective].",
 )
 @click.option(
+    "--verify",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="K",
+    help="Export the K feasible Pareto designs nearest the pick, measure them here as "
+    "'hapi eval' does, and pick again among those meeting every SLO as measured (needs "
+    "the device's table measured on this machine).",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -121,6 +131,7 @@ def search(
     jobs: int,
     population: int | None,
     pick: str | None,
+    verify: int,
     out: Path | None,
 ) -> None:
     """Search early-exit designs per device under SLOs; write the Pareto front and the choice.
@@ -150,6 +161,7 @@ def search(
         out=out,
         pick=pick,
         population=population,
+        verify=verify,
     )
     results = run_search(cfg, echo=click.echo)
     if not all(r.feasible for r in results):

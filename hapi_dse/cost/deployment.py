@@ -168,32 +168,43 @@ def path_extra_ms_one(
     terms: DeploymentTerms,
     decision_ms: float,
     first: int,
-    stage_ms: list[float],
-    stage_mb: list[float],
-    stage_blocks: list[int],
+    ends: list[int],
     left: list[int],
     n: int,
+    ms0: list[float],
+    mb0: list[float],
 ) -> list[float]:
     """:func:`path_extra_ms` for one design, on plain floats: the cost model's per-design
-    path, where ``m + 1`` numbers make numpy calls the larger cost."""
-    stages = len(stage_ms)
+    path, where ``m + 1`` numbers make numpy calls the larger cost. ``ends`` is the last
+    block of each stage; ``ms0`` / ``mb0`` the cumulative net block latency and weights with
+    a leading 0 (the blocks before ``p`` sum to ``ms0[p]``)."""
+    stages = len(ends)
     extra: list[float] = []
+    reached: list[float] = []
     total = 0.0
     gone = 0
-    reached: list[float] = []
+    lo = 0
+    offset, cold, entry, nested = (
+        terms.block_offset_ms,
+        terms.cold_ms_per_mb,
+        terms.stage_entry_ms,
+        terms.nested_factor,
+    )
     for i in range(stages):
+        hi = ends[i] + 1
         share = gone / n if n else 0.0
-        total += terms.block_offset_ms * stage_blocks[i]
-        total += terms.cold_ms_per_mb * stage_mb[i] * share
+        mb = mb0[hi] - mb0[lo]
+        total += offset * (hi - lo) + cold * mb * share
         if first <= i < stages - 1:
             total += decision_ms
         if i >= 1:
-            total += terms.stage_entry_ms
+            total += entry
         if i > first:
-            total += terms.nested_factor * stage_ms[i]
+            total += nested * (ms0[hi] - ms0[lo])
         extra.append(total)
-        reached.append(stage_mb[i] * (1.0 - share))
+        reached.append(mb * (1.0 - share))
         gone += left[i]
+        lo = hi
     if terms.evicted_ms_per_mb:
         later = 0.0
         for i in range(stages - 1, -1, -1):

@@ -301,22 +301,19 @@ class CostModel:
         The same arithmetic as :meth:`_path_costs` on plain floats (m + 1 numbers)."""
         n = self.n
         head_ms, head_mj, cum_ms, cum_mj = self._head_ms, self._head_mj, self._cum_ms, self._cum_mj
-        ms0, mb0 = self._cum_ms0, self._cum_mb0
         ovh_ms, ovh_mj = self.costs.call_overhead_ms, self.costs.call_overhead_mj
         terms = self._terms
         extras: list[float] | None = None
         if not terms.is_zero:
-            ends = [self._pos[c] for c in cols]
-            starts = [-1, *ends[:-1]]
             extras = path_extra_ms_one(
                 terms,
                 terms.decision(design.policy),
                 first_decision(design.policy, design.patience),
-                [ms0[e + 1] - ms0[s + 1] for s, e in zip(starts, ends, strict=True)],
-                [mb0[e + 1] - mb0[s + 1] for s, e in zip(starts, ends, strict=True)],
-                [e - s for s, e in zip(starts, ends, strict=True)],
+                [self._pos[c] for c in cols],
                 [c[0] for c in counts],
                 n,
+                self._cum_ms0,
+                self._cum_mb0,
             )
         power = self.costs.power_mj_per_ms
         heads_ms = heads_mj = extra = 0.0

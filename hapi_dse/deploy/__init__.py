@@ -3,7 +3,13 @@
 torch, onnx and onnxruntime are imported inside the functions that need them.
 """
 
-from hapi_dse.deploy.evaluate import EvalConfig, evaluate_export, format_report, open_export
+from hapi_dse.deploy.evaluate import (
+    EvalConfig,
+    evaluate_export,
+    evaluate_exports,
+    format_report,
+    open_export,
+)
 from hapi_dse.deploy.export import FORMATS, ExportConfig, export_design, sidecar_for
 from hapi_dse.deploy.inputs import DesignFile, load_design, load_samples
 
@@ -13,6 +19,7 @@ __all__ = [
     "EvalConfig",
     "ExportConfig",
     "evaluate_export",
+    "evaluate_exports",
     "export_design",
     "format_report",
     "load_design",

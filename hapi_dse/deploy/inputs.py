@@ -148,6 +148,7 @@ def load_trial(source: str | Path, trial: int) -> DesignFile:
         "model_id": search.get("model_id"),
         "device": search.get("device"),
         **design.to_dict(),
+        "slos": search.get("slos") or [],  # the SLOs it was searched under (hapi eval)
         "trial": trial,
     }
     return DesignFile(design=design, doc=doc, path=path, sha256=sha256_file(path))

@@ -124,6 +124,35 @@ def estimate_s(costs: list[NodeCost], spec: DeviceSpec) -> float:
     return t
 
 
+#: operators of one exit decision as hapi exports it (hapi_dse.deploy.graph.fires), its
+#: If node included; the decision's arithmetic on a few logits is negligible beside them
+DECISION_OPS = {"max_softmax": 9, "entropy": 12, "patience": 7}
+
+
+def modelled_terms(spec: DeviceSpec) -> dict[str, Any]:
+    """The deployment terms (:mod:`hapi_dse.cost.deployment`) from a device spec.
+
+    A decision costs the overheads of its operators (:data:`DECISION_OPS`); entering a stage
+    the overheads of its layout-anchor Conv and of the branch; a block read cold streams its
+    weights at the memory bandwidth. The roofline already models blocks inside one graph
+    (no offset), and nothing models nesting or eviction (zero): labelled ``modelled``.
+    """
+    from hapi_dse.cost.deployment import DeploymentTerms
+
+    op_ms = spec.op_overhead_us * 1e-3
+    terms = DeploymentTerms(
+        decision_ms={p: n * op_ms for p, n in DECISION_OPS.items()},
+        stage_entry_ms=spec.op_overhead_s("Conv") * 1e3 + op_ms,
+        cold_ms_per_mb=1e6 / spec.mem_bandwidth_bytes_per_s * 1e3,
+        source="modelled",
+    )
+    return {
+        **terms.to_dict(),
+        "model": "decision: its operators' overheads; stage entry: anchor Conv + branch "
+        "overheads; cold weights: MB / memory bandwidth (hapi_dse.profiling.modelled)",
+    }
+
+
 class ModelledProfiler(Profiler):
     """Latency and energy of every segment from a :class:`DeviceSpec` (no timing)."""
 
@@ -152,6 +181,7 @@ class ModelledProfiler(Profiler):
             if progress:
                 progress(i + 1, len(segs))
         side: dict[str, Any] = {
+            "deployment": modelled_terms(self.spec),
             "profiler": "roofline",
             "provider": "modelled",
             "threads": self.spec.threads,

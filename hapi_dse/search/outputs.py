@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import numpy as np
 
 from hapi_dse.cost import METRICS, SLO, Design, Objective, parse_objectives
 from hapi_dse.provenance import SCHEMA_VERSION, atomic_dir, provenance, write_json, write_text
+from hapi_dse.search.verify import MEASURED_COLUMNS
 
 PICK_RULES = (
     "accuracy",
@@ -46,6 +48,8 @@ class TrialRecord:
     pareto: bool = False
     test: dict[str, float] | None = None
     test_broken: list[str] = field(default_factory=list)
+    measured: dict[str, float] | None = None  # --verify: measured on val, this machine
+    measured_broken: list[str] = field(default_factory=list)
 
     def objective_vector(self, objectives: Sequence[Objective]) -> list[float]:
         """Objective values, all turned into "smaller is better"."""
@@ -77,6 +81,8 @@ class DeviceResult:
     space_size: int
     timings: dict[str, float] = field(default_factory=dict)
     out_dir: Path | None = None
+    verify: dict[str, Any] | None = None  # --verify: what was verified (search.json)
+    verify_dir: Path | None = None  # --verify: exports and reports, moved into out_dir
 
     @property
     def feasible(self) -> bool:
@@ -300,6 +306,8 @@ def pareto_table(result: DeviceResult) -> tuple[list[str], list[dict[str, Any]]]
         *[f"test_{m}" for m in METRICS],
         "test_breaks_slo",
         "test_broken_slos",
+        *[f"measured_{m}" for m in MEASURED_COLUMNS],
+        "measured_broken_slos",
         "chosen",
     ]
     rows = []
@@ -310,6 +318,9 @@ def pareto_table(result: DeviceResult) -> tuple[list[str], list[dict[str, Any]]]
         row.update({f"test_{m}": r.test[m] for m in METRICS})
         row["test_breaks_slo"] = bool(r.test_broken)
         row["test_broken_slos"] = ";".join(r.test_broken)
+        for m in MEASURED_COLUMNS:
+            row[f"measured_{m}"] = r.measured[m] if r.measured else ""
+        row["measured_broken_slos"] = ";".join(r.measured_broken)
         row["chosen"] = r is result.chosen
         rows.append(row)
     return header, rows
@@ -334,6 +345,7 @@ def design_json(result: DeviceResult, prov: dict[str, Any]) -> dict[str, Any]:
         "predicted_val": r.metrics,
         "predicted_test": r.test,
         "test_broken_slos": r.test_broken,
+        "measured_val": r.measured,
         "slos": [s.to_dict() for s in result.slos],
         "objectives": [o.metric for o in result.objectives],
         "pick": result.pick_rule,
@@ -368,6 +380,7 @@ def search_json(result: DeviceResult, cfg: Any, prov: dict[str, Any]) -> dict[st
         },
         "feasible": result.feasible,
         "chosen_trial": result.chosen.number if result.chosen else None,
+        "verify": result.verify,
         "closest": [
             {
                 "trial": r.number,
@@ -395,6 +408,8 @@ def write_results(result: DeviceResult, out_dir: Path, cfg: Any) -> None:
         if result.chosen is not None:
             write_json(tmp / "design.json", design_json(result, prov))
         write_json(tmp / "search.json", search_json(result, cfg, prov))
+        if result.verify_dir is not None:
+            shutil.move(str(result.verify_dir), str(tmp / "verify"))
     result.out_dir = out_dir
 
 
@@ -486,6 +501,7 @@ def console_report(result: DeviceResult, max_rows: int = 12) -> str:
         lines.append(_table(rows, header))
         if len(shown) < len(result.front):
             lines.append(f"({len(result.front) - len(shown)} more designs in pareto.csv)")
+    lines += _verify_lines(result)
     if result.chosen is not None:
         r = result.chosen
         assert r.metrics is not None and r.design is not None and r.test is not None
@@ -502,6 +518,12 @@ def console_report(result: DeviceResult, max_rows: int = 12) -> str:
         )
         if r.test_broken:
             lines.append(f"warning: on the test split it breaks {', '.join(r.test_broken)}")
+    elif result.verify and result.verify.get("verified_trials"):
+        lines.append(
+            f"no feasible design for {result.device}: no verified design meets every SLO "
+            f"({slos}) as measured on this machine; verify more designs (--verify) or relax "
+            "an SLO"
+        )
     else:
         lines.append(
             f"no feasible design for {result.device}: no trial meets every SLO "
@@ -516,6 +538,30 @@ def console_report(result: DeviceResult, max_rows: int = 12) -> str:
     if result.out_dir is not None:
         lines.append(f"wrote {result.out_dir}/")
     return "\n".join(lines)
+
+
+def _verify_lines(result: DeviceResult) -> list[str]:
+    """What ``--verify`` measured: predicted vs measured latency per verified design."""
+    v = result.verify or {}
+    if not v.get("verified_trials"):
+        return [f"--verify: {v['note']}"] if v.get("note") else []
+    by_number = {r.number: r for r in result.front}
+    lines = [
+        f"verified {len(v['verified_trials'])} Pareto designs near the pick on this machine "
+        "(val split, measured as 'hapi eval' does):"
+    ]
+    for n in v["verified_trials"]:
+        r = by_number[n]
+        assert r.metrics is not None and r.measured is not None
+        verdict = "breaks " + ", ".join(r.measured_broken) if r.measured_broken else "meets SLOs"
+        lines.append(
+            f"  trial {n}: latency {r.measured['latency_ms']:.4g} ms measured / "
+            f"{r.metrics['latency_ms']:.4g} predicted, p99 {r.measured['p99_latency_ms']:.4g} / "
+            f"{r.metrics['p99_latency_ms']:.4g} ms: {verdict}"
+        )
+    if v.get("repicked") and v.get("chosen_trial") is not None:
+        lines.append(f"re-picked as measured: trial {v['predicted_pick']} -> {v['chosen_trial']}")
+    return lines
 
 
 def _short(design: Design, width: int = 44) -> str:

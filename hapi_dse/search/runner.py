@@ -67,6 +67,7 @@ class SearchConfig:
     out: Path | None = None
     pick: str | None = None
     population: int | None = None
+    verify: int = 0  # export and measure this many Pareto designs near the pick, re-pick
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -107,6 +108,8 @@ class Problem:
     costs: SegmentCosts
     inputs: dict[str, Path] = field(default_factory=dict)
     table_source: str = ""
+    table_sidecar: dict[str, Any] = field(default_factory=dict)
+    table_path: Path | None = None
 
     #: called after each trial this process runs (progress, stopping); set by the runner.
     #: Not an Optuna callback: optimize() deep-copies the trial for those (~1 ms each).
@@ -188,6 +191,8 @@ def build_problem(
         costs=costs,
         inputs=inputs,
         table_source=str(costs.source),
+        table_sidecar=dict(table.sidecar),
+        table_path=table_path,
     )
 
 
@@ -527,6 +532,8 @@ def check_config(cfg: SearchConfig) -> None:
     parse_slos(cfg.slos)
     if cfg.objectives:
         parse_objectives(cfg.objectives)
+    if cfg.verify < 0:
+        raise UsageError(f"--verify must be >= 0, but got {cfg.verify}")
 
 
 def run_search(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> list[Any]:
@@ -541,6 +548,11 @@ def run_search(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> 
     out = default_out(cfg, run)
     load_s = time.perf_counter() - t0
     problems = [build_problem(d, run, val, test, cfg) for d in cfg.devices]  # fail early
+    if cfg.verify:
+        from hapi_dse.search.verify import check_verifiable
+
+        for p in problems:
+            check_verifiable(p.device, p.table_sidecar, p.table_path)
     results = []
     for problem in problems:
         t1 = time.perf_counter()
@@ -548,6 +560,10 @@ def run_search(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> 
         study = run_study(problem, cfg, name)
         result = collect(problem, study, cfg)
         result.timings.update(load_s=load_s, search_s=study.search_s)
+        if cfg.verify:
+            from hapi_dse.search.verify import verify
+
+            verify(result, run, cfg, out)
         write_results(result, out / problem.device, cfg)
         result.timings["device_s"] = time.perf_counter() - t1
         results.append(result)

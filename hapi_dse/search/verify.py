@@ -1,0 +1,153 @@
+"""``hapi search --verify K``: hardware in the loop before the pick.
+
+When the device's table was measured on this machine, the K feasible Pareto designs nearest
+the pick (objectives scaled to 0..1, the pick first) are exported as ``hapi export`` would
+and measured together as ``hapi eval`` does (:mod:`hapi_dse.deploy.measure`), on the
+validation split that the search scored them on. Their measured figures go beside the
+predicted ones (``pareto.csv`` ``measured_*`` columns, ``design.json`` ``measured_val``),
+and the pick is made again among the verified designs that meet every SLO *as measured*
+(latency SLOs and accuracy are measured; energy and size keep their predicted values). When
+none does, the search has no feasible design (exit status 1) and says so.
+
+A board without hapi's training stack can do the same later: export candidates with
+``hapi export RESULT --trial N`` here and run ``hapi eval --check-slo`` there.
+
+Imports torch (through the export) only when called.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hapi_dse.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+#: SLO metric column -> the measured statistic in an eval report
+_MEASURED = {
+    "latency_ms": ("latency_ms", "mean"),
+    "p90_latency_ms": ("latency_ms", "p90"),
+    "p99_latency_ms": ("latency_ms", "p99"),
+    "max_latency_ms": ("latency_ms", "max"),
+}
+MEASURED_COLUMNS = ("accuracy", *_MEASURED)
+
+
+def this_machine() -> dict[str, str]:
+    """How a measured table's sidecar names the machine it was measured on."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "machine": platform.machine(),
+    }
+
+
+def check_verifiable(device: str, sidecar: dict[str, Any], path: Any) -> None:
+    """``--verify`` times designs here: the table must be this machine's, measured."""
+    if sidecar.get("source") != "measured" or sidecar.get("machine") != this_machine():
+        how = "modelled" if sidecar.get("source") == "modelled" else "measured elsewhere"
+        raise UsageError(
+            f"--verify measures designs on this machine, but the {device} table {path} is "
+            f"{how}; profile this machine ('hapi profile --device {device}') or, on the "
+            "device, run 'hapi eval --check-slo' on exports from 'hapi export --trial N'"
+        )
+
+
+def nearest(front: list[Any], chosen: Any, objectives: list[Any], k: int) -> list[Any]:
+    """The ``k`` front members nearest ``chosen`` in objective space (scaled to 0..1)."""
+    pts = np.array([r.objective_vector(objectives) for r in front])
+    span = np.ptp(pts, axis=0)
+    span[span == 0] = 1.0
+    here = np.array(chosen.objective_vector(objectives))
+    dist = np.linalg.norm((pts - here) / span, axis=1)
+    order = sorted(range(len(front)), key=lambda i: (dist[i], front[i].number))
+    return [front[i] for i in order[:k]]
+
+
+def measured_metrics(rep: dict[str, Any]) -> dict[str, float]:
+    out = {"accuracy": float(rep["measured"]["accuracy"])}
+    for col, (a, b) in _MEASURED.items():
+        out[col] = float(rep["measured"][a][b])
+    return out
+
+
+def verify(result: Any, run: Any, cfg: Any, work_root: Path) -> None:
+    """Export, measure and re-pick (see the module docstring); fills ``result.verify`` and
+    ``result.verify_dir`` (the exports and reports, moved into the result directory)."""
+    from hapi_dse.deploy.evaluate import EvalConfig, evaluate_exports
+    from hapi_dse.deploy.export import ExportConfig, export_design
+    from hapi_dse.provenance import write_json
+    from hapi_dse.search.outputs import pick
+
+    k = int(cfg.verify)
+    info: dict[str, Any] = {"requested": k, "split": "val"}
+    result.verify = info
+    if result.chosen is None:
+        info["note"] = "no feasible design to verify"
+        return
+    t0 = time.perf_counter()
+    candidates = nearest(result.front, result.chosen, result.objectives, k)
+    work_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".hapi-verify-", dir=work_root))
+    try:
+        exports = []
+        for r in candidates:
+            doc = {
+                "model_id": result.model_id,
+                "device": result.device,
+                **r.design.to_dict(),
+                "slos": [s.to_dict() for s in result.slos],
+                "trial": r.number,
+            }
+            src = tmp / f"trial_{r.number}.design.json"
+            write_json(src, doc)
+            out = tmp / f"trial_{r.number}.onnx"
+            export_design(ExportConfig(source=src, out=out, model=str(run.path), seed=cfg.seed))
+            exports.append(out)
+        reports = evaluate_exports(
+            exports,
+            EvalConfig(
+                model=exports[0],
+                run=str(run.path),
+                split="val",
+                device=result.device,
+                profiles=cfg.profiles,
+                seed=cfg.seed,
+            ),
+        )
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for r, out, rep in zip(candidates, exports, reports, strict=True):
+        write_json(out.with_suffix(".eval.json"), rep)
+        r.measured = measured_metrics(rep)
+        merged = {**r.metrics, **r.measured}
+        r.measured_broken = [s.text or s.describe() for s in result.slos if s.violation(merged) > 0]
+    ok = [r for r in candidates if not r.measured_broken]
+    before = result.chosen
+    result.chosen = pick(ok, result.objectives, result.pick_rule)
+    result.verify_dir = tmp
+    info.update(
+        {
+            "verified_trials": [r.number for r in candidates],
+            "meeting_slos_as_measured": [r.number for r in ok],
+            "predicted_pick": before.number,
+            "chosen_trial": result.chosen.number if result.chosen else None,
+            "repicked": result.chosen is not before,
+            "load": reports[0]["measured"]["load"],
+            "protocol": reports[0]["measured"]["protocol"],
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "files": "verify/trial_N.onnx and trial_N.eval.json",
+        }
+    )
+    if result.chosen is None:
+        result.closest = sorted(candidates, key=lambda r: (len(r.measured_broken), r.number))
+        info["note"] = "no verified design meets every SLO as measured"

@@ -21,21 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from hapi_dse.deploy.measure import DEFAULT_PASSES, STATISTICS, measure_exports
+from hapi_dse.deploy.measure import (
+    DEFAULT_PASSES,
+    METRIC_STATISTIC,
+    STATISTICS,
+    measure_exports,
+)
 from hapi_dse.errors import ArtefactError, HapiError, UsageError
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 LATENCY_KEYS = STATISTICS
-#: SLO metric column -> the measured latency statistic that it bounds
-SLO_LATENCY = {
-    "latency_ms": "mean",
-    "p90_latency_ms": "p90",
-    "p99_latency_ms": "p99",
-    "max_latency_ms": "max",
-}
-PREDICTED_LATENCY = {v: k for k, v in SLO_LATENCY.items()}
 
 
 @dataclass
@@ -243,8 +240,8 @@ def slo_verdicts(
         slo = SLO(metric=str(d["metric"]), value=float(d["value"]), text=str(d.get("text", "")))
         if slo.metric == "accuracy":
             mv: float | None = measured["accuracy"]
-        elif slo.metric in SLO_LATENCY:
-            mv = measured["latency_ms"][SLO_LATENCY[slo.metric]]
+        elif slo.metric in METRIC_STATISTIC:
+            mv = measured["latency_ms"][METRIC_STATISTIC[slo.metric]]
         else:
             mv = None
         pv = None

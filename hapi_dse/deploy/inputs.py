@@ -38,29 +38,33 @@ class DesignFile:
         return str(mid) if mid else None
 
 
+def _find_in_result(p: Path, name: str, missing: str) -> Path:
+    """``DIR/name``, or ``DIR/DEVICE/name`` when exactly one device folder has it."""
+    if not p.exists():
+        raise ArtefactError(f"{p}: no such file or directory (expected {missing})")
+    if (p / name).is_file():
+        return p / name
+    found = sorted(p.glob(f"*/{name}"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ArtefactError(
+            f"{p}: no {name} in it or in a device subdirectory; run 'hapi search --out DIR' "
+            f"first or pass {missing}"
+        )
+    names = ", ".join(str(f.parent.name) for f in found)
+    raise UsageError(
+        f"{p}: holds results for several devices ({names}); pass one of them, "
+        f"e.g. {found[0].parent}"
+    )
+
+
 def find_design(source: str | Path) -> Path:
     """``design.json`` itself, ``DIR/design.json``, or ``DIR/DEVICE/design.json`` if unique."""
     p = Path(source)
     if p.is_file():
         return p
-    if not p.exists():
-        raise ArtefactError(
-            f"{p}: no such file or directory (expected a search result directory or a design.json)"
-        )
-    if (p / "design.json").is_file():
-        return p / "design.json"
-    found = sorted(p.glob("*/design.json"))
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise ArtefactError(
-            f"{p}: no design.json in it or in a device subdirectory; run "
-            "'hapi search --out DIR' first or pass a design.json"
-        )
-    names = ", ".join(str(f.parent.name) for f in found)
-    raise UsageError(
-        f"{p}: holds designs for several devices ({names}); pass one of them, e.g. {found[0]}"
-    )
+    return _find_in_result(p, "design.json", "a search result directory or a design.json")
 
 
 def find_trials(source: str | Path) -> Path:
@@ -69,23 +73,7 @@ def find_trials(source: str | Path) -> Path:
     p = Path(source)
     if p.is_file():
         return p if p.name == "trials.csv" else p.parent / "trials.csv"
-    if not p.exists():
-        raise ArtefactError(f"{p}: no such file or directory (expected a search result directory)")
-    if (p / "trials.csv").is_file():
-        return p / "trials.csv"
-    found = sorted(p.glob("*/trials.csv"))
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise ArtefactError(
-            f"{p}: no trials.csv in it or in a device subdirectory; --trial needs the "
-            "directory 'hapi search --out DIR' wrote"
-        )
-    names = ", ".join(str(f.parent.name) for f in found)
-    raise UsageError(
-        f"{p}: holds searches for several devices ({names}); pass one of them, "
-        f"e.g. {found[0].parent}"
-    )
+    return _find_in_result(p, "trials.csv", "a search result directory")
 
 
 def load_design(source: str | Path, trial: int | None = None) -> DesignFile:

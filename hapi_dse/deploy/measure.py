@@ -39,6 +39,13 @@ from hapi_dse.progress import Progress
 log = logging.getLogger(__name__)
 
 STATISTICS = ("mean", "p50", "p90", "p99", "max")
+#: cost-model latency metric -> the measured statistic that is its counterpart
+METRIC_STATISTIC = {
+    "latency_ms": "mean",
+    "p90_latency_ms": "p90",
+    "p99_latency_ms": "p99",
+    "max_latency_ms": "max",
+}
 DEFAULT_PASSES = 2
 DEFAULT_ROUND_SIZE = 500
 #: a round counts for a path when it has at least this many calls on it

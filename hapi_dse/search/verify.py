@@ -27,18 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from hapi_dse.deploy.measure import METRIC_STATISTIC
 from hapi_dse.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-#: SLO metric column -> the measured statistic in an eval report
-_MEASURED = {
-    "latency_ms": ("latency_ms", "mean"),
-    "p90_latency_ms": ("latency_ms", "p90"),
-    "p99_latency_ms": ("latency_ms", "p99"),
-    "max_latency_ms": ("latency_ms", "max"),
-}
-MEASURED_COLUMNS = ("accuracy", *_MEASURED)
+MEASURED_COLUMNS = ("accuracy", *METRIC_STATISTIC)
 
 
 def this_machine() -> dict[str, str]:
@@ -74,8 +68,8 @@ def nearest(front: list[Any], chosen: Any, objectives: list[Any], k: int) -> lis
 
 def measured_metrics(rep: dict[str, Any]) -> dict[str, float]:
     out = {"accuracy": float(rep["measured"]["accuracy"])}
-    for col, (a, b) in _MEASURED.items():
-        out[col] = float(rep["measured"][a][b])
+    for col, stat in METRIC_STATISTIC.items():
+        out[col] = float(rep["measured"]["latency_ms"][stat])
     return out
 
 

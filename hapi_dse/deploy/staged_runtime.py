@@ -29,6 +29,24 @@ __all__ = ["StagedModel"]
 _NP = {"tensor(float)": np.float32, "tensor(bool)": np.bool_, "tensor(int64)": np.int64}
 
 
+def stage_file(root: Path, name: Any) -> Path:
+    """``root / name`` for a stage file named in the manifest; a name that is not a plain file
+    name (a path, ``..``, a hidden file) could reach outside the export and is refused."""
+    if not (
+        isinstance(name, str)
+        and name
+        and not name.startswith(".")
+        and "/" not in name
+        and "\\" not in name
+        and Path(name).name == name
+    ):
+        raise ValueError(
+            f"{root / 'manifest.json'}: stage file {name!r} is not a plain file name inside "
+            f"{root}; expected a name like stage_0.onnx"
+        )
+    return root / name
+
+
 class StagedModel:
     """The stages of one export, each an onnxruntime session, chained by I/O binding.
 
@@ -50,11 +68,10 @@ class StagedModel:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
         stages = self.manifest["stages"]
+        files = [stage_file(self.root, s.get("file")) for s in stages]  # all, before loading
         self._sessions = [
-            ort.InferenceSession(
-                str(self.root / s["file"]), opts, providers=providers or ["CPUExecutionProvider"]
-            )
-            for s in stages
+            ort.InferenceSession(str(f), opts, providers=providers or ["CPUExecutionProvider"])
+            for f in files
         ]
         self.num_exits = len(self._sessions) - 1
         m = self.num_exits

@@ -71,6 +71,10 @@ LATENCY_NOTE = (
 
 
 def table_path(root: str | Path, device: str, model_id: str) -> Path:
+    """``ROOT/DEVICE/MODEL_ID.csv``; refuses a device or model id that is not a plain name
+    (one from a file could otherwise name a path outside ``root``)."""
+    check_name("device", device)
+    check_name("model_id", model_id)
     return Path(root) / device / f"{model_id}.csv"
 
 
@@ -295,7 +299,7 @@ def write_table(
     from hapi_dse.provenance import atomic_path, provenance, utc_now
 
     if not valid_device_name(device):
-        raise UsageError(f"--device {device!r}: use letters, digits, '-', '_' or '.'")
+        raise UsageError(f"--device {device!r}: use {NAME_RULE}")
     records: list[dict[str, Any]] = (
         rows.to_dict("records")
         if hasattr(rows, "to_dict")  # a DataFrame
@@ -347,12 +351,30 @@ def _json_default(o: Any) -> Any:
     return default(o)
 
 
-def valid_device_name(name: str) -> bool:
+NAME_RULE = "letters, digits, '-', '_' or '.', not starting with '.'"
+
+
+def valid_name(name: str) -> bool:
+    """A name that is safe as one path component: letters, digits, ``-``, ``_``, ``.``, not
+    starting with ``.`` (so never ``.``, ``..``, a hidden file or a path)."""
     return (
-        bool(name)
-        and name not in (".", "..", SPECS_SUBDIR)
-        and all(c.isalnum() or c in "-_." for c in name)
+        isinstance(name, str)
+        and bool(name)
+        and not name.startswith(".")
+        and all((c.isascii() and c.isalnum()) or c in "-_." for c in name)
     )
+
+
+def valid_device_name(name: str) -> bool:
+    """A plain name (:func:`valid_name`) that is not the spec directory's."""
+    return valid_name(name) and name != SPECS_SUBDIR
+
+
+def check_name(what: str, name: str) -> str:
+    """``name`` if it is a plain name (:func:`valid_name`), else :class:`ArtefactError`."""
+    if not valid_name(name):
+        raise ArtefactError(f"{what} {name!r}: expected a plain name ({NAME_RULE})")
+    return name
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,16 +32,17 @@ typecheck: install
 # Rebuild the bundled example (about 30 minutes on 2 cores); train.json records how.
 example: install
 	$(BIN)/hapi train --dataset fashion-mnist --backbone resnet32 --heads linear,conv,mlp \
-		--epochs 20 --exit-epochs 8 --threads 2 --seed $(SEED) --out $(EXAMPLE)
+		--epochs 20 --exit-epochs 8 --threads 2 --seed $(SEED) --out $(EXAMPLE) --overwrite
 
 # The README's main command: a search on the bundled example for a Pixel 6.
 demo: install
-	$(BIN)/hapi search --device pixel6 --slo latency=50ms --seed $(SEED) --out runs/demo
+	$(BIN)/hapi search --device pixel6 --slo latency=50ms --seed $(SEED) --out runs/demo --overwrite
 
 # The README's Pareto figure: the bundled example searched for a Pixel 6 under a 0.4 ms mean
 # latency SLO, with the shipped (modelled) pixel6 table, so it is the same on any machine.
 docs: install
-	$(BIN)/hapi search --device pixel6 --slo latency=0.4ms --seed $(SEED) --out runs/docs/search
+	$(BIN)/hapi search --device pixel6 --slo latency=0.4ms --seed $(SEED) --out runs/docs/search \
+		--overwrite
 	$(BIN)/hapi plot runs/docs/search --out docs/pareto.png --seed $(SEED)
 
 bench: install

@@ -26,11 +26,11 @@ def test_atomic_dir_keeps_old_content_on_failure(tmp_path: Path) -> None:
     dest = tmp_path / "run"
     with atomic_dir(dest) as d:
         (d / "x").write_text("1")
-    with pytest.raises(RuntimeError), atomic_dir(dest) as d:
+    with pytest.raises(RuntimeError), atomic_dir(dest, overwrite=True) as d:
         (d / "x").write_text("2")
         raise RuntimeError("interrupted")
     assert (dest / "x").read_text() == "1"
-    with atomic_dir(dest) as d:
+    with atomic_dir(dest, overwrite=True) as d:
         (d / "y").write_text("3")
     assert sorted(p.name for p in dest.iterdir()) == ["y"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -415,7 +415,7 @@ def test_a_killed_search_resumes_without_losing_trials(
     assert info["trials"]["complete"] == total
     assert info["trials"]["this_run"] == total - len(before)
     # rerunning a full study adds nothing
-    assert run_cli(*args).exit_code == 0
+    assert run_cli(*args, "--overwrite").exit_code == 0
     assert len(_complete_trials(storage, "resume-me")) == total
 
 
@@ -427,7 +427,7 @@ def test_a_study_made_with_other_slos_is_refused(
         synth, tmp_path, "--device", "devA", "--trials", "20", "--storage", storage, "--study", "s"
     )
     assert run_cli(*args).exit_code == 0
-    res = run_cli(*args, "--slo", "latency=9ms")
+    res = run_cli(*args, "--slo", "latency=9ms", "--overwrite")
     assert res.exit_code == 2
     assert "--study 's' was created with slos = []" in res.stderr
 

@@ -19,6 +19,11 @@ from hapi_dse.cli import options
     help="The .onnx file to write (a directory for --format staged).",
 )
 @click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace a previous staged export in --out (anything else there is never replaced).",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["onnx", "staged"]),
@@ -59,6 +64,7 @@ def export(
     source: Path,
     model: str | None,
     out: Path,
+    overwrite: bool,
     fmt: str,
     opset: int,
     layout_anchor: bool,
@@ -89,6 +95,7 @@ def export(
         check_samples=check_samples,
         seed=seed,
         trial=trial,
+        overwrite=overwrite,
     )
     info = export_design(cfg)
     chk = info["check"]

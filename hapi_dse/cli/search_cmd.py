@@ -115,6 +115,11 @@ from hapi_dse.cli import options
     help="Results root; each device writes OUT/DEVICE/ [default: RUN/search, or "
     "runs/fashion-mnist/search for the bundled example].",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace previous results in OUT/DEVICE/ (anything else there is never replaced).",
+)
 def search(
     model: str | None,
     devices: str,
@@ -133,6 +138,7 @@ def search(
     pick: str | None,
     verify: int,
     out: Path | None,
+    overwrite: bool,
 ) -> None:
     """Search early-exit designs per device under SLOs; write the Pareto front and the choice.
 
@@ -162,6 +168,7 @@ def search(
         pick=pick,
         population=population,
         verify=verify,
+        overwrite=overwrite,
     )
     results = run_search(cfg, echo=click.echo)
     if not all(r.feasible for r in results):

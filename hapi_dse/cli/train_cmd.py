@@ -59,7 +59,12 @@ from hapi_dse.cli import options
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Run directory to write (replaced atomically when done).",
+    help="Run directory to write (swapped in atomically when done).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace a previous run in --out (anything else there is never replaced).",
 )
 def train(
     dataset: str,
@@ -78,6 +83,7 @@ def train(
     threads: int | None,
     seed: int,
     out: Path,
+    overwrite: bool,
 ) -> None:
     """Train an overprovisioned early-exit network and cache every exit's statistics."""
     from hapi_dse.training import TrainConfig, summary_table
@@ -101,6 +107,7 @@ def train(
         seed=seed,
         threads=threads,
         limit=limit,
+        overwrite=overwrite,
     )
     result = run_training(cfg)
     click.echo(summary_table(result))

@@ -356,7 +356,7 @@ class CostModel:
             "exit_fraction": 1.0 - counts[-1][0] / n,
         }
 
-    def exit_costs(self, design: Design, left: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    def exit_costs(self, design: Design, left: Any) -> tuple[np.ndarray, np.ndarray]:
         """Latency (ms) and energy (mJ) of a sample leaving at exit ``0..m-1`` or at the
         final classifier (index ``m``), when ``left[i]`` samples of this split leave at
         exit ``i`` (the cold-weight term depends on how many go deep)."""

@@ -133,8 +133,8 @@ def evaluate_exports(models: list[Path], cfg: EvalConfig) -> list[dict[str, Any]
     if cfg.passes < 1:
         raise UsageError(f"--passes {cfg.passes}: expected >= 1")
     exports = [open_export(m, cfg.threads) for m in models]
-    runs = []
-    designs = []
+    runs: list[Any] = []
+    designs: list[Any] = []
     for path, export in zip(models, exports, strict=True):
         meta = export.meta
         model_id = str(meta.get("model_id", ""))

@@ -63,6 +63,7 @@ class ExportConfig:
     check_samples: int = 512
     seed: int = 0
     trial: int | None = None  # a trial of the search result, not its chosen design
+    overwrite: bool = False  # replace a previous staged export in ``out``
 
     def validate(self) -> None:
         if self.fmt not in FORMATS:
@@ -502,7 +503,7 @@ def _export_staged(
     manifest_stages = []
     diffs_all: dict[str, dict[str, float]] = {}
     opset = cfg.opset
-    with atomic_dir(cfg.out) as tmp:
+    with atomic_dir(cfg.out, kind="staged-export", overwrite=cfg.overwrite) as tmp:
         for i, st in enumerate(stages):
             last = i == m
             module = StageGraph(st, design.policy, last).eval()

@@ -76,7 +76,7 @@ def export_probes(
     for name, design in probe_designs(net.backbone.num_blocks, heads):
         feeds = probe_feeds(design, input_shape, seed)
         images = [probe_image(input_shape, f["image_seed"]) for f in feeds]
-        checks = [
+        checks: list[tuple[np.ndarray, ...]] = [
             (img,) if f["thresholds"] is None else (img, np.asarray(f["thresholds"], np.float32))
             for img, f in zip(images, feeds, strict=True)
         ]

@@ -402,7 +402,7 @@ def write_results(result: DeviceResult, out_dir: Path, cfg: Any) -> None:
     prov = provenance(
         seed=cfg.seed, inputs=result.inputs, settings=cfg.settings(), libraries=("numpy", "optuna")
     )
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, kind="search", overwrite=cfg.overwrite) as tmp:
         write_text(tmp / "trials.csv", _csv(*trials_table(result)))
         write_text(tmp / "pareto.csv", _csv(*pareto_table(result)))
         if result.chosen is not None:

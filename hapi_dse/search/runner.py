@@ -37,6 +37,7 @@ from hapi_dse.cost import (
     parse_slos,
 )
 from hapi_dse.errors import ArtefactError, HapiError, UsageError, unknown_name
+from hapi_dse.provenance import redact
 from hapi_dse.run import ExitStats, RunDir, resolve_run
 from hapi_dse.search.sampling import SAMPLERS, make_sampler
 from hapi_dse.search.space import BoundSpace, load_space
@@ -68,6 +69,7 @@ class SearchConfig:
     pick: str | None = None
     population: int | None = None
     verify: int = 0  # export and measure this many Pareto designs near the pick, re-pick
+    overwrite: bool = False  # replace previous results in <out>/<device>/
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -197,11 +199,6 @@ def build_problem(
 
 
 # -- Optuna plumbing --------------------------------------------------------------------------
-def redact(url: str | None) -> str | None:
-    """A storage URL without its password."""
-    return None if url is None else re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
-
-
 def journal_path(url: str) -> Path | None:
     """``journal:PATH`` / ``journal:///abs/path`` / a path ending in .log, .journal, .jsonl."""
     if url.startswith("journal:"):
@@ -266,7 +263,7 @@ def open_storage(url: str | None) -> Any:
                 time.sleep(0.2 * (attempt + 1))
                 continue
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UsageError(f"--storage {redact(url)!r}: cannot open ({first})") from None
+            raise UsageError(f"--storage {redact(url)!r}: cannot open ({redact(first)})") from None
     raise AssertionError("unreachable")
 
 
@@ -304,7 +301,7 @@ def open_study(problem: Problem, storage: Any, name: str, sampler: Any) -> Any:
         raise
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"--study {name!r}: cannot open the study ({first})") from None
+        raise UsageError(f"--study {name!r}: cannot open the study ({redact(first)})") from None
     mine = problem.fingerprint()
     has_trials = bool(study.get_trials(deepcopy=False))
     theirs = study.user_attrs.get("hapi")  # read after the trials: a joiner may be racing us
@@ -539,6 +536,7 @@ def check_config(cfg: SearchConfig) -> None:
 def run_search(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> list[Any]:
     """Search every device of ``cfg``; write ``<out>/<device>/``. Returns one
     :class:`~hapi_dse.search.outputs.DeviceResult` per device."""
+    from hapi_dse.provenance import check_out_dir
     from hapi_dse.search.outputs import collect, write_results
 
     check_config(cfg)
@@ -553,6 +551,8 @@ def run_search(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> 
 
         for p in problems:
             check_verifiable(p.device, p.table_sidecar, p.table_path)
+    for p in problems:  # before any search: a refused --out must not cost a search
+        check_out_dir(out / p.device, "search", cfg.overwrite)
     results = []
     for problem in problems:
         t1 = time.perf_counter()

@@ -34,7 +34,7 @@ from hapi_dse.models.early_exit import (
 )
 from hapi_dse.models.heads import HEADS
 from hapi_dse.progress import Progress
-from hapi_dse.provenance import atomic_dir, provenance, write_json, write_text
+from hapi_dse.provenance import atomic_dir, check_out_dir, provenance, write_json, write_text
 from hapi_dse.run import ExitStats
 from hapi_dse.training.calibration import exit_statistics, fit_temperatures, nll_per_column
 from hapi_dse.training.flops import flops_table
@@ -63,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     limit: int | None = None
+    overwrite: bool = False  # replace a previous run in ``out``
 
     def validate(self) -> None:
         if ":" not in self.backbone and self.backbone not in BACKBONES:
@@ -279,6 +280,7 @@ def _load_init(net: EarlyExitNet, path: Path) -> None:
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run the whole training and write the run directory ``cfg.out`` atomically."""
     cfg.validate()
+    check_out_dir(cfg.out, "run", cfg.overwrite)  # before training, not after it
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -364,7 +366,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "history": {"backbone": backbone_history, "exits": exit_history},
         "timings": timings,
     }
-    with atomic_dir(cfg.out) as tmp:
+    with atomic_dir(cfg.out, kind="run", overwrite=cfg.overwrite) as tmp:
         write_json(tmp / "model.json", model_json)
         torch.save(net_cpu.state_dict(), tmp / "weights.pt")
         stats["val"].save(tmp / "exits_val.npz")

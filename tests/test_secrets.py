@@ -1,0 +1,147 @@
+"""Secrets: a storage password is never recorded (sidecars, search outputs) nor printed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from hapi_dse.cost.synthetic import write_synthetic_run, write_synthetic_table
+from hapi_dse.provenance import command_line, provenance, redact
+
+SECRET = "hunter2"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("postgresql://user:hunter2@db.example/hapi", "postgresql://user:***@db.example/hapi"),
+        (
+            "--storage=postgresql+psycopg2://user:hunter2@db:5432/hapi",
+            "--storage=postgresql+psycopg2://user:***@db:5432/hapi",
+        ),
+        ("mysql://u:hun/ter:2@db/hapi", "mysql://u:***@db/hapi"),  # '/' and ':' in it
+        ("mysql://u:hunter@2@db/hapi", "mysql://u:***@db/hapi"),  # an unescaped '@'
+        ("postgresql://:hunter2@db/hapi", "postgresql://:***@db/hapi"),
+        ("postgresql://u@db/hapi?password=hunter2&x=1", "postgresql://u@db/hapi?password=***&x=1"),
+        (
+            "--storage 'postgresql://u:hunter2@db/hapi': cannot open (no route)",
+            "--storage 'postgresql://u:***@db/hapi': cannot open (no route)",
+        ),
+        # nothing to hide: unchanged
+        ("sqlite:///runs/study.db", "sqlite:///runs/study.db"),
+        ("postgresql://u@db:5432/hapi", "postgresql://u@db:5432/hapi"),
+        ("journal:/tmp/study.log", "journal:/tmp/study.log"),
+        ("latency=50ms", "latency=50ms"),
+    ],
+)
+def test_redact_removes_every_url_password(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_redact_is_the_one_implementation() -> None:
+    from hapi_dse.search import runner
+
+    assert runner.redact is redact and redact(None) is None
+
+
+def test_recorded_command_line_has_no_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = [
+        "/usr/bin/hapi",
+        "search",
+        "--storage",
+        f"postgresql://me:{SECRET}@db.example:5432/hapi",
+        f"--storage=postgresql://me:{SECRET}@db.example/hapi",
+        "--slo",
+        "latency=50ms",
+    ]
+    assert command_line(argv) == (
+        "hapi search --storage postgresql://me:***@db.example:5432/hapi "
+        "--storage=postgresql://me:***@db.example/hapi --slo latency=50ms"
+    )
+    monkeypatch.setattr(sys, "argv", argv)
+    block = provenance(seed=0, settings={"storage": redact(argv[3])})
+    text = json.dumps(block)
+    assert SECRET not in text and "me:***@db.example" in block["command"]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("synth")
+    run = write_synthetic_run(root / "run", n_val=200, n_test=200, num_blocks=4)
+    profiles = root / "profiles"
+    write_synthetic_table(run, "devA", profiles)
+    return {"run": run, "profiles": profiles}
+
+
+def test_search_with_a_password_in_storage_writes_it_nowhere(
+    synth, run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real search on a ``postgresql://`` URL with a password (served by a journal file
+    here, as no server is at hand): no output file and no console line holds the password."""
+    from hapi_dse.search import runner
+
+    url = f"postgresql://me:{SECRET}@db.example:5432/hapi"
+    journal = f"journal:{tmp_path / 'study.log'}"
+    real_open = runner.open_storage
+    seen: list[str | None] = []
+
+    def fake_open(u: str | None):
+        seen.append(u)
+        return real_open(journal if u == url else u)
+
+    monkeypatch.setattr(runner, "open_storage", fake_open)
+    out = tmp_path / "out"
+    args = [
+        "search",
+        "--model",
+        str(synth["run"]),
+        "--profiles",
+        str(synth["profiles"]),
+        "--out",
+        str(out),
+        "--device",
+        "devA",
+        "--trials",
+        "12",
+        "--storage",
+        url,
+    ]
+    monkeypatch.setattr(sys, "argv", ["hapi", *args])
+    res = run_cli(*args)
+    assert res.exit_code == 0, res.stderr
+    assert url in seen  # the password did reach the storage
+    assert SECRET not in res.stdout + res.stderr
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name == "search.json" for p in files)
+    for p in files:
+        assert SECRET.encode() not in p.read_bytes(), p
+    side = json.loads(next(p for p in files if p.name == "search.json").read_text())
+    assert "me:***@db.example" in json.dumps(side)
+
+
+def test_storage_errors_print_no_password(synth, run_cli, tmp_path: Path) -> None:
+    """SQLite refuses credentials; the error it raises quotes the URL: redacted too."""
+    res = run_cli(
+        "search",
+        "--model",
+        str(synth["run"]),
+        "--profiles",
+        str(synth["profiles"]),
+        "--out",
+        str(tmp_path / "out"),
+        "--device",
+        "devA",
+        "--trials",
+        "2",
+        "--storage",
+        f"sqlite://me:{SECRET}@//{tmp_path / 'x.db'}",
+    )
+    assert res.exit_code == 2
+    assert len(res.stderr.strip().splitlines()) == 1 and "--storage" in res.stderr
+    assert SECRET not in res.stdout + res.stderr
+    assert not (tmp_path / "out").exists() or not any(
+        SECRET.encode() in p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()
+    )

@@ -186,6 +186,7 @@ OUTPUT_KINDS: dict[str, dict[str, Any]] = {
         "names": (
             "manifest.json",
             "export.json",
+            "eval.json",  # 'hapi eval DIR' writes its report here by default
             "staged_runtime.py",
             "stage_*.onnx",
             "__pycache__",

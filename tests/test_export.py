@@ -146,6 +146,18 @@ def test_staged_export_runtime_matches_single_graph(
     staged.set_thresholds([-1.0, -1.0])
     assert staged.run(x[:1])[1] == 0
 
+    # hapi eval runs hapi's own runtime, never the code found in the directory
+    marker = tmp_path / "ran"
+    (out / "staged_runtime.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    res = run_cli("eval", out, "--model", single_export["run"], "--limit", "8", "--warmup", "1")
+    assert res.exit_code == 0, res.stderr
+    assert not marker.exists()
+    # a broken manifest is one line and exit status 2
+    (out / "manifest.json").write_text('{"policy": "max_softmax"}')
+    res = run_cli("eval", out, "--model", single_export["run"], "--limit", "8")
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "not a valid staged export" in res.stderr and not marker.exists()
+
 
 @pytest.mark.parametrize(
     "args, message",

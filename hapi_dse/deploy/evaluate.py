@@ -70,13 +70,21 @@ def open_export(path: str | Path, threads: int = 1) -> Export:
             raise ArtefactError(
                 f"{root}: no manifest.json; not a 'hapi export --format staged' directory"
             )
-        from hapi_dse.deploy.export import load_runtime
+        # hapi's own runtime, never the staged_runtime.py found in the directory: an export
+        # directory is data, and code in it is not run (README "What hapi never does")
+        from hapi_dse.deploy import staged_runtime
 
-        meta = json.loads((root / "manifest.json").read_text())
-        side = root / "export.json"
-        if side.is_file():
-            meta = {**json.loads(side.read_text()), **meta}
-        staged = load_runtime(root).StagedModel(root, threads=threads)
+        try:
+            meta = json.loads((root / "manifest.json").read_text())
+            side = root / "export.json"
+            if side.is_file():
+                meta = {**json.loads(side.read_text()), **meta}
+            staged = staged_runtime.StagedModel(root, threads=threads)
+        except HapiError:
+            raise
+        except Exception as e:  # bad JSON, missing keys, onnxruntime's own exception types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ArtefactError(f"{root}: not a valid staged export ({first})") from None
         return Export(root, "staged", meta, staged.run)
     if not p.is_file():
         raise ArtefactError(f"{p}: no such file (expected a .onnx from 'hapi export')")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +31,39 @@ RUN_FILES = (
 STAT_KEYS = ("labels", "confidence", "entropy", "prediction", "position", "head")
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 DEFAULT_EXAMPLE = "fashion-mnist"
+
+# What the command line allowed model.json to run (see allow_backbone_factory).
+_ALLOWED_FACTORIES: set[str] = set()
+_TRUST_RUN_CODE = False
+
+
+@contextmanager
+def allow_backbone_factory(spec: str | None = None, *, trust: bool = False) -> Iterator[None]:
+    """While open, let :meth:`RunDir.load_model` build the user factory ``spec``
+    (``package.module:factory``, named on the command line), or any factory with ``trust``
+    (``--trust-run-code``). Otherwise a run directory is data: only registered backbones are
+    built from its model.json (DESIGN 3: never execute code named by a file it reads).
+    """
+    global _TRUST_RUN_CODE
+    before = (set(_ALLOWED_FACTORIES), _TRUST_RUN_CODE)
+    if spec is not None:
+        _ALLOWED_FACTORIES.add(spec)
+    _TRUST_RUN_CODE = _TRUST_RUN_CODE or trust
+    try:
+        yield
+    finally:
+        _ALLOWED_FACTORIES.clear()
+        _ALLOWED_FACTORIES.update(before[0])
+        _TRUST_RUN_CODE = before[1]
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _plain_value(v: Any) -> bool:
+    if isinstance(v, list):
+        return all(_plain_value(x) for x in v)
+    return isinstance(v, _PLAIN)
 
 
 @dataclass(frozen=True)
@@ -151,12 +186,45 @@ class RunDir:
             r["params"] = int(r["params"])
         return rows
 
-    def load_model(self) -> Any:
-        """The trained :class:`~hapi_dse.models.early_exit.EarlyExitNet`, in eval mode."""
+    def check_arch(self, trust_code: bool = False, backbone: str | None = None) -> None:
+        """Refuse a model.json whose backbone is code (``package.module:factory``) unless
+        ``backbone`` names that factory, ``trust_code`` is set, or the command line allowed it
+        (:func:`allow_backbone_factory`); ``backbone_kwargs`` must be plain JSON data."""
+        p = self.path / "model.json"
+        arch = self.model["arch"]
+        if not isinstance(arch, dict):
+            raise ArtefactError(f"{p}: 'arch' must be an object")
+        name = arch.get("backbone")
+        if not isinstance(name, str):
+            raise ArtefactError(f"{p}: arch.backbone must be a backbone name, got {name!r}")
+        trusted = trust_code or _TRUST_RUN_CODE or name in _ALLOWED_FACTORIES
+        if ":" in name and name != backbone and not trusted:
+            from hapi_dse.models.backbones import BACKBONES
+
+            raise ArtefactError(
+                f"{p} names backbone {name!r}, which is code, not a registered backbone "
+                f"({', '.join(BACKBONES.names())}): pass --backbone {name} to run it, "
+                "or --trust-run-code"
+            )
+        kw = arch.get("backbone_kwargs", {})
+        if not isinstance(kw, dict) or not all(
+            isinstance(k, str) and _plain_value(v) for k, v in kw.items()
+        ):
+            raise ArtefactError(
+                f"{p}: arch.backbone_kwargs must map names to numbers, strings, booleans "
+                f"or lists of them, got {json.dumps(kw)[:80]}"
+            )
+
+    def load_model(self, trust_code: bool = False, backbone: str | None = None) -> Any:
+        """The trained :class:`~hapi_dse.models.early_exit.EarlyExitNet`, in eval mode.
+
+        Builds only a registered backbone unless code was allowed (see :meth:`check_arch`).
+        """
         import torch
 
         from hapi_dse.models.early_exit import build
 
+        self.check_arch(trust_code, backbone)
         net = build(self.model["arch"])
         p = self.path / "weights.pt"
         try:

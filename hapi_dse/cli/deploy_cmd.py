@@ -18,11 +18,7 @@ from hapi_dse.cli import options
     required=True,
     help="The .onnx file to write (a directory for --format staged).",
 )
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace a previous staged export in --out (anything else there is never replaced).",
-)
+@options.overwrite("a previous staged export in --out")
 @click.option(
     "--format",
     "fmt",
@@ -60,6 +56,7 @@ from hapi_dse.cli import options
     help="Export this trial of RESULT_DIR (its row of trials.csv) instead of the chosen design.",
 )
 @options.seed
+@options.run_code
 def export(
     source: Path,
     model: str | None,
@@ -72,6 +69,8 @@ def export(
     data_dir: str | None,
     trial: int | None,
     seed: int,
+    backbone: str | None,
+    trust_run_code: bool,
 ) -> None:
     """Export a searched design to ONNX with the early-exit decisions inside.
 
@@ -83,6 +82,7 @@ def export(
     records the check, the opset, the design's sha256 and what the file needs to run.
     """
     from hapi_dse.deploy import ExportConfig, export_design, sidecar_for
+    from hapi_dse.run import allow_backbone_factory
 
     cfg = ExportConfig(
         source=source,
@@ -97,7 +97,8 @@ def export(
         trial=trial,
         overwrite=overwrite,
     )
-    info = export_design(cfg)
+    with allow_backbone_factory(backbone, trust=trust_run_code):
+        info = export_design(cfg)
     chk = info["check"]
     worst = max(chk["max_abs_diff"].values())
     paths = len(chk["paths"])

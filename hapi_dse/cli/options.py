@@ -60,3 +60,32 @@ def dataset(f: F) -> F:
         show_default=True,
         help="Dataset.",
     )(f)
+
+
+def run_code(f: F) -> F:
+    """``--backbone MODULE:FACTORY`` and ``--trust-run-code``: the only ways a run whose
+    model.json names a backbone factory (code, not a registered name) is built (DESIGN 3).
+    Shared by every command that loads a run's model."""
+    f = click.option(
+        "--trust-run-code",
+        is_flag=True,
+        help="Build the run even if its model.json names a backbone factory "
+        "(package.module:factory): that imports and runs its code.",
+    )(f)
+    return click.option(
+        "--backbone",
+        "backbone",
+        default=None,
+        metavar="MODULE:FACTORY",
+        help="Allow the run's model.json to build this backbone factory (runs its code).",
+    )(f)
+
+
+def overwrite(what: str) -> Callable[[F], F]:
+    """``--overwrite``: replace hapi's own earlier ``what`` in the output location; anything
+    else there is never replaced (README "What hapi never does")."""
+    return click.option(
+        "--overwrite",
+        is_flag=True,
+        help=f"Replace {what} (anything else there is never replaced).",
+    )

@@ -86,6 +86,7 @@ from hapi_dse.cli import options
 @click.option("--force", is_flag=True, help="Let a modelled table replace a measured one.")
 @options.profiles
 @options.seed
+@options.run_code
 def profile(
     model: str | None,
     device: str,
@@ -105,12 +106,15 @@ def profile(
     force: bool,
     profiles: str | None,
     seed: int,
+    backbone: str | None,
+    trust_run_code: bool,
 ) -> None:
     """Build a latency/energy lookup table of every segment of a model on one device.
 
     Measured here with onnxruntime by default; --modelled estimates a device from its spec.
     """
     from hapi_dse.profiling.runner import ProfileConfig, run_profile
+    from hapi_dse.run import allow_backbone_factory
 
     cfg = ProfileConfig(
         device=device,
@@ -132,7 +136,8 @@ def profile(
         seed=seed,
         force=force,
     )
-    out = run_profile(cfg)
+    with allow_backbone_factory(backbone, trust=trust_run_code):
+        out = run_profile(cfg)
     if out.spec_path is not None:
         rep = out.report
         click.echo(

@@ -115,11 +115,8 @@ from hapi_dse.cli import options
     help="Results root; each device writes OUT/DEVICE/ [default: RUN/search, or "
     "runs/fashion-mnist/search for the bundled example].",
 )
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace previous results in OUT/DEVICE/ (anything else there is never replaced).",
-)
+@options.overwrite("previous results in OUT/DEVICE/")
+@options.run_code
 def search(
     model: str | None,
     devices: str,
@@ -139,12 +136,15 @@ def search(
     verify: int,
     out: Path | None,
     overwrite: bool,
+    backbone: str | None,
+    trust_run_code: bool,
 ) -> None:
     """Search early-exit designs per device under SLOs; write the Pareto front and the choice.
 
     Exit status 1 when some device has no design meeting every SLO (the closest designs are
     shown), 2 on bad input.
     """
+    from hapi_dse.run import allow_backbone_factory
     from hapi_dse.search.outputs import check_pick
     from hapi_dse.search.runner import DEFAULT_TRIALS, SearchConfig, run_search
 
@@ -170,6 +170,7 @@ def search(
         verify=verify,
         overwrite=overwrite,
     )
-    results = run_search(cfg, echo=click.echo)
+    with allow_backbone_factory(backbone, trust=trust_run_code):  # --verify loads the model
+        results = run_search(cfg, echo=click.echo)
     if not all(r.feasible for r in results):
         sys.exit(1)  # a normal outcome, not an error: the report above says why

@@ -61,11 +61,7 @@ from hapi_dse.cli import options
     required=True,
     help="Run directory to write (swapped in atomically when done).",
 )
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace a previous run in --out (anything else there is never replaced).",
-)
+@options.overwrite("a previous run in --out")
 def train(
     dataset: str,
     data_dir: str | None,

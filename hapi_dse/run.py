@@ -19,15 +19,9 @@ from typing import Any
 import numpy as np
 
 from hapi_dse.errors import ArtefactError
+from hapi_dse.provenance import OUTPUT_KINDS
 
-RUN_FILES = (
-    "model.json",
-    "weights.pt",
-    "exits_val.npz",
-    "exits_test.npz",
-    "train.json",
-    "flops.csv",
-)
+RUN_FILES: tuple[str, ...] = OUTPUT_KINDS["run"]["names"]  # what 'hapi train' writes
 STAT_KEYS = ("labels", "confidence", "entropy", "prediction", "position", "head")
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 DEFAULT_EXAMPLE = "fashion-mnist"

@@ -40,7 +40,7 @@ Steps: profile this machine (``hapi profile --device host``) unless a table exis
 the graphs compared are timed in alternating rounds so drifts of the machine hit both.
 
 Usage: python scripts/bench_export.py [--model RUN] [--profiles DIR] [--work DIR]
-       [--designs 20] [--limit N] [--threads 1]
+       [--designs 20] [--limit N] [--threads 1] [--verify-seeds 5] [--only-verify]
 """
 
 from __future__ import annotations
@@ -152,6 +152,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--verify-seeds", type=int, default=5, help="seeds of the --verify check (0: skip)"
+    )
+    ap.add_argument(
+        "--only-verify",
+        action="store_true",
+        help="run the profile (unless --work holds it), the search and the --verify check only",
     )
     args = ap.parse_args()
     os.environ.setdefault("HAPI_NO_PROGRESS", "1")
@@ -270,6 +275,15 @@ def main() -> None:
                 f"{p['latency_ms']['p90']:.4f}), agreement "
                 f"{100 * rep['fidelity']['exit_agreement']:.2f}%"
             )
+
+    if args.only_verify:
+        verified = verify_slo(args, model_arg, profiles, pareto, work)
+        print(json.dumps({"verified_slo_met": verified.get("met"), "verified": verified,
+                          "model_id": run.model_id, "started_utc": started.isoformat(),
+                          "machine": {"loadavg_start": load_start,
+                                      "loadavg_end": list(os.getloadavg())},
+                          "wall_s": round(time.perf_counter() - t_start, 1)}))  # fmt: skip
+        return
 
     # 1. the plain backbone and the Pareto designs, exported, then measured together
     items: list[dict[str, Any]] = []

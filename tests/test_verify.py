@@ -61,13 +61,13 @@ def test_verify_measures_the_designs_near_the_pick(run_cli, tiny_run, host_profi
     assert not list(out.glob(".hapi-verify-*"))  # the scratch directory was moved in
 
 
-def _result(slo_ms: float):
+def _result(slo_ms: float, points=((0.95, 0.19), (0.93, 0.15), (0.90, 0.10))):
     from hapi_dse.cost import Design, parse_objectives, parse_slos
     from hapi_dse.cost.design import Exit
     from hapi_dse.search.outputs import DeviceResult, TrialRecord
 
     front = []
-    for i, (acc, lat) in enumerate([(0.95, 0.19), (0.93, 0.15), (0.90, 0.10)]):
+    for i, (acc, lat) in enumerate(points):
         r = TrialRecord(number=i, state="COMPLETE", feasible=True, pareto=True)
         r.design = Design((Exit(i, "linear", 0.5 + 0.1 * i),))
         r.metrics = {
@@ -82,8 +82,8 @@ def _result(slo_ms: float):
     return DeviceResult(
         device="host", model_id="m", records=front, front=front, chosen=front[0], closest=[],
         objectives=objectives, slos=parse_slos([f"latency={slo_ms}ms"]), pick_rule="accuracy",
-        study_name="s", storage=None, sampler="nsga2", population=None, new_trials=3,
-        table_source="measured", inputs={}, space_name="default", space_size=3,
+        study_name="s", storage=None, sampler="nsga2", population=None, new_trials=len(front),
+        table_source="measured", inputs={}, space_name="default", space_size=len(front),
     )  # fmt: skip
 
 
@@ -123,6 +123,36 @@ def test_verify_picks_again_as_measured(monkeypatch, tmp_path, measured, chosen)
     if chosen is None:
         assert "no verified design" in result.verify["note"]
     assert (result.verify_dir / "trial_0.eval.json").is_file()
+
+
+def test_verify_tries_designs_with_more_slack_when_none_meets(monkeypatch, tmp_path):
+    """Every design measures 20 % over its prediction: the two nearest the pick break the
+    SLO, so the next round verifies the best designs that meet it with that margin."""
+    import hapi_dse.deploy.evaluate as evaluate
+    import hapi_dse.deploy.export as export
+    from hapi_dse.search.verify import verify
+
+    points = ((0.95, 0.19), (0.94, 0.185), (0.93, 0.15), (0.92, 0.14), (0.90, 0.10))
+    monkeypatch.setattr(export, "export_design", lambda cfg: cfg.out.write_bytes(b"x"))
+
+    def fake_eval(paths, cfg):
+        out = []
+        for p in paths:
+            ms = 1.2 * points[int(p.stem.split("_")[1])][1]
+            lat = {"mean": ms, "p50": ms, "p90": ms, "p99": ms, "max": ms}
+            out.append(
+                {"measured": {"accuracy": 0.9, "latency_ms": lat, "load": {}, "protocol": "fake"}}
+            )
+        return out
+
+    monkeypatch.setattr(evaluate, "evaluate_exports", fake_eval)
+    result = _result(0.2, points)
+    cfg = type("Cfg", (), {"verify": 2, "seed": 0, "profiles": None})()
+    verify(result, type("Run", (), {"path": tmp_path})(), cfg, tmp_path)
+    assert [r["trials"] for r in result.verify["rounds"]] == [[0, 1], [2, 3]]
+    ratio = result.verify["rounds"][0]["measured_over_predicted_max"]["latency_ms"]
+    assert ratio == pytest.approx(1.2)
+    assert result.chosen.number == 2 and result.verify["meeting_slos_as_measured"] == [2, 3]
 
 
 def test_verify_needs_a_table_measured_here(run_cli, tiny_run, tmp_path):

@@ -7,7 +7,10 @@ validation split that the search scored them on. Their measured figures go besid
 predicted ones (``pareto.csv`` ``measured_*`` columns, ``design.json`` ``measured_val``),
 and the pick is made again among the verified designs that meet every SLO *as measured*
 (latency SLOs and accuracy are measured; energy and size keep their predicted values). When
-none does, the search has no feasible design (exit status 1) and says so.
+none does, up to two more rounds verify the best K designs that would still meet every SLO
+with their predicted latencies scaled by the worst measured/predicted ratio seen so far.
+When none of those does either, the search has no feasible design (exit status 1) and says
+so.
 
 A board without hapi's training stack can do the same later: export candidates with
 ``hapi export RESULT --trial N`` here and run ``hapi eval --check-slo`` there.
@@ -73,12 +76,79 @@ def measured_metrics(rep: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def verify(result: Any, run: Any, cfg: Any, work_root: Path) -> None:
-    """Export, measure and re-pick (see the module docstring); fills ``result.verify`` and
-    ``result.verify_dir`` (the exports and reports, moved into the result directory)."""
+#: rounds of verification: the designs nearest the pick, then (while no verified design
+#: meets every SLO as measured) the best designs that still would after scaling their
+#: predictions by the worst measured/predicted ratio seen so far
+MAX_ROUNDS = 3
+
+
+def _export_and_measure(
+    batch: list[Any], result: Any, run: Any, cfg: Any, tmp: Path
+) -> list[dict[str, Any]]:
     from hapi_dse.deploy.evaluate import EvalConfig, evaluate_exports
     from hapi_dse.deploy.export import ExportConfig, export_design
     from hapi_dse.provenance import write_json
+
+    exports = []
+    for r in batch:
+        doc = {
+            "model_id": result.model_id,
+            "device": result.device,
+            **r.design.to_dict(),
+            "slos": [s.to_dict() for s in result.slos],
+            "trial": r.number,
+        }
+        src = tmp / f"trial_{r.number}.design.json"
+        write_json(src, doc)
+        out = tmp / f"trial_{r.number}.onnx"
+        export_design(ExportConfig(source=src, out=out, model=str(run.path), seed=cfg.seed))
+        exports.append(out)
+    reports = evaluate_exports(
+        exports,
+        EvalConfig(
+            model=exports[0],
+            run=str(run.path),
+            split="val",
+            device=result.device,
+            profiles=cfg.profiles,
+            seed=cfg.seed,
+        ),
+    )
+    for r, out, rep in zip(batch, exports, reports, strict=True):
+        write_json(out.with_suffix(".eval.json"), rep)
+        r.measured = measured_metrics(rep)
+        merged = {**r.metrics, **r.measured}
+        r.measured_broken = [s.text or s.describe() for s in result.slos if s.violation(merged) > 0]
+    return reports
+
+
+def _next_batch(result: Any, verified: list[Any], k: int) -> tuple[list[Any], dict[str, float]]:
+    """The best ``k`` unverified front designs (by the pick rule) that meet every SLO with
+    their latency predictions scaled by the worst measured/predicted ratio of ``verified``."""
+    from hapi_dse.search.outputs import pick
+
+    ratio = {
+        m: max(r.measured[m] / r.metrics[m] for r in verified if r.metrics[m] > 0)
+        for m in METRIC_STATISTIC
+    }
+    seen = {r.number for r in verified}
+
+    def holds(r: Any) -> bool:
+        scaled = {**r.metrics, **{m: r.metrics[m] * ratio[m] for m in ratio}}
+        return all(s.violation(scaled) <= 0 for s in result.slos)
+
+    pool = [r for r in result.front if r.number not in seen and holds(r)]
+    batch: list[Any] = []
+    while pool and len(batch) < k:
+        best = pick(pool, result.objectives, result.pick_rule)
+        batch.append(best)
+        pool.remove(best)
+    return batch, ratio
+
+
+def verify(result: Any, run: Any, cfg: Any, work_root: Path) -> None:
+    """Export, measure and re-pick (see the module docstring); fills ``result.verify`` and
+    ``result.verify_dir`` (the exports and reports, moved into the result directory)."""
     from hapi_dse.search.outputs import pick
 
     k = int(cfg.verify)
@@ -88,50 +158,34 @@ def verify(result: Any, run: Any, cfg: Any, work_root: Path) -> None:
         info["note"] = "no feasible design to verify"
         return
     t0 = time.perf_counter()
-    candidates = nearest(result.front, result.chosen, result.objectives, k)
+    batch = nearest(result.front, result.chosen, result.objectives, k)
     work_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".hapi-verify-", dir=work_root))
+    verified: list[Any] = []
+    rounds: list[dict[str, Any]] = []
+    reports: list[dict[str, Any]] = []
     try:
-        exports = []
-        for r in candidates:
-            doc = {
-                "model_id": result.model_id,
-                "device": result.device,
-                **r.design.to_dict(),
-                "slos": [s.to_dict() for s in result.slos],
-                "trial": r.number,
-            }
-            src = tmp / f"trial_{r.number}.design.json"
-            write_json(src, doc)
-            out = tmp / f"trial_{r.number}.onnx"
-            export_design(ExportConfig(source=src, out=out, model=str(run.path), seed=cfg.seed))
-            exports.append(out)
-        reports = evaluate_exports(
-            exports,
-            EvalConfig(
-                model=exports[0],
-                run=str(run.path),
-                split="val",
-                device=result.device,
-                profiles=cfg.profiles,
-                seed=cfg.seed,
-            ),
-        )
+        for _ in range(MAX_ROUNDS):
+            reports += _export_and_measure(batch, result, run, cfg, tmp)
+            verified += batch
+            rounds.append({"trials": [r.number for r in batch]})
+            if any(not r.measured_broken for r in verified):
+                break
+            batch, ratio = _next_batch(result, verified, k)
+            rounds[-1]["measured_over_predicted_max"] = ratio
+            if not batch:
+                break
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for r, out, rep in zip(candidates, exports, reports, strict=True):
-        write_json(out.with_suffix(".eval.json"), rep)
-        r.measured = measured_metrics(rep)
-        merged = {**r.metrics, **r.measured}
-        r.measured_broken = [s.text or s.describe() for s in result.slos if s.violation(merged) > 0]
-    ok = [r for r in candidates if not r.measured_broken]
+    ok = [r for r in verified if not r.measured_broken]
     before = result.chosen
     result.chosen = pick(ok, result.objectives, result.pick_rule)
     result.verify_dir = tmp
     info.update(
         {
-            "verified_trials": [r.number for r in candidates],
+            "verified_trials": [r.number for r in verified],
+            "rounds": rounds,
             "meeting_slos_as_measured": [r.number for r in ok],
             "predicted_pick": before.number,
             "chosen_trial": result.chosen.number if result.chosen else None,
@@ -143,5 +197,5 @@ def verify(result: Any, run: Any, cfg: Any, work_root: Path) -> None:
         }
     )
     if result.chosen is None:
-        result.closest = sorted(candidates, key=lambda r: (len(r.measured_broken), r.number))
+        result.closest = sorted(verified, key=lambda r: (len(r.measured_broken), r.number))
         info["note"] = "no verified design meets every SLO as measured"

@@ -145,17 +145,17 @@ def test_terms_round_trip_and_bad_sidecars_are_refused():
             DeploymentTerms.from_dict(bad, "x.json")
 
 
-def test_fit_recovers_terms_that_generated_the_timings(tmp_path):
-    """fit_terms on latencies made from known terms and the probes' features."""
+def _probe_timings(truth: np.ndarray, drift: float = 1.0):
+    """Probe timings made from known terms: (entries, measured, rows, overhead, block_ms)."""
     from hapi_dse.deploy.probes import probe_designs
-    from hapi_dse.profiling.graph_terms import fit_terms, path_features, segments_ms
-    from hapi_dse.profiling.segments import Manifest
+    from hapi_dse.profiling.graph_terms import path_features, segments_ms
 
     rng = np.random.default_rng(0)
     num_blocks = 12
     block_ms = rng.uniform(0.02, 0.04, num_blocks)
     params = rng.integers(2000, 80000, num_blocks)
     ovh = 0.008
+    head_ms = {"linear": 0.003, "conv": 0.012}
     rows = [
         {
             "segment": "block",
@@ -170,11 +170,12 @@ def test_fit_recovers_terms_that_generated_the_timings(tmp_path):
         {
             "segment": "head",
             "position": i,
-            "head": "linear",
-            "latency_ms": ovh + 0.003,
+            "head": h,
+            "latency_ms": ovh + v,
             "params": 100,
         }
         for i in range(num_blocks)
+        for h, v in head_ms.items()
     ]
     rows.append(
         {
@@ -185,18 +186,30 @@ def test_fit_recovers_terms_that_generated_the_timings(tmp_path):
             "params": 100,
         }
     )
-    truth = np.array([0.015, 0.02, 0.012, 0.004, -0.003, 0.05, 0.02, 0.01])
     entries = []
     measured = {}
     mb = params * 4 / 1e6
-    heads = {(i, "linear"): 0.003 for i in range(num_blocks)} | {(num_blocks - 1, "final"): 0.003}
+    heads = {(i, h): v for i in range(num_blocks) for h, v in head_ms.items()}
+    heads[(num_blocks - 1, "final")] = 0.003
     for name, design in probe_designs(num_blocks, ["linear", "conv"]):
         entries.append({"name": name, "file": f"{name}.onnx", **design.to_dict(), "feeds": []})
         for path in range(len(design.exits) + 1):
             for prev in range(len(design.exits) + 1):
                 f = path_features(design, path, prev, block_ms, mb)
                 base = segments_ms(design, path, block_ms, heads, ovh)
-                measured[(name, path, prev)] = base + float(f @ truth)
+                measured[(name, path, prev)] = (base + float(f @ truth)) * drift
+    return entries, measured, rows, ovh, block_ms
+
+
+TRUTH = np.array([0.015, 0.02, 0.012, 0.004, -0.003, 0.05, 0.02, 0.01])
+
+
+def test_fit_recovers_terms_that_generated_the_timings(tmp_path):
+    """fit_terms on latencies made from known terms and the probes' features."""
+    from hapi_dse.profiling.graph_terms import fit_terms
+    from hapi_dse.profiling.segments import Manifest
+
+    entries, measured, rows, ovh, _ = _probe_timings(TRUTH)
     man = Manifest(root=tmp_path, model_id="m", batch=1, segments=[])
     got = fit_terms(man, entries, measured, rows, ovh)
     assert got["decision_ms"]["max_softmax"] == pytest.approx(0.015, rel=1e-3)
@@ -206,3 +219,25 @@ def test_fit_recovers_terms_that_generated_the_timings(tmp_path):
     assert got["evicted_ms_per_mb"] == pytest.approx(0.01, rel=1e-3)
     assert got["fit"]["with_terms_max_abs_rel_err"] < 1e-6
     assert got["fit"]["segments_only_median_abs_rel_err"] > 0.01
+    assert got["fit"]["block_offset_from"] == "probes"
+
+
+def test_fit_reads_the_block_offset_from_the_monolithic_backbone_and_removes_drift(tmp_path):
+    """With the monolithic backbone timed beside the segments, the per-block offset comes
+    from it, and a machine 8 % slower while the probes ran does not inflate the terms."""
+    from hapi_dse.profiling.graph_terms import fit_terms
+    from hapi_dse.profiling.segments import Manifest
+
+    entries, measured, rows, ovh, block_ms = _probe_timings(TRUTH, drift=1.08)
+    man = Manifest(root=tmp_path, model_id="m", batch=1, segments=[])
+    monolithic = ovh + float(block_ms.sum()) + len(block_ms) * TRUTH[4]
+    got = fit_terms(man, entries, measured, rows, ovh, monolithic_ms=monolithic)
+    assert got["fit"]["block_offset_from"] == "monolithic backbone"
+    assert got["fit"]["drift_scale"] == pytest.approx(1 / 1.08, rel=1e-9)
+    assert got["block_offset_ms"] == pytest.approx(-0.003, rel=1e-9)
+    assert got["decision_ms"]["max_softmax"] == pytest.approx(0.015, rel=1e-3)
+    assert got["cold_ms_per_mb"] == pytest.approx(0.02, rel=1e-3)
+    assert got["fit"]["with_terms_max_abs_rel_err"] < 1e-6
+    # without the monolithic anchor the drift passes for deployment terms
+    drifted = fit_terms(man, entries, measured, rows, ovh)
+    assert drifted["decision_ms"]["max_softmax"] > 0.015 * 1.1

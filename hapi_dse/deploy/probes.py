@@ -4,8 +4,10 @@ A profile times each block and head alone; what the deployed graph adds (exit de
 ``If`` dispatch, stage entries, blocks inside branches, weights gone cold: the terms of
 :mod:`hapi_dse.cost.deployment`) shows only inside a real export. The probes are built by
 the same function as ``hapi export`` (:func:`hapi_dse.deploy.export.write_single_graph`),
-with exits spread over the backbone, one probe per exit policy (two for ``max_softmax``),
-the cheapest head type, and thresholds that are graph inputs: each probe comes with one
+with exits spread over the backbone, one probe per exit policy (two for ``max_softmax``) and
+the plain backbone with no exit (which pins what blocks cost inside one graph apart from the
+exit decisions), the model's head types in turn, and thresholds that are graph inputs: each
+probe comes with one
 *feed* per exit path (thresholds that force that path) so that a board can time every path
 from the files alone. ``patience`` cannot be forced through inputs: its feeds are random
 images, and the timing reads which path each one takes.
@@ -22,6 +24,7 @@ from hapi_dse.cost.design import Design, Exit
 
 #: exit positions of each probe, as fractions of the backbone (deduplicated per model)
 PROBES: tuple[tuple[str, str, int, tuple[float, ...]], ...] = (
+    ("probe_backbone", "max_softmax", 0, ()),
     ("probe_max_softmax_1", "max_softmax", 0, (0.3,)),
     ("probe_max_softmax_4", "max_softmax", 0, (0.0, 0.25, 0.5, 0.8)),
     ("probe_entropy_2", "entropy", 0, (0.1, 0.6)),
@@ -31,14 +34,19 @@ PATIENCE_FEEDS = 8
 
 
 def probe_designs(num_blocks: int, heads: list[str]) -> list[tuple[str, Design]]:
-    """The probe designs for a backbone of ``num_blocks`` blocks with these head types."""
-    head = "linear" if "linear" in heads else sorted(heads)[0]
+    """The probe designs for a backbone of ``num_blocks`` blocks with these head types
+    (taken in turn over all the probes' exits, so that every type runs in some probe)."""
+    order = sorted(heads)
     last = max(num_blocks - 2, 0)  # leave at least one block after the last exit if possible
     out = []
+    k = 0
     for name, policy, patience, fractions in PROBES:
         positions = sorted({min(round(f * last), last) for f in fractions})
-        exits = tuple(Exit(p, head, 0.0 if policy == "patience" else 0.5) for p in positions)
-        out.append((name, Design(exits, policy=policy, patience=patience)))
+        exits = []
+        for p in positions:
+            exits.append(Exit(p, order[k % len(order)], 0.0 if policy == "patience" else 0.5))
+            k += 1
+        out.append((name, Design(tuple(exits), policy=policy, patience=patience)))
     return out
 
 
@@ -47,6 +55,8 @@ def probe_feeds(design: Design, input_shape: tuple[int, ...], seed: int) -> list
     from hapi_dse.deploy.graph import FORCE
 
     m = len(design.exits)
+    if m == 0:  # one path, no threshold input
+        return [{"image_seed": seed, "thresholds": None}]
     if design.policy in FORCE:
         always, never = FORCE[design.policy]
         return [

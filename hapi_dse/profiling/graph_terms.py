@@ -195,10 +195,20 @@ def fit_terms(
     measured: Mapping[tuple[str, int, int], float],
     rows: Sequence[Mapping[str, Any]],
     call_overhead_ms: float,
+    monolithic_ms: float | None = None,
 ) -> dict[str, Any]:
     """Bounded least squares of (measured - segments) on the features, relative to the
     measured latency; the sidecar's ``deployment`` section. Every term is >= 0 but the
-    per-block offset, which may take back up to half of the cheapest block."""
+    per-block offset.
+
+    With ``monolithic_ms`` (the backbone as one graph, timed in the same rounds as the
+    segments) the per-block offset is not fitted but read from it: the monolithic backbone
+    minus one call overhead minus the blocks' net latencies, per block. And when a probe has
+    no exit (``probe_backbone``: the same blocks plus the final classifier), the probes'
+    timings are first scaled so that it costs the monolithic backbone plus the final
+    classifier: the probes run after the segments, and a drift of the machine in between
+    would otherwise pass for a deployment term. Without it, the offset is fitted (it may
+    take back up to half of the cheapest block)."""
     from scipy.optimize import lsq_linear
 
     from hapi_dse.cost.design import Design
@@ -213,16 +223,34 @@ def fit_terms(
         [segments_ms(designs[k[0]], k[1], block_ms, heads, call_overhead_ms) for k in keys]
     )
     y = np.array([measured[k] for k in keys])
+    blocks = FEATURES.index("blocks")
+    drift = 1.0
+    fixed = np.zeros(len(FEATURES), bool)
+    coef = np.zeros(len(FEATURES))
+    if monolithic_ms is not None and len(block_ms):
+        fixed[blocks] = True
+        coef[blocks] = (monolithic_ms - call_overhead_ms - float(block_ms.sum())) / len(block_ms)
+        plain = [i for i, k in enumerate(keys) if not designs[k[0]].exits]
+        if plain:
+            drift = float(np.mean([base[i] + x[i] @ coef for i in plain]) / y[plain].mean())
+            y = y * drift
     # a feature no probe varies keeps 0; scale columns to comparable magnitudes
-    peak = np.abs(x).max(axis=0)
+    free = ~fixed
+    xf = x[:, free]
+    peak = np.abs(xf).max(axis=0)
     scale = np.where(peak > 0, peak, 1.0)
     lower = np.zeros(len(FEATURES))
-    lower[FEATURES.index("blocks")] = -0.5 * float(block_ms.min()) if len(block_ms) else 0.0
+    if not fixed[blocks]:
+        lower[blocks] = -0.5 * float(block_ms.min()) if len(block_ms) else 0.0
     upper = np.where(peak > 0, np.inf, 1e-12)
+    target = y - base - x @ coef
     fit = lsq_linear(
-        (x / scale) / y[:, None], (y - base) / y, bounds=(lower * scale, upper), method="bvls"
+        (xf / scale) / y[:, None],
+        target / y,
+        bounds=(lower[free] * scale, upper),
+        method="bvls",
     )
-    coef = fit.x / scale
+    coef[free] = fit.x / scale
     pred = base + x @ coef
     c = dict(zip(_TERM, coef.tolist(), strict=True))
     terms = DeploymentTerms(
@@ -242,6 +270,8 @@ def fit_terms(
             "method": "bounded least squares, relative to the measured latency",
             "groups": len(keys),
             "probes": [str(e["name"]) for e in entries],
+            "block_offset_from": "monolithic backbone" if fixed[blocks] else "probes",
+            "drift_scale": drift,
             "segments_only_median_abs_rel_err": float(np.median(rel_before)),
             "with_terms_median_abs_rel_err": float(np.median(rel_after)),
             "with_terms_max_abs_rel_err": float(np.max(rel_after)),
@@ -256,10 +286,11 @@ def measure_terms(
     call_overhead_ms: float,
     settings: TimingSettings,
     on_progress: Callable[[int, int], None] | None = None,
+    monolithic_ms: float | None = None,
 ) -> dict[str, Any] | None:
     """Time the manifest's probes and fit the terms (``None`` when it has no probes)."""
     entries = manifest.probes
     if not entries:
         return None
     measured = time_probes(manifest, entries, settings, on_progress)
-    return fit_terms(manifest, entries, measured, rows, call_overhead_ms)
+    return fit_terms(manifest, entries, measured, rows, call_overhead_ms, monolithic_ms)

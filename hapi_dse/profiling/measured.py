@@ -16,7 +16,7 @@ import platform
 from typing import Any
 
 from hapi_dse.profiling.base import Profiler, ProfileResult, ProgressFn, make_row
-from hapi_dse.profiling.energy import EnergyMeter
+from hapi_dse.profiling.energy import EnergyMeter, check_counter_moved
 from hapi_dse.profiling.segments import Manifest
 from hapi_dse.profiling.timing import (
     TimingSettings,
@@ -71,12 +71,17 @@ class OrtProfiler(Profiler):
             energy_source = self.meter.name
             rng = np.random.default_rng(self.settings.seed)
             energy = []
+            deltas: list[float] = []
+            metered_s = 0.0
             for sess in sessions[: len(segs)]:
                 feed = random_feed(sess, rng)
                 before = self.meter.read_j()
-                calls, _ = run_energy_window(sess, feed, self.energy_window_s, 10)
+                calls, secs = run_energy_window(sess, feed, self.energy_window_s, 10)
                 after = self.meter.read_j()
-                energy.append(max(self.meter.delta_j(before, after), 0.0) * 1e3 / calls)
+                deltas.append(max(self.meter.delta_j(before, after), 0.0))
+                metered_s += secs
+                energy.append(deltas[-1] * 1e3 / calls)
+            check_counter_moved(self.meter, deltas, metered_s)
         else:
             energy_source = "modelled"
             energy = [self.active_power_w * t.median_ms for t in timings[: len(segs)]]
@@ -132,7 +137,13 @@ class OrtProfiler(Profiler):
         }
         from hapi_dse.profiling.graph_terms import measure_terms
 
-        terms = measure_terms(manifest, rows, side["call_overhead_ms"], self.settings)
+        terms = measure_terms(
+            manifest,
+            rows,
+            side["call_overhead_ms"],
+            self.settings,
+            monolithic_ms=by_kind["backbone"].median_ms if "backbone" in by_kind else None,
+        )
         if terms is not None:
             side["deployment"] = terms
         if "backbone" in by_kind:

@@ -145,7 +145,7 @@ def _search(
     import optuna
 
     from hapi_dse.search import load_space
-    from hapi_dse.search.runner import open_storage
+    from hapi_dse.search.storage import open_storage
 
     space = out.parent / "space.toml"
     space.write_text(text)

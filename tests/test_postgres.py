@@ -29,7 +29,7 @@ pytestmark = [
 def test_two_workers_share_one_study(tmp_path: Path) -> None:
     import optuna
 
-    from hapi_dse.search.runner import open_storage
+    from hapi_dse.search.storage import open_storage
 
     run = write_synthetic_run(tmp_path / "run", n_val=400, n_test=400, num_blocks=6)
     profiles = tmp_path / "profiles"

@@ -357,7 +357,7 @@ def storage_dir(tmp_path: Path):
 def _complete_trials(storage: str, study: str) -> dict[int, dict]:
     import optuna
 
-    from hapi_dse.search.runner import open_storage
+    from hapi_dse.search.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -449,7 +449,7 @@ def test_storage_retries_the_schema_creation_race(monkeypatch, tmp_path) -> None
     """Two workers opening a fresh database race to create its tables: the loser retries."""
     import optuna
 
-    from hapi_dse.search import runner
+    from hapi_dse.search import storage as storage_mod
 
     class IntegrityError(Exception):
         pass
@@ -464,8 +464,8 @@ def test_storage_retries_the_schema_creation_race(monkeypatch, tmp_path) -> None
         return real(url, **kw)
 
     monkeypatch.setattr(optuna.storages, "RDBStorage", flaky)
-    monkeypatch.setattr(runner.time, "sleep", lambda s: None)
-    storage = runner.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    monkeypatch.setattr(storage_mod.time, "sleep", lambda s: None)
+    storage = storage_mod.open_storage(f"sqlite:///{tmp_path / 's.db'}")
     assert isinstance(storage, real) and len(calls) == 2
 
 
@@ -473,7 +473,7 @@ def test_storage_does_not_retry_other_errors(monkeypatch) -> None:
     import optuna
 
     from hapi_dse.errors import UsageError
-    from hapi_dse.search import runner
+    from hapi_dse.search import storage as storage_mod
 
     calls = []
 
@@ -483,5 +483,5 @@ def test_storage_does_not_retry_other_errors(monkeypatch) -> None:
 
     monkeypatch.setattr(optuna.storages, "RDBStorage", down)
     with pytest.raises(UsageError, match="cannot open \\(connection refused\\)"):
-        runner.open_storage("postgresql://u@127.0.0.1:1/db")
+        storage_mod.open_storage("postgresql://u@127.0.0.1:1/db")
     assert len(calls) == 1

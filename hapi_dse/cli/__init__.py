@@ -3,7 +3,8 @@
 Commands live in their own modules and are imported only when invoked, so ``hapi --help``
 stays instant. This module is the only place that maps errors to exit codes: a
 :class:`~hapi_dse.errors.HapiError` or a click usage error becomes one line on stderr and
-exit status 2.
+exit status 2; Ctrl-C (SIGINT) or SIGTERM becomes one line and exit status 130, after the
+same cleanup (SIGTERM is raised as :class:`Terminated`, a ``KeyboardInterrupt``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import signal
 import sys
+import threading
 from typing import Any
 
 import click
@@ -19,7 +22,7 @@ import click
 from hapi_dse import __version__
 from hapi_dse.errors import HapiError
 
-__all__ = ["cli", "main"]
+__all__ = ["Terminated", "cli", "main"]
 
 # name -> (module, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -33,7 +36,21 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup written for an interrupt runs."""
+
+
+class _Interrupt(BaseException):
+    """An interrupt carried past click (which would print a blank line and raise Abort)."""
+
+
 class LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as e:
+            raise _Interrupt() from e
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [n for n, (mod, _, _) in COMMANDS.items() if importlib.util.find_spec(mod)]
 
@@ -70,8 +87,37 @@ def cli(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> Any:
-    """Entry point: run the CLI, mapping user errors to one stderr line and exit status 2."""
+    """Entry point: run the CLI, mapping user errors to one stderr line and exit status 2,
+    and interrupts (SIGINT, SIGTERM) to one line and exit status 130."""
+    saved: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+        if saved[signal.SIGTERM] is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _main(argv)
+    except SystemExit as e:
+        if e.code == 130 and argv is None:  # the process ends on an interrupt: let no other
+            saved = {}  # Ctrl-C turn the exit into a traceback or a death by SIGINT
+        raise
+    finally:  # for callers that go on (tests): as it was
+        for signum, handler in saved.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
+def _ignore_interrupts() -> None:
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def _main(argv: list[str] | None) -> Any:
     try:
         return cli.main(args=argv, prog_name="hapi", standalone_mode=False)
     except HapiError as e:
@@ -88,8 +134,11 @@ def main(argv: list[str] | None = None) -> Any:
     except click.Abort:
         click.echo("hapi: aborted", err=True)
         sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("hapi: interrupted; nothing half-written was kept", err=True)
+    except (KeyboardInterrupt, _Interrupt) as e:
+        _ignore_interrupts()  # another Ctrl-C must not cut the one line short
+        how = " by SIGTERM" if isinstance(e.__cause__ or e, Terminated) else ""
+        newline = "\n" if not how and sys.stderr.isatty() else ""  # after the terminal's ^C
+        click.echo(f"{newline}hapi: interrupted{how}; nothing half-written was kept", err=True)
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)

@@ -10,16 +10,27 @@ rerun on the same ``--storage``/``--study`` runs only the missing ones (a killed
 resumes; nothing done is lost). Local workers split the missing trials exactly; workers on
 other machines joining the same study stop once it holds N (each may overshoot by the one
 trial it was running).
+
+Interrupts: Ctrl-C or SIGTERM lets the trial in flight finish (a second one cuts it short),
+so a storage holds whole trials only; ``--jobs`` workers never outlive the search process
+(:func:`_worker`); a journal file survives killed writers and full disks
+(:mod:`hapi_dse.search.storage`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import re
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,11 +52,20 @@ from hapi_dse.provenance import redact
 from hapi_dse.run import ExitStats, RunDir, resolve_run
 from hapi_dse.search.sampling import SAMPLERS, make_sampler
 from hapi_dse.search.space import BoundSpace, load_space
+from hapi_dse.search.storage import (
+    disk_full,
+    drop_if_empty,
+    open_storage,
+    store_file,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TRIALS = 1000
-JOURNAL_LOCK_GRACE_S = 5
+WORKER_STOP_GRACE_S = 5  # workers asked to stop get this long to finish their trial
+SCRATCH_PREFIX = ".hapi-journal-"
+SCRATCH_OWNER = "owner.lock"
+SCRATCH_ORPHAN_AGE_S = 600  # an unlocked scratch directory untouched this long is stale
 
 
 @dataclass
@@ -199,89 +219,99 @@ def build_problem(
 
 
 # -- Optuna plumbing --------------------------------------------------------------------------
-def journal_path(url: str) -> Path | None:
-    """``journal:PATH`` / ``journal:///abs/path`` / a path ending in .log, .journal, .jsonl."""
-    if url.startswith("journal:"):
-        rest = url[len("journal:") :]
-        return Path(rest[2:] if rest.startswith("///") else rest)
-    if "://" not in url and Path(url).suffix in (".log", ".journal", ".jsonl"):
-        return Path(url)
-    return None
+# -- interrupts -------------------------------------------------------------------------------
+_HARD_STOP = threading.Event()  # set once a second signal interrupts a trial
+_FAILED_WITH_NONE = re.compile(r"Trial \d+ failed with value None\.")
 
 
-def _with_driver(url: str) -> str:
-    """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 when only it is
-    installed (the ``postgres`` extra installs psycopg2-binary)."""
-    import importlib.util
-
-    m = re.match(r"^(postgresql|postgres)://", url)
-    if (
-        m
-        and importlib.util.find_spec("psycopg") is None
-        and importlib.util.find_spec("psycopg2") is not None
-    ):
-        return "postgresql+psycopg2://" + url[m.end() :]
-    return url
+def _not_repeated(record: logging.LogRecord) -> bool:
+    """Drop Optuna's report of a trial that raised (its traceback, then "failed with value
+    None"): optimize() raises the error again, and the CLI reports it once (one line for an
+    interrupt or a full disk, the traceback for a bug)."""
+    if _HARD_STOP.is_set() or record.exc_info:
+        return False
+    return not _FAILED_WITH_NONE.fullmatch(record.getMessage())
 
 
-SCHEMA_RACE_RETRIES = 5
+class _StopOnSignal:
+    """SIGINT and SIGTERM while a study runs: the first lets the trial in flight finish and
+    then stops the study, so the storage holds only whole trials and a rerun resumes with the
+    exact count; a second one interrupts at once. On leaving, a signal received goes on to
+    the handler that was there before (``KeyboardInterrupt`` for SIGINT, the CLI's for
+    SIGTERM); with ``deliver=False`` (workers) it is only recorded. Signals that were ignored
+    stay ignored; outside the main thread nothing changes."""
 
+    def __init__(
+        self,
+        stop: Callable[[], None],
+        deliver: bool = True,
+        on_signal: Callable[[], None] | None = None,
+    ) -> None:
+        self.stop = stop
+        self.deliver = deliver
+        self.on_signal = on_signal  # called on the first signal
+        self.received: int | None = None
+        self._saved: dict[int, Any] = {}
 
-def open_storage(url: str | None) -> Any:
-    """An Optuna storage for ``--storage`` (``None``: in memory)."""
-    if url is None:
-        return None
-    import optuna
+    def __enter__(self) -> _StopOnSignal:
+        _HARD_STOP.clear()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                prev = signal.getsignal(sig)
+                if prev is not signal.SIG_IGN and prev is not None:
+                    self._saved[sig] = prev
+                    signal.signal(sig, self._handle)
+        return self
 
-    path = journal_path(url)
-    if path is not None:
-        from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # a killed process leaves its lock behind; a lock is held for milliseconds, so one
-        # older than 5 s is stale (Optuna's default waits 30 s)
-        lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_S)
-        backend = JournalFileBackend(str(path), lock_obj=lock)
-        return optuna.storages.JournalStorage(backend)
-    if not re.match(r"^[a-z][a-z0-9+]*://", url):
-        raise UsageError(
-            f"--storage {redact(url)!r}: expected an Optuna storage URL: sqlite:///FILE.db, "
-            "postgresql://USER@HOST:PORT/DB, or journal:FILE for a journal file"
-        )
-    for attempt in range(SCHEMA_RACE_RETRIES + 1):
+    def __exit__(self, *exc: Any) -> None:
+        self._put_back()
         try:
-            return optuna.storages.RDBStorage(
-                _with_driver(url), engine_kwargs={"pool_pre_ping": True}
-            )
-        except ModuleNotFoundError as e:
-            raise UsageError(
-                f"--storage {redact(url)!r}: the database driver {e.name!r} is not installed; "
-                "for PostgreSQL: pip install 'hapi-dse[postgres]'"
-            ) from None
-        except Exception as e:  # sqlalchemy errors: bad URL, server down, no permission
-            if attempt < SCHEMA_RACE_RETRIES and _schema_race(e):
-                time.sleep(0.2 * (attempt + 1))
-                continue
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UsageError(f"--storage {redact(url)!r}: cannot open ({redact(first)})") from None
-    raise AssertionError("unreachable")
+            if self.received is not None and self.deliver:
+                self._deliver(self.received)
+        finally:
+            if _HARD_STOP.is_set():
+                logging.disable(logging.NOTSET)
 
+    def _put_back(self) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
 
-def _schema_race(e: Exception) -> bool:
-    """Workers that open a fresh database together race to create Optuna's tables; the
-    losers see a duplicate-key or already-exists error and only need to open it again."""
-    text = str(e)
-    return (
-        type(e).__name__ == "IntegrityError"
-        or "already exists" in text
-        or ("duplicate key" in text)
-    )
+    def _handle(self, signum: int, frame: Any) -> None:
+        first = self.received is None
+        self.received = signum
+        if first:
+            if self.on_signal is not None:
+                self.on_signal()
+            try:
+                self.stop()
+                return
+            except RuntimeError:  # Study.stop() outside optimize(): nothing to finish
+                pass
+        if self.deliver:
+            # what the interrupted code logs on its way out (Optuna's failed trial, a
+            # database driver's cursor) is noise: the CLI says "interrupted" in one line
+            _HARD_STOP.set()
+            logging.disable(logging.CRITICAL)
+            self._put_back()
+            self._deliver(signum)
+
+    def _deliver(self, signum: int) -> None:
+        """Act on ``signum`` as the handler this one replaced would: raise or end."""
+        handler = self._saved.get(signum, signal.SIG_DFL)
+        if callable(handler):
+            handler(signum, None)  # raises: KeyboardInterrupt, or the CLI's for SIGTERM
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)  # the default action: the process ends here
+        raise KeyboardInterrupt  # pragma: no cover - the signal was blocked
 
 
 def _quiet_optuna() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna.study._optimize").addFilter(_not_repeated)
 
 
 def open_study(problem: Problem, storage: Any, name: str, sampler: Any) -> Any:
@@ -337,27 +367,179 @@ def _stop_at(total: int, counter: Callable[[], int]) -> Callable[[Any], None]:
     return check
 
 
+# -- worker processes -------------------------------------------------------------------------
 # State inherited by forked workers (set just before forking).
 _FORK_STATE: dict[str, Any] = {}
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent() -> None:
+    """Have Linux send this process SIGTERM when its parent dies, even by SIGKILL (elsewhere
+    a worker only notices its new parent after a trial)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - no prctl in this libc
+        pass
+
 
 def _worker(index: int, share: int) -> None:
+    """A ``--jobs`` worker (forked): runs up to ``share`` trials of the shared study.
+
+    It never outlives the parent: Ctrl-C, which reaches the whole process group, is left to
+    the parent; SIGTERM, from the parent or from Linux when the parent dies, lets the trial in
+    flight finish and ends the worker (an alarm ends it anyway after
+    :data:`WORKER_STOP_GRACE_S`). An orphan removes the scratch journal when it is the last one
+    using it. A :class:`HapiError` goes to the parent as one line.
+    """
     s = _FORK_STATE
-    problem, cfg = s["problem"], s["cfg"]
-    _quiet_optuna()
-    import optuna
+    problem, cfg, parent = s["problem"], s["cfg"], s["parent"]
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    try:
+        if os.getppid() != parent:  # it died before prctl
+            return
+        _quiet_optuna()
+        import optuna
+        from optuna.trial import TrialState
 
-    storage = open_storage(s["url"])
-    sampler = problem.sampler(cfg.sampler, cfg.seed + 1000 * (index + 1), s["population"])
-    study = optuna.load_study(study_name=s["study"], storage=storage, sampler=sampler)
-    study_id = storage.get_study_id_from_name(s["study"])
-    from optuna.trial import TrialState
+        storage = open_storage(s["url"])
+        sampler = problem.sampler(cfg.sampler, cfg.seed + 1000 * (index + 1), s["population"])
+        study = optuna.load_study(study_name=s["study"], storage=storage, sampler=sampler)
+        study_id = storage.get_study_id_from_name(s["study"])
 
-    def counter() -> int:
-        return int(storage.get_n_trials(study_id, state=(TrialState.COMPLETE,)))
+        def counter() -> int:
+            return int(storage.get_n_trials(study_id, state=(TrialState.COMPLETE,)))
 
-    problem.after_trial = _stop_at(cfg.trials, counter)
-    study.optimize(problem.objective, n_trials=share, timeout=cfg.timeout, gc_after_trial=False)
+        full = _stop_at(cfg.trials, counter)
+
+        def after_trial(study: Any) -> None:
+            full(study)
+            if os.getppid() != parent:
+                study.stop()
+
+        def deadline() -> None:
+            signal.alarm(WORKER_STOP_GRACE_S)  # SIGALRM's default action ends the process
+
+        problem.after_trial = after_trial
+        with (
+            _StopOnSignal(study.stop, deliver=False, on_signal=deadline),
+            disk_full(cfg.storage, s["url"]),
+        ):
+            study.optimize(
+                problem.objective, n_trials=share, timeout=cfg.timeout, gc_after_trial=False
+            )
+    except KeyboardInterrupt:  # SIGTERM before the study ran (the CLI's handler): just end
+        pass
+    except HapiError as e:
+        s["errors"].put(str(e))
+        sys.exit(1)
+    finally:
+        if s.get("scratch") is not None and os.getppid() != parent:
+            _leave_scratch(*s["scratch"])
+
+
+def _stop_workers(procs: list[Any], grace_s: float = WORKER_STOP_GRACE_S) -> None:
+    """Ask the live workers to stop after their trial (SIGTERM), wait up to ``grace_s``, kill
+    the rest (at once on another Ctrl-C), and reap them all."""
+    started = [p for p in procs if p.pid is not None]
+    hurry: list[int] = []
+    prev: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            prev[sig] = signal.signal(sig, lambda signum, frame: hurry.append(signum))
+    try:
+        for p in started:
+            if p.is_alive():
+                with contextlib.suppress(OSError):
+                    os.kill(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for p in started:
+            while p.is_alive() and not hurry and time.monotonic() < deadline:
+                p.join(0.05)
+        for p in started:
+            if p.is_alive():
+                p.kill()
+        for p in started:
+            p.join()
+    finally:
+        for signum, handler in prev.items():
+            signal.signal(signum, handler)
+
+
+# -- the scratch journal of --jobs ------------------------------------------------------------
+def _make_scratch(base: Path) -> tuple[Path, int]:
+    """A new directory for the journal of ``--jobs`` and a descriptor holding a shared
+    ``flock`` on its ``owner.lock``. Forked workers inherit the descriptor, so the lock is
+    held until the parent and every worker are gone: a directory whose lock can be taken is
+    nobody's, whatever killed its search, and the next search removes it."""
+    import fcntl
+
+    _sweep_scratch(base)
+    d = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=base))
+    fd = -1
+    try:
+        tmp = d / f".{SCRATCH_OWNER}.tmp"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        os.rename(tmp, d / SCRATCH_OWNER)  # appears locked: a sweeper never sees it free
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        shutil.rmtree(d, ignore_errors=True)
+        raise
+    return d, fd
+
+
+def _sweep_scratch(base: Path) -> None:
+    """Remove the scratch journals in ``base`` that no live process uses."""
+    try:
+        with os.scandir(base) as it:
+            dirs = [
+                Path(e.path)
+                for e in it
+                if e.name.startswith(SCRATCH_PREFIX) and e.is_dir(follow_symlinks=False)
+            ]
+    except OSError:
+        return
+    for d in dirs:
+        _remove_if_unowned(d)
+
+
+def _remove_if_unowned(d: Path) -> None:
+    import fcntl
+
+    try:
+        fd = os.open(d / SCRATCH_OWNER, os.O_RDONLY)
+    except FileNotFoundError:  # an older hapi's, or one being made: only if long untouched
+        try:
+            newest = max([d.stat().st_mtime] + [p.stat().st_mtime for p in d.iterdir()])
+        except OSError:
+            return
+        if time.time() - newest > SCRATCH_ORPHAN_AGE_S:
+            shutil.rmtree(d, ignore_errors=True)
+        return
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        pass  # in use
+    else:
+        shutil.rmtree(d, ignore_errors=True)
+    finally:
+        os.close(fd)
+
+
+def _leave_scratch(d: Path, owner: int) -> None:
+    """An orphaned worker's exit: drop its hold, remove the directory if it was the last."""
+    with contextlib.suppress(OSError):
+        os.close(owner)
+    _remove_if_unowned(d)
 
 
 @dataclass
@@ -380,10 +562,13 @@ def run_study(problem: Problem, cfg: SearchConfig, study_name: str) -> StudyRun:
     _quiet_optuna()
     population = cfg.population or problem.space.space.population
     url = cfg.storage
-    tmpdir: Path | None = None
+    scratch: tuple[Path, int] | None = None
     if cfg.jobs > 1 and url is None:
-        tmpdir = Path(tempfile.mkdtemp(prefix=".hapi-journal-", dir=_scratch(cfg)))
-        url = f"journal:{tmpdir / 'study.log'}"
+        scratch = _make_scratch(_scratch(cfg))
+        url = f"journal:{scratch[0] / 'study.log'}"
+    store = store_file(cfg.storage)
+    fresh = store is not None and not os.path.lexists(store)
+    finished = False
     try:
         storage = open_storage(url)
         sampler = problem.sampler(cfg.sampler, cfg.seed, population)
@@ -405,25 +590,32 @@ def run_study(problem: Problem, cfg: SearchConfig, study_name: str) -> StudyRun:
 
                 problem.after_trial = after_trial
                 try:
-                    study.optimize(
-                        problem.objective,
-                        n_trials=missing,
-                        timeout=cfg.timeout,
-                        gc_after_trial=False,
-                    )
+                    # Ctrl-C or SIGTERM: finish the trial in flight, stop, then interrupt
+                    with _StopOnSignal(study.stop), disk_full(cfg.storage, url):
+                        study.optimize(
+                            problem.objective,
+                            n_trials=missing,
+                            timeout=cfg.timeout,
+                            gc_after_trial=False,
+                        )
                 finally:
                     problem.after_trial = None
         elif missing:
-            _run_workers(problem, cfg, url, study_name, missing, population, before)
+            _run_workers(problem, cfg, url, study_name, missing, population, before, scratch)
             storage = open_storage(url)
             study = open_study(problem, storage, study_name, sampler)
         search_s = time.perf_counter() - t0
         # the trials as a plain list, so that a temporary journal can go
         trials = study.get_trials(deepcopy=False)
         new = own[0] if cfg.jobs == 1 else _complete(study) - before
+        finished = True
     finally:
-        if tmpdir is not None:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+        if scratch is not None:
+            with contextlib.suppress(OSError):
+                os.close(scratch[1])
+            shutil.rmtree(scratch[0], ignore_errors=True)
+        if fresh and not finished and store is not None:
+            drop_if_empty(store)
     return StudyRun(
         trials=trials,
         study_name=study_name,
@@ -454,7 +646,12 @@ def _run_workers(
     missing: int,
     population: int | None,
     before: int,
+    scratch: tuple[Path, int] | None = None,
 ) -> None:
+    """Run the missing trials in ``cfg.jobs`` forked workers on the shared storage ``url``.
+
+    The workers never outlive this process (see :func:`_worker`); on an interrupt they are
+    stopped after their trial before the interrupt goes on."""
     from hapi_dse.progress import Progress
 
     jobs = min(cfg.jobs, missing)
@@ -463,7 +660,17 @@ def _run_workers(
     if "fork" not in methods:  # pragma: no cover - Windows
         raise UsageError("--jobs needs the 'fork' start method (Linux or macOS); use --jobs 1")
     ctx = multiprocessing.get_context("fork")
-    _FORK_STATE.update(problem=problem, cfg=cfg, url=url, study=study_name, population=population)
+    errors = ctx.SimpleQueue()
+    _FORK_STATE.update(
+        problem=problem,
+        cfg=cfg,
+        url=url,
+        study=study_name,
+        population=population,
+        parent=os.getpid(),
+        errors=errors,
+        scratch=scratch,
+    )
     procs = [
         ctx.Process(target=_worker, args=(i, share), daemon=True) for i, share in enumerate(shares)
     ]
@@ -473,22 +680,27 @@ def _run_workers(
         with Progress(missing, f"search {problem.device} ({jobs} workers)") as bar:
             storage = open_storage(url) if bar.on else None
             while any(p.is_alive() for p in procs):
-                time.sleep(0.2)
+                multiprocessing.connection.wait([p.sentinel for p in procs if p.is_alive()], 0.2)
+                if any(p.exitcode not in (None, 0) for p in procs):
+                    break  # a worker failed: stop the others rather than finish without it
                 if storage is not None:  # a terminal is watching: poll the shared study
                     from optuna.trial import TrialState
 
                     sid = storage.get_study_id_from_name(study_name)
                     done = int(storage.get_n_trials(sid, state=(TrialState.COMPLETE,)))
                     bar.update(max(min(done - before, missing) - bar.n, 0))
-        for p in procs:
-            p.join()
+        _stop_workers(procs)  # reaps them (all done, unless one failed)
     except BaseException:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
+        _stop_workers(procs)
         raise
     finally:
         _FORK_STATE.clear()
+    messages = []
+    while not errors.empty():
+        messages.append(errors.get())
+    errors.close()
+    if messages:
+        raise ArtefactError(messages[0])
     failed = [i for i, p in enumerate(procs) if p.exitcode != 0]
     if failed:
         raise ArtefactError(
@@ -520,7 +732,7 @@ def check_config(cfg: SearchConfig) -> None:
         raise UsageError(f"--trials must be >= 1, but got {cfg.trials}")
     if cfg.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, but got {cfg.jobs}")
-    if cfg.timeout is not None and cfg.timeout <= 0:
+    if cfg.timeout is not None and not (math.isfinite(cfg.timeout) and cfg.timeout > 0):
         raise UsageError(f"--timeout must be > 0 seconds, but got {cfg.timeout:g}")
     if not cfg.devices:
         raise UsageError("--device: expected one or more device names, e.g. pixel6")

@@ -33,6 +33,13 @@ typecheck: install
 example: install
 	$(BIN)/hapi train --dataset fashion-mnist --backbone resnet32 --heads linear,conv,mlp \
 		--epochs 20 --exit-epochs 8 --threads 2 --seed $(SEED) --out $(EXAMPLE) --overwrite
+	@# new weights, new model_id: model the shipped devices' tables for it (git rm the old ones)
+	seg=$$(mktemp -d) && trap 'rm -rf "$$seg"' EXIT && \
+	$(BIN)/hapi profile --model $(EXAMPLE) --export-only --export-dir "$$seg/seg" && \
+	for d in pixel6 raspberry-pi-4 jetson-nano; do \
+		$(BIN)/hapi profile --device $$d --modelled --onnx-dir "$$seg/seg" --profiles profiles \
+			--seed $(SEED) || exit 1; \
+	done
 
 # The README's main command: a search on the bundled example for a Pixel 6.
 demo: install

@@ -11,7 +11,21 @@ from collections.abc import Iterable
 
 
 class HapiError(Exception):
-    """A user-facing error: bad input, a missing or corrupt file, an unknown name."""
+    """A user-facing error: bad input, a missing or corrupt file, an unknown name.
+
+    Its text is one line: a message built from a library's multi-line error (a YAML parser's,
+    onnxruntime's) has its lines joined, so the CLI's ``hapi: error: ...`` stays one line.
+    """
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
+
+
+def one_line(text: str) -> str:
+    """``text`` with its lines stripped and joined by ``" "`` (empty lines dropped)."""
+    if "\n" not in text and "\r" not in text:
+        return text
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 class UsageError(HapiError):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import pickle
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from hapi_dse.errors import ArtefactError
-from hapi_dse.provenance import OUTPUT_KINDS
+from hapi_dse.provenance import OUTPUT_KINDS, sha256_file
 
 RUN_FILES: tuple[str, ...] = OUTPUT_KINDS["run"]["names"]  # what 'hapi train' writes
 STAT_KEYS = ("labels", "confidence", "entropy", "prediction", "position", "head")
@@ -52,6 +54,25 @@ def allow_backbone_factory(spec: str | None = None, *, trust: bool = False) -> I
 
 
 _PLAIN = (bool, int, float, str, type(None))
+
+#: the sha256 of a run's ``weights.pt`` as model.json records it: a ``weights.pt`` that does
+#: not match is refused (integrity). The identity every artefact compares is ``model_id``,
+#: which covers the weights too (:func:`hapi_dse.models.early_exit.model_id`)
+WEIGHTS_KEY = "weights_sha256"
+_HEX = frozenset("0123456789abcdef")
+
+
+def weights_digest(value: Any, where: str | Path) -> str | None:
+    """A recorded ``weights_sha256``: the digest, or ``None`` when not recorded (a run
+    older than the key: accepted); anything but 64 hex digits is refused."""
+    if value is None:
+        return None
+    if isinstance(value, str) and len(value) == 64 and set(value) <= _HEX:
+        return value
+    raise ArtefactError(
+        f"{where}: {WEIGHTS_KEY} is {str(value)[:80]!r}, expected the sha256 of weights.pt "
+        "(64 hex digits)"
+    )
 
 
 def _plain_value(v: Any) -> bool:
@@ -104,7 +125,12 @@ class ExitStats:
             )
 
     @classmethod
-    def load(cls, path: str | Path) -> ExitStats:
+    def load(cls, path: str | Path, num_classes: int | None = None) -> ExitStats:
+        """Read and validate a ``.npz`` of the contract (DESIGN 2.1): array names, dtypes,
+        shapes, at least one sample and one column, finite confidences and entropies in
+        0..1, labels and predictions in ``0..num_classes-1`` (or >= 0 when not given), and
+        the final classifier as the last column. The error names the file, the array, the
+        rule and the first bad value."""
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -114,18 +140,146 @@ class ExitStats:
                 arrays = {k: z[k] for k in STAT_KEYS}
         except FileNotFoundError:
             raise ArtefactError(f"{path}: file not found") from None
+        except (TypeError, AttributeError):  # np.load gave one array: a .npy, not a .npz
+            raise ArtefactError(
+                f"{path}: a single .npy array, not an .npz archive of the arrays "
+                f"{', '.join(STAT_KEYS)}; write it with numpy.savez (or rerun 'hapi train')"
+            ) from None
         except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-            raise ArtefactError(f"{path}: not a readable .npz file ({e})") from None
-        stats = cls(**arrays)
-        n, k = stats.n, stats.k
-        for name in ("confidence", "entropy", "prediction"):
-            if arrays[name].shape != (n, k):
-                raise ArtefactError(
-                    f"{path}: {name} has shape {arrays[name].shape}, expected ({n}, {k})"
-                )
-        if stats.head.shape != (k,) or stats.head.dtype.kind != "U":
-            raise ArtefactError(f"{path}: head must be ({k},) strings")
-        return stats
+            why = "neither a zip archive nor an array" if "pickled" in str(e) else str(e)
+            raise ArtefactError(
+                f"{path}: not a readable .npz file ({why}); rerun 'hapi train'"
+            ) from None
+        _check_stats(path, arrays, num_classes)
+        return cls(**arrays)
+
+
+_STAT_KINDS = {
+    "labels": ("iu", "integers"),
+    "confidence": ("f", "floats"),
+    "entropy": ("f", "floats"),
+    "prediction": ("iu", "integers"),
+    "position": ("iu", "integers"),
+    "head": ("U", "strings"),
+}
+_FIX = "rerun 'hapi train', or write the arrays as DESIGN 2.1 says"
+
+
+def _check_stats(path: Path, a: dict[str, np.ndarray], num_classes: int | None) -> None:
+    """The checks of :meth:`ExitStats.load` (see there); raises :class:`ArtefactError`."""
+
+    def fail(msg: str) -> ArtefactError:
+        return ArtefactError(f"{path}: {msg}; {_FIX}")
+
+    for name, (kinds, what) in _STAT_KINDS.items():
+        if a[name].dtype.kind not in kinds:
+            raise fail(f"{name} must hold {what}, but its dtype is {a[name].dtype}")
+    for name in ("labels", "position", "head"):
+        if a[name].ndim != 1:
+            raise fail(f"{name} must be 1-D, but has shape {a[name].shape}")
+    n, k = a["labels"].shape[0], a["position"].shape[0]
+    if n == 0:
+        raise fail("labels is empty: the split has no samples")
+    if k == 0:
+        raise fail("position is empty: there are no exit columns")
+    for name in ("confidence", "entropy", "prediction"):
+        if a[name].shape != (n, k):
+            raise fail(f"{name} has shape {a[name].shape}, expected ({n}, {k}) (samples, columns)")
+    if a["head"].shape != (k,):
+        raise fail(f"head has shape {a['head'].shape}, expected ({k},)")
+    for name in ("confidence", "entropy"):
+        v = a[name]
+        bad = ~np.isfinite(v) | (v < 0.0) | (v > 1.0)
+        if bad.any():
+            i, j = (int(x[0]) for x in np.nonzero(bad))
+            raise fail(
+                f"{name}[{i}, {j}] is {float(v[i, j])}: every {name} must be a finite number "
+                "in 0..1"
+            )
+    top = f"0..{num_classes - 1}" if num_classes else ">= 0"
+    for name in ("labels", "prediction"):
+        v = a[name]
+        bad = (v < 0) | (v >= num_classes) if num_classes else (v < 0)
+        if bad.any():
+            at = tuple(int(x[0]) for x in np.nonzero(bad))
+            idx = ", ".join(map(str, at))
+            raise fail(f"{name}[{idx}] is {int(v[at])}: class indices must be {top}")
+    if (a["position"] < 0).any():
+        raise fail(f"position holds {int(a['position'].min())}: block indices must be >= 0")
+    finals = np.flatnonzero(a["head"] == "final")
+    if finals.tolist() != [k - 1]:
+        raise fail(
+            f"the final classifier (head 'final') must be the last column and only there, "
+            f"but it is at column(s) {finals.tolist()} of {k}"
+        )
+
+
+def _check_model_json(p: Path, data: dict[str, Any]) -> None:
+    """Types and ranges of the model.json keys every command reads (DESIGN 2.1)."""
+
+    def fail(key: str, rule: str, value: Any) -> ArtefactError:
+        shown = json.dumps(value, default=str)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        return ArtefactError(f"{p}: {key} must be {rule}, got {shown}; rerun 'hapi train'")
+
+    def is_int(v: Any, low: int = 0) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+    def is_num(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    mid = data["model_id"]
+    if not isinstance(mid, str) or not mid:
+        raise fail("model_id", "a non-empty string", mid)
+    arch = data["arch"]
+    if not isinstance(arch, dict):
+        raise fail("arch", "an object", arch)
+    if "num_classes" in arch and not is_int(arch["num_classes"], 1):
+        raise fail("arch.num_classes", "an integer >= 1", arch["num_classes"])
+    if "heads" in arch and not (
+        isinstance(arch["heads"], list) and all(isinstance(h, str) and h for h in arch["heads"])
+    ):
+        raise fail("arch.heads", "a list of head types", arch["heads"])
+    shape = arch.get("input_shape", [1])
+    if not (isinstance(shape, list) and shape and all(is_int(d, 1) for d in shape)):
+        raise fail("arch.input_shape", "a list of sizes >= 1, e.g. [1, 28, 28]", shape)
+    exits = data["exits"]
+    if not (
+        isinstance(exits, list)
+        and exits
+        and all(isinstance(e, dict) and is_int(e.get("position")) for e in exits)
+    ):
+        raise fail("exits", "a non-empty list of objects with a 'position' >= 0", exits)
+    cols = data["columns"]
+    if not (
+        isinstance(cols, list)
+        and cols
+        and all(
+            isinstance(c, dict) and is_int(c.get("position")) and isinstance(c.get("head"), str)
+            for c in cols
+        )
+    ):
+        raise fail("columns", "a non-empty list of {position, head} objects", cols)
+    temps = data.get("temperatures")
+    if temps is not None and not (
+        isinstance(temps, list)
+        and len(temps) == len(cols)
+        and all(is_num(t) and t > 0 for t in temps)
+    ):
+        raise fail(
+            "temperatures", f"a list of {len(cols)} finite numbers > 0 (one per column)", temps
+        )
+    norm = data.get("normalization")
+    if norm is not None and not (
+        isinstance(norm, dict)
+        and is_num(norm.get("mean", 0.0))
+        and is_num(norm.get("std", 1.0))
+        and norm.get("std", 1.0) > 0
+    ):
+        raise fail("normalization", "{mean, std} with finite numbers and std > 0", norm)
+    for key in ("dataset",):
+        if key in data and data[key] is not None and not isinstance(data[key], str):
+            raise fail(key, "a string", data[key])
 
 
 class RunDir:
@@ -150,14 +304,38 @@ class RunDir:
             data: dict[str, Any] = json.loads(p.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ArtefactError(f"{p}: not valid JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise ArtefactError(
+                f"{p}: expected a JSON object (model_id, arch, exits, columns...), got a "
+                f"{type(data).__name__}; rerun 'hapi train'"
+            )
         for key in ("model_id", "arch", "exits", "columns"):
             if key not in data:
                 raise ArtefactError(f"{p}: missing key {key!r}")
+        _check_model_json(p, data)
         return data
 
     @property
     def model_id(self) -> str:
         return str(self.model["model_id"])
+
+    @cached_property
+    def weights_sha256(self) -> str | None:
+        """The sha256 of ``weights.pt``, checked against model.json's record when it has one
+        (a swapped ``weights.pt`` is refused; runs older than the key are accepted); the
+        record alone without ``weights.pt``, ``None`` when neither exists."""
+        recorded = weights_digest(self.model.get(WEIGHTS_KEY), self.path / "model.json")
+        p = self.path / "weights.pt"
+        if not p.is_file():
+            return recorded
+        actual = sha256_file(p)
+        if recorded is not None and actual != recorded:
+            raise ArtefactError(
+                f"{p}: sha256 {actual[:12]}... is not the {WEIGHTS_KEY} {recorded[:12]}... "
+                f"that model.json records for {self.model_id} (weights.pt of another "
+                "training?); restore this run's weights.pt or train again"
+            )
+        return actual
 
     @property
     def num_blocks(self) -> int:
@@ -166,18 +344,40 @@ class RunDir:
     def stats(self, split: str) -> ExitStats:
         if split not in ("val", "test"):
             raise ValueError(split)
-        return ExitStats.load(self.path / f"exits_{split}.npz")
+        classes = self.model["arch"].get("num_classes")
+        stats = ExitStats.load(self.path / f"exits_{split}.npz", classes)
+        want = [(int(c["position"]), str(c["head"])) for c in self.model["columns"]]
+        have = list(zip(stats.position.tolist(), stats.head.tolist(), strict=True))
+        if have != want:
+            i = next(
+                (i for i, (a, b) in enumerate(zip(have, want, strict=False)) if a != b),
+                min(len(have), len(want)),
+            )
+            got = have[i] if i < len(have) else "none"
+            says = want[i] if i < len(want) else "none"
+            raise ArtefactError(
+                f"{self.path / f'exits_{split}.npz'}: its columns (position, head) do not match "
+                f"model.json's 'columns': column {i} is {got}, model.json says {says} "
+                f"({len(have)} vs {len(want)} columns); the statistics belong to another "
+                "model: rerun 'hapi train'"
+            )
+        return stats
 
     def flops(self) -> list[dict[str, Any]]:
         p = self.path / "flops.csv"
         if not p.is_file():
             raise ArtefactError(f"{p}: file not found")
-        with open(p, newline="") as f:
-            rows = list(csv.DictReader(f))
-        for r in rows:
-            r["position"] = int(r["position"])
-            r["flops"] = int(r["flops"])
-            r["params"] = int(r["params"])
+        try:
+            with open(p, newline="") as f:
+                rows = list(csv.DictReader(f))
+            for i, r in enumerate(rows):
+                for col in ("position", "flops", "params"):
+                    v = r.get(col)
+                    if v is None or not v.strip().isdigit():
+                        raise ValueError(f"line {i + 2}: {col} is {v!r}, expected an integer >= 0")
+                    r[col] = int(v)
+        except (OSError, UnicodeDecodeError, csv.Error, ValueError) as e:
+            raise ArtefactError(f"{p}: not a flops table of 'hapi train' ({e})") from None
         return rows
 
     def check_arch(self, trust_code: bool = False, backbone: str | None = None) -> None:
@@ -208,6 +408,9 @@ class RunDir:
                 f"{p}: arch.backbone_kwargs must map names to numbers, strings, booleans "
                 f"or lists of them, got {json.dumps(kw)[:80]}"
             )
+        need = [k for k in ("heads", "input_shape", "num_classes") if k not in arch]
+        if need:  # what building the network needs (their types: _check_model_json)
+            raise ArtefactError(f"{p}: arch lacks {', '.join(need)}; rerun 'hapi train'")
 
     def load_model(self, trust_code: bool = False, backbone: str | None = None) -> Any:
         """The trained :class:`~hapi_dse.models.early_exit.EarlyExitNet`, in eval mode.
@@ -221,14 +424,28 @@ class RunDir:
         self.check_arch(trust_code, backbone)
         net = build(self.model["arch"])
         p = self.path / "weights.pt"
+        _ = self.weights_sha256  # a swapped weights.pt is refused
         try:
             state = torch.load(p, map_location="cpu", weights_only=True)
             net.load_state_dict(state)
         except FileNotFoundError:
             raise ArtefactError(f"{p}: file not found") from None
-        except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ArtefactError(f"{p}: cannot load weights ({first})") from None
+        except (
+            RuntimeError,
+            EOFError,
+            zipfile.BadZipFile,
+            pickle.UnpicklingError,  # random bytes, or a pickle that is not a state dict
+            TypeError,
+            AttributeError,
+            ValueError,
+        ) as e:
+            first = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
+            if isinstance(e, pickle.UnpicklingError):  # torch's text is a page of advice
+                first = "not a PyTorch state dict"
+            raise ArtefactError(
+                f"{p}: cannot load weights ({type(e).__name__}{': ' + first if first else ''}); "
+                "expected the state dict 'hapi train' wrote: restore it or train again"
+            ) from None
         return net.eval()
 
     def __repr__(self) -> str:

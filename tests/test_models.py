@@ -11,7 +11,7 @@ from torch import nn
 
 from hapi_dse.errors import UsageError
 from hapi_dse.models import BACKBONES, HEADS, build, create_backbone
-from hapi_dse.models.early_exit import architecture_spec, model_id, state_shapes
+from hapi_dse.models.early_exit import architecture_spec, model_id, state_shapes, weights_identity
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (1, 8, 8)]
 
@@ -69,12 +69,27 @@ def test_early_exit_net_columns_and_logits() -> None:
         torch.testing.assert_close(logits[:, -1], net.backbone(x))
 
 
-def test_model_id_depends_on_architecture() -> None:
+def test_model_id_depends_on_architecture_and_weights() -> None:
     a = architecture_spec("resnet20", {}, ["linear"], (1, 28, 28), 10)
     b = architecture_spec("resnet20", {}, ["linear", "mlp"], (1, 28, 28), 10)
-    ida, idb = (model_id(s, state_shapes(build(s))) for s in (a, b))
-    assert ida.startswith("resnet20-") and ida != idb
-    assert ida == model_id(a, state_shapes(build(a)))
+    w = "0" * 64
+    ida, idb = (model_id(s, state_shapes(build(s)), w) for s in (a, b))
+    assert ida.startswith("resnet20-") and len(ida) == len("resnet20-") + 8 and ida != idb
+    assert ida == model_id(a, state_shapes(build(a)), w)
+    assert ida != model_id(a, state_shapes(build(a)), "1" * 64)  # another training
+
+
+def test_weights_identity_of_a_saved_state_dict(tmp_path: Path) -> None:
+    arch = architecture_spec("resnet20", {}, ["linear"], (1, 8, 8), 10)
+    net = build(arch)
+    torch.save(net.state_dict(), tmp_path / "weights.pt")
+    mid, digest = weights_identity(arch, tmp_path / "weights.pt")
+    assert len(digest) == 64 and mid == model_id(arch, state_shapes(net), digest)
+    with torch.no_grad():
+        next(iter(net.parameters())).add_(0.01)
+    torch.save(net.state_dict(), tmp_path / "other.pt")
+    other, other_digest = weights_identity(arch, tmp_path / "other.pt")
+    assert other_digest != digest and other != mid
 
 
 def test_unknown_backbone_suggests_nearest() -> None:

@@ -197,7 +197,7 @@ def eval_(
     verdict for each SLO the design was searched under (met or broken, as measured)."""
     from hapi_dse.deploy import EvalConfig, evaluate_export, format_report
     from hapi_dse.deploy.evaluate import broken_slos
-    from hapi_dse.provenance import write_json
+    from hapi_dse.provenance import check_writable, write_json
 
     cfg = EvalConfig(
         model=model_path,
@@ -213,13 +213,14 @@ def eval_(
         passes=passes,
         seed=seed,
     )
-    rep = evaluate_export(cfg)
     if json_out is None:
         json_out = (
             model_path / "eval.json"
             if model_path.is_dir()
             else model_path.with_suffix(".eval.json")
         )
+    check_writable(json_out)  # before the measurement, not after it
+    rep = evaluate_export(cfg)
     write_json(json_out, rep)
     click.echo(format_report(rep))
     click.echo(f"report: {json_out}")

@@ -83,7 +83,12 @@ from hapi_dse.cli import options
     show_default=True,
     help="torch.onnx exporter.",
 )
-@click.option("--force", is_flag=True, help="Let a modelled table replace a measured one.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Let a modelled table replace a measured one, or this model's table replace a file "
+    "under its name whose sidecar names another model.",
+)
 @options.profiles
 @options.seed
 @options.run_code
@@ -192,12 +197,16 @@ def profile(
 def devices(check: bool, profiles: str | None, seed: int) -> None:
     """Every known device: its tables (measured or modelled, for which models, when), its spec."""
     from hapi_dse.profiling.specs import parse_spec, spec_paths
-    from hapi_dse.profiling.table import known_devices, list_tables, read_table
+    from hapi_dse.profiling.table import check_name, known_devices, list_tables, read_table
 
     tables = list_tables(profiles)
-    if check:
+    if check:  # the validation every command that loads a table runs (hapi search...)
         for t in tables:
-            read_table(t.path, model_id=t.model_id, device=t.device)
+            read_table(
+                t.path,
+                model_id=check_name(f"{t.path}: model_id", t.model_id),
+                device=check_name(f"{t.path}: device", t.device),
+            )
         for p in spec_paths(profiles).values():
             parse_spec(p)
     specs = spec_paths(profiles)

@@ -86,9 +86,9 @@ from hapi_dse.cli import options
 )
 @click.option(
     "--population",
-    type=int,
+    type=click.IntRange(min=2),
     default=None,
-    help="NSGA-II population size [default: the space's, else 50].",
+    help="NSGA-II population size, at least 2 [default: the space's, else 50].",
 )
 @click.option(
     "--pick",

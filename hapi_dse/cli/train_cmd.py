@@ -24,20 +24,30 @@ from hapi_dse.cli import options
     show_default=True,
     help="Comma-separated head types, each attached after every block.",
 )
-@click.option("--epochs", type=int, default=20, show_default=True, help="Backbone epochs.")
+@click.option(
+    "--epochs", type=click.IntRange(min=0), default=20, show_default=True, help="Backbone epochs."
+)
 @click.option(
     "--exit-epochs",
-    type=int,
+    type=click.IntRange(min=1),
     default=8,
     show_default=True,
     help="IC-only epochs (backbone frozen).",
 )
-@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option(
-    "--lr", type=float, default=0.1, show_default=True, help="Backbone SGD learning rate."
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.1,
+    show_default=True,
+    help="Backbone SGD learning rate (> 0).",
 )
 @click.option(
-    "--exit-lr", type=float, default=2e-3, show_default=True, help="Head AdamW learning rate."
+    "--exit-lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2e-3,
+    show_default=True,
+    help="Head AdamW learning rate (> 0).",
 )
 @click.option(
     "--distill",
@@ -52,7 +62,12 @@ from hapi_dse.cli import options
     help="Start from this backbone state dict (weights.pt of a run works too).",
 )
 @click.option("--no-augment", is_flag=True, help="No random crop / flip.")
-@click.option("--limit", type=int, default=None, help="Train on N images (a quick subset).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Train on N images (a quick subset).",
+)
 @options.threads()
 @options.seed
 @click.option(

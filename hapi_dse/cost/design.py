@@ -8,15 +8,18 @@ holds ``policy``, ``policy_params`` and ``exits`` in exactly the shape of
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from hapi_dse.errors import UsageError
 
 POLICIES = ("max_softmax", "entropy", "patience")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -123,20 +126,71 @@ class Design:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Design:
-        """Read the ``policy`` / ``policy_params`` / ``exits`` keys of a ``design.json``."""
-        try:
-            policy = str(data.get("policy", "max_softmax"))
-            params = data.get("policy_params") or {}
-            exits = tuple(
-                Exit(int(e["position"]), str(e["head"]), float(e.get("threshold", 0.0)))
-                for e in data["exits"]
+        """Read the ``policy`` / ``policy_params`` / ``exits`` keys of a ``design.json``.
+
+        Types and ranges are checked: ``policy`` one of :data:`POLICIES`, ``policy_params`` an
+        object, ``patience`` an integer >= 1 (patience policy), ``exits`` a list of
+        ``{position: int >= 0, head: str, threshold: number in 0..1}``. A patience larger
+        than the number of exits is allowed (the searches make such designs: no exit can
+        fire) but logged as a warning.
+        """
+        form = (
+            "expected policy, policy_params and exits = [{position, head, threshold}, ...], "
+            'e.g. {"policy": "max_softmax", "exits": [{"position": 2, "head": "conv", '
+            '"threshold": 0.9}]}'
+        )
+
+        def fail(msg: str) -> UsageError:
+            return UsageError(f"malformed design: {msg}; {form}")
+
+        if not isinstance(data, Mapping):
+            raise fail(f"expected a JSON object, got {type(data).__name__}")
+        policy = data.get("policy", "max_softmax")
+        if not isinstance(policy, str):
+            raise fail(f"policy is {policy!r}, expected one of {', '.join(POLICIES)}")
+        params = data.get("policy_params") or {}
+        if not isinstance(params, Mapping):
+            raise fail(f"policy_params is {params!r}, expected an object such as {{}}")
+        patience = params.get("patience", 0)
+        if not _is_int(patience) or patience < 0:
+            raise fail(f"policy_params.patience is {patience!r}, expected an integer >= 1")
+        raw = data.get("exits")
+        if not isinstance(raw, list):
+            raise fail(f"exits is {raw!r}, expected a list (possibly empty)")
+        exits = []
+        for i, e in enumerate(raw):
+            if not isinstance(e, Mapping):
+                raise fail(f"exits[{i}] is {e!r}, expected an object")
+            pos, head = e.get("position"), e.get("head")
+            thr = e.get("threshold", 0.0)
+            if not _is_int(pos) or pos < 0:
+                raise fail(f"exits[{i}].position is {pos!r}, expected a block index >= 0")
+            if not isinstance(head, str) or not head:
+                raise fail(f"exits[{i}].head is {head!r}, expected a head type such as 'conv'")
+            if (
+                isinstance(thr, bool)
+                or not isinstance(thr, int | float)
+                or not math.isfinite(thr)
+                or not 0.0 <= thr <= 1.0
+            ):
+                raise fail(
+                    f"exits[{i}].threshold is {thr!r}, expected a number in 0..1 (a confidence "
+                    "floor for max_softmax, an entropy ceiling for entropy)"
+                )
+            exits.append(Exit(int(pos), head, float(thr)))
+        design = cls(exits=tuple(exits), policy=policy, patience=int(patience))
+        if policy == "patience" and exits and patience > len(exits):
+            log.warning(
+                "design: patience %d is more than its %d exit(s), so no exit can fire: it runs "
+                "as the plain backbone plus its heads",
+                patience,
+                len(exits),
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise UsageError(
-                f"malformed design ({type(e).__name__}: {e}); expected keys policy, "
-                "policy_params and exits = [{position, head, threshold}, ...]"
-            ) from None
-        return cls(exits=exits, policy=policy, patience=int(params.get("patience", 0)))
+        return design
+
+
+def _is_int(v: Any) -> TypeGuard[int]:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 _EXIT = re.compile(

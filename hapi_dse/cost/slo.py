@@ -20,6 +20,7 @@ in the canonical unit. The column names (``latency_ms``...) are accepted as metr
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -122,6 +123,11 @@ def parse_slo(text: str) -> SLO:
         raise UsageError(f"--slo {text!r}: {e}")
     column, _, kind = _SLO_METRICS[name]
     value = float(raw_value)
+    if not math.isfinite(value * (_UNITS[kind].get(raw_unit.lower(), 1.0) if raw_unit else 1.0)):
+        raise UsageError(
+            f"--slo {text!r}: {raw_value} is too large to be a number; give a finite bound, "
+            f"e.g. {name}={_EXAMPLE[kind]}"
+        )
     if raw_unit:
         factor = _UNITS[kind].get(raw_unit.lower())
         if factor is None:

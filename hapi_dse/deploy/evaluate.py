@@ -85,6 +85,7 @@ def open_export(path: str | Path, threads: int = 1) -> Export:
         except Exception as e:  # bad JSON, missing keys, onnxruntime's own exception types
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ArtefactError(f"{root}: not a valid staged export ({first})") from None
+        check_meta(meta, root / "manifest.json")
         return Export(root, "staged", meta, staged.run)
     if not p.is_file():
         raise ArtefactError(f"{p}: no such file (expected a .onnx from 'hapi export')")
@@ -109,6 +110,7 @@ def open_export(path: str | Path, threads: int = 1) -> Export:
         raise ArtefactError(
             f"{p}: not a hapi export (no hapi.design metadata); export it with 'hapi export'"
         )
+    check_meta(meta, p)
     outputs = [o.name for o in sess.get_outputs()]
     if outputs[:2] != ["logits", "exit_index"]:
         raise ArtefactError(f"{p}: outputs {outputs}, expected logits and exit_index")
@@ -118,6 +120,60 @@ def open_export(path: str | Path, threads: int = 1) -> Export:
         return z, int(idx[0])
 
     return Export(p, str(meta.get("format", "onnx")), meta, run_one)
+
+
+def check_meta(meta: Any, where: Path) -> None:
+    """What ``hapi eval`` reads of an export's metadata (a staged ``manifest.json`` and
+    ``export.json``, or a single graph's ``hapi.*`` properties): a valid design
+    (:meth:`~hapi_dse.cost.design.Design.from_dict`), ``model_id`` and ``run`` strings, and
+    ``slos`` as ``hapi search`` records them. Checked before any sample is run."""
+    import math
+
+    from hapi_dse.cost.design import Design
+
+    fix = "export it again with 'hapi export'"
+    if not isinstance(meta, dict) or "design" not in meta:
+        raise ArtefactError(f"{where}: no design recorded (not a hapi export?); {fix}")
+    try:
+        Design.from_dict(meta["design"])
+    except HapiError as e:
+        raise ArtefactError(f"{where}: {e}") from None
+    for key in ("model_id", "run"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise ArtefactError(f"{where}: {key} is {meta[key]!r}, expected a string; {fix}")
+    for key, rule, good in (
+        ("thresholds", "numbers in 0..1", lambda v: 0.0 <= v <= 1.0),
+        ("temperatures", "numbers > 0", lambda v: v > 0.0),
+    ):
+        values = meta.get(key)
+        if values is not None and not (
+            isinstance(values, list)
+            and all(
+                isinstance(v, int | float)
+                and not isinstance(v, bool)
+                and math.isfinite(v)
+                and good(v)
+                for v in values
+            )
+        ):
+            raise ArtefactError(
+                f"{where}: {key} is {json.dumps(values, default=str)[:60]}, expected a list of "
+                f"finite {rule}, one per exit; fix it there or {fix}"
+            )
+    slos = meta.get("slos") or []
+    ok = isinstance(slos, list) and all(
+        isinstance(d, dict)
+        and isinstance(d.get("metric"), str)
+        and isinstance(d.get("value"), int | float)
+        and not isinstance(d.get("value"), bool)
+        and math.isfinite(d["value"])
+        for d in slos
+    )
+    if not ok:
+        raise ArtefactError(
+            f"{where}: slos is {json.dumps(slos, default=str)[:60]}, expected a list of "
+            f"{{metric, value}} objects with finite values; {fix}"
+        )
 
 
 def evaluate_export(cfg: EvalConfig) -> dict[str, Any]:

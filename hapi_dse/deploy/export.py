@@ -82,6 +82,12 @@ class ExportConfig:
             raise UsageError(f"--check-samples {self.check_samples}: expected >= 1")
         if not 7 <= self.opset <= 23:
             raise UsageError(f"--opset {self.opset}: expected 18 (tested), at least 7")
+        from hapi_dse.provenance import check_out_dir, check_writable
+
+        if self.fmt == "staged":  # before the export and its check, not after
+            check_out_dir(self.out, "staged-export", self.overwrite)
+        else:
+            check_writable(self.out)
 
 
 def sidecar_for(out: Path, fmt: str) -> Path:

@@ -130,6 +130,7 @@ def load_trial(source: str | Path, trial: int) -> DesignFile:
     try:
         patience = int(row["patience"] or 0)
         design = Design.from_compact(row["exits"], row["policy"], patience)
+        Design.from_dict(design.to_dict())  # the ranges a design file must respect
     except (HapiError, ValueError) as e:
         raise ArtefactError(f"{path}: trial {trial}: {e}") from None
     doc = {

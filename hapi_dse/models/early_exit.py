@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -75,11 +76,27 @@ def architecture_spec(
     }
 
 
-def model_id(arch: dict[str, Any], state_shapes: dict[str, list[int]]) -> str:
-    """Backbone name + short hash of the architecture (spec and every tensor's shape)."""
-    blob = json.dumps({"arch": arch, "shapes": state_shapes}, sort_keys=True).encode()
+def model_id(arch: dict[str, Any], state_shapes: dict[str, list[int]], weights_sha256: str) -> str:
+    """Backbone name + short hash (8 hex digits) of the architecture (spec and every
+    tensor's shape) and of the weights (the sha256 of ``weights.pt``): two trainings of one
+    architecture never share an id (DESIGN 2.1)."""
+    blob = json.dumps(
+        {"arch": arch, "shapes": state_shapes, "weights": weights_sha256}, sort_keys=True
+    ).encode()
     name = arch["backbone"].split(":")[-1]
     return f"{name}-{hashlib.sha256(blob).hexdigest()[:8]}"
+
+
+def weights_identity(arch: dict[str, Any], weights: str | Path) -> tuple[str, str]:
+    """``(model_id, weights_sha256)`` of the saved state dict ``weights`` (a ``weights.pt``)
+    of a network built from ``arch``: what ``hapi train`` records in model.json once
+    ``weights.pt`` is written, and how any run's id is recomputed."""
+    from hapi_dse.provenance import sha256_file
+
+    digest = sha256_file(weights)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    shapes = {k: list(v.shape) for k, v in state.items()}
+    return model_id(arch, shapes, digest), digest
 
 
 def build(arch: dict[str, Any]) -> EarlyExitNet:

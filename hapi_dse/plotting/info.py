@@ -186,14 +186,22 @@ def series_info(
     )
 
 
-def slo_lines(slos: list[dict[str, Any]], x: str, y: str) -> list[SLOLine]:
+def slo_lines(
+    slos: list[dict[str, Any]], x: str, y: str, where: str | Path = "search.json"
+) -> list[SLOLine]:
     """The SLO bounds on the plotted metrics (``search.json`` ``slos`` entries)."""
     out = []
     for s in slos:
+        value = s.get("value") if isinstance(s, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+            raise ArtefactError(
+                f"{where}: slos entry {json.dumps(s, default=str)[:60]} is not "
+                "{metric, value} with a finite value; rerun 'hapi search'"
+            )
         metric = str(s.get("metric", ""))
         if metric not in (x, y):
             continue
-        value = float(s["value"])
+        value = float(value)
         label = str(s.get("text") or f"{metric} {'>=' if metric in MAXIMISE else '<='} {value:g}")
         line = SLOLine("x" if metric == x else "y", value, f"SLO {label}")
         if line not in out:
@@ -238,7 +246,6 @@ class ResultSet:
 
 def find_results(dirs: list[str | Path]) -> list[ResultSet]:
     """``DIR/trials.csv`` or ``DIR/DEVICE/trials.csv`` for every directory given."""
-    import pandas as pd
 
     found: list[ResultSet] = []
     for d in dirs:
@@ -256,21 +263,48 @@ def find_results(dirs: list[str | Path]) -> list[ResultSet]:
                 "'hapi search --out DIR' first"
             )
         for s in subs:
-            try:
-                trials = pd.read_csv(s / "trials.csv")
-            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-                raise ArtefactError(f"{s / 'trials.csv'}: not a readable CSV ({e})") from None
             search = _read_json(s / "search.json")
             design = _read_json(s / "design.json")
+            trials = read_trials(s / "trials.csv", search)
             device = str(search.get("device") or design.get("device") or s.name)
             model_id = str(search.get("model_id") or design.get("model_id") or "")
             chosen = design.get("trial")
-            found.append(
-                ResultSet(
-                    s, device, model_id, trials, search, int(chosen) if chosen is not None else None
+            if chosen is not None and (not isinstance(chosen, int) or isinstance(chosen, bool)):
+                raise ArtefactError(
+                    f"{s / 'design.json'}: trial is {chosen!r}, expected a trial number; "
+                    "rerun 'hapi search' or restore the file"
                 )
-            )
+            found.append(ResultSet(s, device, model_id, trials, search, chosen))
     return found
+
+
+def read_trials(path: Path, search: dict[str, Any]) -> pd.DataFrame:
+    """``trials.csv`` of a search, refused when it is cut short: a last line without its
+    newline, or fewer (or more) rows than the trial count ``search.json`` records."""
+    import io
+
+    import pandas as pd
+
+    fix = "rerun 'hapi search' (same --storage and --study to resume) or restore the file"
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ArtefactError(f"{path}: cannot read ({e.strerror})") from None
+    if raw and not raw.endswith(b"\n"):
+        line = raw.count(b"\n") + 1
+        raise ArtefactError(f"{path}: line {line} ends without a newline (truncated?); {fix}")
+    try:
+        trials = pd.read_csv(io.BytesIO(raw))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ArtefactError(f"{path}: not a readable CSV ({e}); {fix}") from None
+    counts = search.get("trials")
+    total = counts.get("total") if isinstance(counts, dict) else None
+    if isinstance(total, int) and not isinstance(total, bool) and total != len(trials):
+        raise ArtefactError(
+            f"{path}: holds {len(trials)} trials but search.json records {total} "
+            f"(truncated or edited?); {fix}"
+        )
+    return trials
 
 
 def _read_json(p: Path) -> dict[str, Any]:
@@ -303,7 +337,13 @@ def figure_infos(
         ]
         lines: list[SLOLine] = []
         for r in rs:
-            for line in slo_lines(list(r.search.get("slos") or []), x, y):
+            slos = r.search.get("slos") or []
+            if not isinstance(slos, list):
+                raise ArtefactError(
+                    f"{r.path / 'search.json'}: slos must be a list, got "
+                    f"{json.dumps(slos, default=str)[:60]}; rerun 'hapi search'"
+                )
+            for line in slo_lines(slos, x, y, r.path / "search.json"):
                 if line not in lines:
                     lines.append(line)
         refs: list[Reference] = []

@@ -10,6 +10,7 @@ modelled as ``active_power_w * latency`` from the device spec.
 from __future__ import annotations
 
 import logging
+import math
 import shlex
 import subprocess
 from abc import ABC, abstractmethod
@@ -117,15 +118,35 @@ class CommandMeter(EnergyMeter):
             )
         tokens = res.stdout.split()
         try:
-            return float(tokens[-1])
+            value = float(tokens[-1])
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(value)
+            return value
         except (IndexError, ValueError):
             raise UsageError(
                 f"--energy-cmd {self.command!r} printed {res.stdout.strip()[:80]!r}: expected "
-                "a number of joules (a cumulative counter) as the last word"
+                "a number of joules (finite, >= 0: a cumulative counter) as the last word"
             ) from None
 
     def describe(self) -> str:
         return f"command:{self.command}"
+
+
+def check_counter_moved(meter: EnergyMeter, deltas_j: list[float], seconds: float) -> None:
+    """Refuse a meter whose counter did not move while every segment ran (``deltas_j``, one
+    per segment, over ``seconds`` of back-to-back calls in all): energy 0 for every segment
+    is a constant or stuck counter, not a measurement."""
+    if deltas_j and not any(d > 0 for d in deltas_j):
+        what = (
+            f"--energy-cmd {meter.command!r}"
+            if isinstance(meter, CommandMeter)
+            else f"the energy counter {meter.describe()}"
+        )
+        raise UsageError(
+            f"{what} did not change while {len(deltas_j)} segments ran for {seconds:.1f} s: "
+            "expected a cumulative counter of joules that grows; fix the meter, or leave "
+            "--energy-cmd out for modelled energy"
+        )
 
 
 def detect_meter(

@@ -22,6 +22,7 @@ from hapi_dse.progress import Progress
 
 if TYPE_CHECKING:
     from hapi_dse.profiling.timing import TimingSettings
+    from hapi_dse.run import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +174,13 @@ def make_profiler(cfg: ProfileConfig) -> Profiler:
     )
 
 
-def _refuse_overwrite(cfg: ProfileConfig, model_id: str, source: str) -> None:
+def _refuse_overwrite(cfg: ProfileConfig, model_id: str, source: str, of: str = "") -> None:
+    """Refuse (unless ``--force``) to replace a measured table with a modelled one, or a
+    file whose sidecar names another model than ``model_id`` (the model to profile, from
+    ``of``). ``model_id`` covers the weights, so another training writes its own file."""
     import json
 
+    from hapi_dse.errors import ArtefactError
     from hapi_dse.paths import default_profiles_out
     from hapi_dse.profiling.table import sidecar_path, table_path
 
@@ -183,14 +188,32 @@ def _refuse_overwrite(cfg: ProfileConfig, model_id: str, source: str) -> None:
     if cfg.force or not dest.is_file():
         return
     try:
-        old = json.loads(sidecar_path(dest).read_text()).get("source")
-    except (OSError, ValueError):
+        side = json.loads(sidecar_path(dest).read_text())
+        old, theirs = side.get("source"), side.get("model_id")
+    except (OSError, ValueError, AttributeError):
         return
+    if theirs is not None and theirs != model_id:
+        raise ArtefactError(
+            f"{dest} holds a table of model {theirs}, not {model_id} ({of}); pass --profiles "
+            "OTHER_DIR to keep it, or --force to replace it"
+        )
     if old == "measured" and source == "modelled":
         raise UsageError(
             f"{dest} holds a measured table; a modelled one would replace it. Pass --profiles "
             "OTHER_DIR to keep both, or --force"
         )
+
+
+def _check_writable(cfg: ProfileConfig) -> None:
+    """Refuse a read-only or full --export-dir or --profiles before the long work."""
+    from hapi_dse.paths import default_profiles_out
+    from hapi_dse.provenance import check_writable
+
+    if cfg.export_dir:
+        check_writable(Path(cfg.export_dir) / MANIFEST, "--export-dir", shown=cfg.export_dir)
+    if not cfg.export_only:
+        out = default_profiles_out(cfg.profiles)
+        check_writable(out / cfg.device / "table.csv", "--profiles", shown=out)
 
 
 def run_profile(cfg: ProfileConfig) -> ProfileOutcome:
@@ -205,12 +228,15 @@ def run_profile(cfg: ProfileConfig) -> ProfileOutcome:
     if not cfg.export_only:
         from hapi_dse.run import resolve_run
 
-        model_id = (
-            load_manifest(cfg.onnx_dir).model_id
-            if cfg.onnx_dir
-            else resolve_run(cfg.model).model_id
-        )
-        _refuse_overwrite(cfg, model_id, profiler.source)
+        target: Manifest | RunDir
+        if cfg.onnx_dir:
+            target = load_manifest(cfg.onnx_dir)
+            of = f"the segments in {cfg.onnx_dir}"
+        else:
+            target = resolve_run(cfg.model)
+            of = f"the run {target.path}"
+        _refuse_overwrite(cfg, target.model_id, profiler.source, of)
+    _check_writable(cfg)  # before exporting and profiling, not after
     with _export_dir(cfg) as out:
         if cfg.onnx_dir:
             man = load_manifest(cfg.onnx_dir)

@@ -21,6 +21,7 @@ Gemm = 3.0e9
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,8 +122,8 @@ def parse_spec(path: str | Path) -> DeviceSpec:
     nums: dict[str, float] = {}
     for k in REQUIRED:
         v = data[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise ArtefactError(f"{path}: {k} = {v!r}, expected a number >= 0")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ArtefactError(f"{path}: {k} = {v!r}, expected a finite number >= 0")
         nums[k] = float(v)
     for k in ("flops_per_s", "mem_bandwidth_bytes_per_s"):
         if nums[k] <= 0:
@@ -133,12 +134,19 @@ def parse_spec(path: str | Path) -> DeviceSpec:
         if not isinstance(t, dict) or any(
             isinstance(v, bool)
             or not isinstance(v, (int, float))
+            or not math.isfinite(v)
             or (v <= 0 and key == "op_flops_per_s")
             or v < 0
             for v in t.values()
         ):
             raise ArtefactError(f"{path}: [{key}] must map ONNX op types to positive numbers")
         tables[key] = {str(k): float(v) for k, v in t.items()}
+    threads = data.get("threads", 1)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ArtefactError(f"{path}: threads = {threads!r}, expected an integer >= 1")
+    for key in ("name", "description"):
+        if key in data and not isinstance(data[key], str):
+            raise ArtefactError(f"{path}: {key} = {data[key]!r}, expected a string")
     known = {
         *REQUIRED,
         "name",
@@ -150,7 +158,7 @@ def parse_spec(path: str | Path) -> DeviceSpec:
     return DeviceSpec(
         name=str(data.get("name", path.stem)),
         description=str(data.get("description", "")),
-        threads=int(data.get("threads", 1)),
+        threads=threads,
         op_flops_per_s=tables["op_flops_per_s"],
         op_overhead_us_by_type=tables["op_overhead_us_by_type"],
         path=path,

@@ -14,8 +14,9 @@ fused into one graph. ``monolithic_backbone_ms`` (measured tables) is the median
 backbone exported as one graph, and ``segments_sum_ms`` the sum of the block medians.
 
 Writing is atomic; loading validates columns, values, segment names, the sidecar's
-``model_id`` and the row count, and names the file and the first bad line. Neither torch
-nor onnxruntime is imported here; pandas only when a table is loaded.
+``model_id`` and the row count, and names the file and the first bad line. ``model_id``
+covers the architecture and the weights, so a table of another training is refused. Neither
+torch nor onnxruntime is imported here; pandas only when a table is loaded.
 """
 
 from __future__ import annotations
@@ -278,6 +279,58 @@ def _order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     )
 
 
+_SIDECAR_NUMBERS = ("call_overhead_ms", "segments_sum_ms", "monolithic_backbone_ms")
+_SIDECAR_FIX = "profile the device again ('hapi profile') or restore the file"
+
+
+def validate_sidecar(side: Any, where: str) -> None:
+    """Check the sidecar keys that readers use: an object; ``device``, ``model_id``,
+    ``date`` strings; ``source`` and ``energy_source`` known names; ``rows``, ``batch``,
+    ``threads`` integers; ``call_overhead_ms`` (and the other ms sums) finite and >= 0 (or
+    null); ``units`` the canonical ones; ``deployment`` valid terms
+    (:meth:`~hapi_dse.cost.deployment.DeploymentTerms.from_dict`). ``hapi devices --check``
+    and every command that loads a table run this same check."""
+    from hapi_dse.cost.deployment import DeploymentTerms
+
+    def fail(key: str, rule: str, value: Any) -> ArtefactError:
+        shown = json.dumps(value, default=str)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        return ArtefactError(f"{where}: {key} must be {rule}, got {shown}; {_SIDECAR_FIX}")
+
+    if not isinstance(side, dict):
+        raise ArtefactError(
+            f"{where}: expected a JSON object (device, model_id, source...), got a JSON "
+            f"{type(side).__name__}; {_SIDECAR_FIX}"
+        )
+    for key in ("device", "model_id", "date"):
+        if key in side and not isinstance(side[key], str):
+            raise fail(key, "a string", side[key])
+    for key, names in (("source", SOURCES), ("energy_source", ENERGY_SOURCES)):
+        if key in side and side[key] not in names:
+            raise fail(key, f"one of {', '.join(names)}", side[key])
+    for key, low in (("rows", 0), ("batch", 1), ("threads", 1)):
+        v = side.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
+            raise fail(key, f"an integer >= {low}", v)
+    for key in _SIDECAR_NUMBERS:
+        v = side.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+            raise fail(key, "a finite number of ms >= 0", v)
+    units = side.get("units")
+    if units is not None:
+        if not isinstance(units, dict):
+            raise fail("units", "an object mapping columns to units", units)
+        for col, unit in units.items():
+            if col in UNITS and unit != UNITS[col]:
+                raise ArtefactError(
+                    f"{where}: units says {col} is in {unit!r}, expected {UNITS[col]!r}; "
+                    f"{_SIDECAR_FIX}"
+                )
+    DeploymentTerms.from_dict(side.get("deployment"), where)
+
+
 # --------------------------------------------------------------------------------------------
 # Writing
 
@@ -338,6 +391,7 @@ def write_table(
         writer.writerow({c: _fmt(r[c]) for c in cols})
     text = json.dumps(side, indent=2, default=_json_default) + "\n"
     json_path = sidecar_path(csv_path)
+    validate_sidecar(json.loads(text), str(json_path))  # never write what readers refuse
     with atomic_path(csv_path) as tmp_csv, atomic_path(json_path) as tmp_json:
         tmp_csv.write_text(buf.getvalue())
         tmp_json.write_text(text)
@@ -420,6 +474,8 @@ def list_tables(profiles: str | Path | None = None) -> list[TableInfo]:
                 side = json.loads(sidecar_path(csv_path).read_text())
             except (OSError, ValueError):
                 side = {}
+            if not isinstance(side, dict):  # listed as unknown; 'hapi devices --check' refuses it
+                side = {}
             out.append(
                 TableInfo(
                     device,
@@ -473,8 +529,7 @@ def read_table(
         raise ArtefactError(f"{path}: its sidecar {sidecar_path(path).name} is missing") from None
     except (OSError, ValueError) as e:
         raise ArtefactError(f"{sidecar_path(path)}: not valid JSON ({e})") from None
-    if not isinstance(side, dict):
-        raise ArtefactError(f"{sidecar_path(path)}: expected a JSON object")
+    validate_sidecar(side, str(sidecar_path(path)))
     want_id = model_id if model_id is not None else path.stem
     if side.get("model_id") != want_id:
         raise ArtefactError(
@@ -484,9 +539,6 @@ def read_table(
     want_dev = device if device is not None else path.parent.name
     if side.get("device", want_dev) != want_dev:
         raise ArtefactError(f"{path}: sidecar says device {side.get('device')!r}, not {want_dev!r}")
-    for col, unit in (side.get("units") or {}).items():
-        if col in UNITS and unit != UNITS[col]:
-            raise ArtefactError(f"{path}: {col} is in {unit!r}, expected {UNITS[col]!r}")
     reader = csv.DictReader(io.StringIO(raw))
     if not reader.fieldnames:
         raise ArtefactError(f"{path}: empty file; expected a header {','.join(TABLE_COLUMNS)}")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from hapi_dse.errors import UsageError
+from hapi_dse.errors import ArtefactError, UsageError
 
 #: A round gives each graph at least this many consecutive timed calls, so a round's median
 #: is a median of warm calls and not a single sample.
@@ -80,7 +80,16 @@ def make_session(path: str | Path, settings: TimingSettings) -> Any:
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[settings.optimization]
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=[settings.provider])
+    try:
+        return ort.InferenceSession(str(path), opts, providers=[settings.provider])
+    except Exception as e:  # onnxruntime's own types (InvalidProtobuf, Fail, NoSuchFile...)
+        text = str(e).strip()
+        first = text.splitlines()[0] if text else type(e).__name__
+        first = first if len(first) <= 200 else first[:197] + "..."
+        raise ArtefactError(
+            f"{path}: onnxruntime cannot load it ({first}); export the graph again "
+            "('hapi profile --export-only' or 'hapi export')"
+        ) from None
 
 
 def random_feed(session: Any, rng: np.random.Generator) -> dict[str, np.ndarray]:

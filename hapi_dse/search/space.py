@@ -273,8 +273,17 @@ def _read(path: Path) -> dict[str, Any]:
         raise UsageError(f"search space {path}: not a text file ({e})") from None
     except Exception as e:  # yaml.YAMLError, without importing yaml for TOML files
         if type(e).__module__.startswith("yaml"):
-            raise UsageError(f"search space {path}: not valid YAML ({e})") from None
+            raise UsageError(f"search space {path}: not valid YAML ({_yaml_error(e)})") from None
         raise
+
+
+def _yaml_error(e: Exception) -> str:
+    """A YAML parser error in one line: what is wrong and where (its own text spans lines)."""
+    problem = getattr(e, "problem", None)
+    mark = getattr(e, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip())
 
 
 def parse_space(
@@ -286,7 +295,12 @@ def parse_space(
     def fail(msg: str) -> UsageError:
         return UsageError(f"{where}: {msg}")
 
-    def check_keys(section: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
+    def check_keys(section: Any, allowed: set[str], prefix: str) -> None:
+        if not isinstance(section, Mapping):
+            where_ = f"[{prefix.strip('[]')}]" if prefix else "the top level"
+            raise fail(
+                f"{where_} must be a table of {', '.join(sorted(allowed))}, but got {section!r}"
+            )
         for key in section:
             if key not in allowed:
                 e = unknown_name(f"key in {prefix or 'the top level'}", str(key), allowed)
@@ -297,7 +311,9 @@ def parse_space(
         ok = (
             isinstance(value, list | tuple)
             and len(value) == 2
-            and all(isinstance(v, types) and not isinstance(v, bool) for v in value)
+            and all(
+                isinstance(v, types) and not isinstance(v, bool) and math.isfinite(v) for v in value
+            )
         )
         if not ok or value[0] > value[1]:
             example = "[0.5, 1.0]" if kind is float else "[1, 4]"
@@ -309,8 +325,6 @@ def parse_space(
 
     check_keys(data, _KEYS[""], "")
     exits = data.get("exits", {})
-    if not isinstance(exits, Mapping):
-        raise fail("[exits] must be a table with count, positions and heads")
     check_keys(exits, _KEYS["exits"], "[exits]")
     lo, hi = pair(exits.get("count", [0, 4]), "exits.count", int)
     if lo < 0 or hi < 1:
@@ -341,6 +355,9 @@ def parse_space(
     levels = thresholds.get("levels", 51)
     if not isinstance(levels, int) or isinstance(levels, bool) or not 1 <= levels <= 10_000:
         raise fail(f"thresholds.levels must be an integer 1..10000, but got {levels!r}")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise fail(f"description must be a string, but got {description!r}")
     policies = data.get("policies", {"max_softmax": {"threshold": [0.5, 1.0]}})
     if not isinstance(policies, Mapping) or not policies:
         raise fail("[policies] must name at least one of " + ", ".join(POLICIES))
@@ -349,12 +366,18 @@ def parse_space(
     for pol, spec in policies.items():
         if pol not in POLICIES:
             raise fail(str(unknown_name("policy in [policies]", str(pol), POLICIES)))
-        spec = spec or {}
+        spec = {} if spec is None else spec
         check_keys(spec, _KEYS[pol], f"[policies.{pol}]")
         if pol == "patience":
             patience = pair(spec.get("patience", [2, 3]), "policies.patience.patience", int)
             if patience[0] < 1:
                 raise fail(f"policies.patience.patience must be >= 1, but got {list(patience)}")
+            if patience[1] > hi:
+                raise fail(
+                    f"policies.patience.patience {list(patience)} allows a window of "
+                    f"{patience[1]} exits, but exits.count allows at most {hi}: such an exit "
+                    f"could never fire; lower the patience to at most {hi} or raise the count"
+                )
         else:
             default = [0.5, 1.0] if pol == "max_softmax" else [0.0, 0.5]
             t = pair(spec.get("threshold", default), f"policies.{pol}.threshold", float)
@@ -364,11 +387,13 @@ def parse_space(
     sampler = data.get("sampler", {})
     check_keys(sampler, _KEYS["sampler"], "[sampler]")
     population = sampler.get("population")
-    if population is not None and (not isinstance(population, int) or population < 2):
+    if population is not None and (
+        not isinstance(population, int) or isinstance(population, bool) or population < 2
+    ):
         raise fail(f"sampler.population must be an integer >= 2, but got {population!r}")
     return SearchSpace(
         name=name,
-        description=str(data.get("description", "")),
+        description=description,
         min_exits=lo,
         max_exits=hi,
         positions=None if positions == "all" else tuple(sorted(positions)),

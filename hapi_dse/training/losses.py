@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,8 +27,10 @@ class Distill:
             out = cls(float(t), float(a))
         except ValueError:
             raise UsageError(f"--distill {text!r}: expected T:alpha, e.g. 3:0.5") from None
-        if not out.temperature > 0 or not 0 <= out.alpha <= 1:
-            raise UsageError(f"--distill {text!r}: T must be > 0 and alpha in 0..1, e.g. 3:0.5")
+        if not (math.isfinite(out.temperature) and out.temperature > 0) or not 0 <= out.alpha <= 1:
+            raise UsageError(
+                f"--distill {text!r}: T must be > 0 (and finite) and alpha in 0..1, e.g. 3:0.5"
+            )
         return out
 
 

@@ -29,8 +29,7 @@ from hapi_dse.models.early_exit import (
     EarlyExitNet,
     architecture_spec,
     build,
-    model_id,
-    state_shapes,
+    weights_identity,
 )
 from hapi_dse.models.heads import HEADS
 from hapi_dse.progress import Progress
@@ -76,6 +75,16 @@ class TrainConfig:
             raise UsageError(
                 "--epochs >= 0, --exit-epochs >= 1, --batch-size >= 1 and --lr > 0 must hold"
             )
+        for flag, rate in (("--lr", self.lr), ("--exit-lr", self.exit_lr)):
+            if not (math.isfinite(rate) and rate > 0):  # NaN passes 'rate <= 0'
+                raise UsageError(
+                    f"{flag} {rate}: a learning rate must be a finite number > 0, e.g. "
+                    f"{flag} {0.1 if flag == '--lr' else 0.002}"
+                )
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UsageError(f"weight decay {self.weight_decay}: must be a finite number >= 0")
+        if self.limit is not None and self.limit < 1:
+            raise UsageError(f"--limit {self.limit}: expected a number of images >= 1")
         if self.init is None and self.epochs == 0:
             raise UsageError("--epochs 0 needs --init CHECKPOINT (a trained backbone)")
         if self.init is not None and not Path(self.init).is_file():
@@ -325,7 +334,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     timings["statistics_s"] = time.perf_counter() - t
 
     net_cpu = net.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    mid = model_id(arch, state_shapes(net_cpu))
     accuracy = {s: stats[s].correct.mean(0) for s in ("val", "test")}
     per_exit = [
         {
@@ -341,7 +349,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     ]
     model_json = {
         "schema_version": 1,
-        "model_id": mid,
+        # the training's identity: both cover the weights, set once weights.pt is written
+        "model_id": None,
+        "weights_sha256": None,
         "arch": arch,
         "dataset": cfg.dataset,
         "classes": list(data.classes),
@@ -357,7 +367,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         inputs["init"] = Path(cfg.init)
     train_json = {
         **provenance(seed=cfg.seed, inputs=inputs, settings=settings, libraries=("torch", "numpy")),
-        "model_id": mid,
+        "model_id": None,
+        "weights_sha256": None,
         "splits": {s: len(data.y[s]) for s in ("train", "val", "test")},
         "backbone_test_acc": float(accuracy["test"][-1]),
         "backbone_val_acc": float(accuracy["val"][-1]),
@@ -367,8 +378,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "timings": timings,
     }
     with atomic_dir(cfg.out, kind="run", overwrite=cfg.overwrite) as tmp:
-        write_json(tmp / "model.json", model_json)
         torch.save(net_cpu.state_dict(), tmp / "weights.pt")
+        mid, digest = weights_identity(arch, tmp / "weights.pt")  # of the file saved
+        model_json["model_id"] = train_json["model_id"] = mid
+        model_json["weights_sha256"] = train_json["weights_sha256"] = digest
+        write_json(tmp / "model.json", model_json)
         stats["val"].save(tmp / "exits_val.npz")
         stats["test"].save(tmp / "exits_test.npz")
         write_text(tmp / "flops.csv", _csv(flops_table(net_cpu, data.input_shape)))

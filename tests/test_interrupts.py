@@ -424,3 +424,23 @@ def test_the_owner_lock_is_shared_with_forked_workers(tmp_path: Path) -> None:
         os.close(fd)
     runner._sweep_scratch(tmp_path)
     assert not d.exists()
+
+
+def test_an_interrupt_swallowed_by_a_finaliser_is_delivered_again(capsys) -> None:
+    """A second Ctrl-C can land while Python runs a finaliser or a weakref callback, which
+    swallows the KeyboardInterrupt and prints a traceback: it must reach the search's own
+    code instead, with nothing printed."""
+    from hapi_dse.search.runner import _StopOnSignal
+
+    class Finalised:
+        def __del__(self) -> None:
+            raise KeyboardInterrupt
+
+    before = sys.unraisablehook
+    with pytest.raises(KeyboardInterrupt):
+        with _StopOnSignal(lambda: None):
+            Finalised()  # __del__ runs at once: its exception is "unraisable"
+            for _ in range(1000):  # the re-sent signal is handled between bytecodes
+                time.sleep(0.001)
+    assert sys.unraisablehook is before
+    assert "Exception ignored" not in capsys.readouterr().err

@@ -252,6 +252,7 @@ class _StopOnSignal:
         self.on_signal = on_signal  # called on the first signal
         self.received: int | None = None
         self._saved: dict[int, Any] = {}
+        self._hook: Any = None
 
     def __enter__(self) -> _StopOnSignal:
         _HARD_STOP.clear()
@@ -261,9 +262,21 @@ class _StopOnSignal:
                 if prev is not signal.SIG_IGN and prev is not None:
                     self._saved[sig] = prev
                     signal.signal(sig, self._handle)
+            self._hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
         return self
 
+    def _unraisable(self, args: Any) -> None:
+        """An interrupt raised while Python ran a finaliser or a weakref callback is
+        swallowed there ("Exception ignored in ..." and a traceback): send it again, so that
+        it lands in the search's own code, and print nothing."""
+        if args.exc_type is not None and issubclass(args.exc_type, KeyboardInterrupt):
+            signal.raise_signal(self.received or signal.SIGINT)
+            return
+        self._hook(args)
+
     def __exit__(self, *exc: Any) -> None:
+        if self._hook is not None:
+            sys.unraisablehook, self._hook = self._hook, None
         self._put_back()
         try:
             if self.received is not None and self.deliver:

@@ -32,6 +32,11 @@ Prints progress lines, then ONE JSON object as the last line:
   backbone's, both as exported models (target >= 2.0). Besides the evenly spread designs,
   the (at most 3) fastest Pareto designs whose predicted test accuracy is within 0.6 pp of
   the backbone's are measured, so that candidates are not missed by the spreading.
+* ``iso_accuracy_speedup_valpick``: the same ratio for the design that ``hapi search --pick
+  iso_accuracy`` (the fastest within 0.5 pp of the backbone's *val* accuracy, as predicted)
+  chose: no test figure is used to choose it. ``valpick`` holds its measured test accuracy,
+  the drop from the backbone's in pp (target: >= 2.0 with a drop <= 0.7) and the speed-up
+  the search predicted.
 * ``exit_agreement_min`` / ``accuracy_abs_diff_pp_max``: the fidelity of the exported
   decisions against the cost model's simulation (targets >= 0.995 and <= 0.1).
 
@@ -206,6 +211,8 @@ def main() -> None:
         str(profiles),
         "--out",
         str(search_out),
+        "--pick",
+        "iso_accuracy",
         "--seed",
         str(args.seed),
     )
@@ -310,6 +317,14 @@ def main() -> None:
             items.append(
                 {"doc": doc, "out": out, "trial": int(row["trial"]), "spread": tag == "pareto"}
             )
+    # the design 'hapi search --pick iso_accuracy' chose on val (D = 0.5 pp)
+    picked = json.loads((search_out / "host" / "design.json").read_text())
+    valpick = next((r for r in items if r["trial"] == picked["trial"]), None)
+    if valpick is None:
+        doc = {k: picked[k] for k in ("policy", "policy_params", "exits") if k in picked}
+        valpick = {"doc": doc, "trial": int(picked["trial"]), "spread": False}
+        valpick["out"] = export_one("valpick", {**design_doc("max_softmax", "", []), **doc})
+        items.append(valpick)
     log(f"measuring {len(items) + 1} exports together (hapi eval's protocol)")
     evaluate_all([base_item, *items])
     base = base_item["rep"]
@@ -325,6 +340,8 @@ def main() -> None:
     iso = [r for r in results if r["rep"]["measured"]["accuracy"] >= base_acc - 0.005 - 1e-12]
     fastest = min(iso, key=lambda r: r["rep"]["measured"]["latency_ms"]["mean"], default=None)
     speedup = (base_lat / fastest["rep"]["measured"]["latency_ms"]["mean"]) if fastest else None
+    vp_meas = valpick["rep"]["measured"]
+    valpick_speedup = base_lat / vp_meas["latency_ms"]["mean"]
 
     # 2. deep path: control flow vs the plain graph, for the design with the most exits
     deep_src = max(
@@ -356,6 +373,16 @@ def main() -> None:
         "verified_slo_met": verified.get("met"),
         "verified": verified,
         "iso_accuracy_speedup": speedup,
+        "iso_accuracy_speedup_valpick": valpick_speedup,
+        "valpick": {
+            "trial": valpick["trial"],
+            "exits": valpick["doc"]["exits"],
+            "policy": valpick["doc"]["policy"],
+            "test_accuracy": vp_meas["accuracy"],
+            "test_accuracy_drop_pp": 100 * (base_acc - vp_meas["accuracy"]),
+            "latency_ms": vp_meas["latency_ms"]["mean"],
+            "predicted_speedup": picked.get("predicted_speedup_over_backbone"),
+        },
         "exit_agreement_min": float(min(agree)),
         "accuracy_abs_diff_pp_max": float(max(accdiff)),
         "designs_measured": len(results),

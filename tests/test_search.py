@@ -485,3 +485,64 @@ def test_storage_does_not_retry_other_errors(monkeypatch) -> None:
     with pytest.raises(UsageError, match="cannot open \\(connection refused\\)"):
         storage_mod.open_storage("postgresql://u@127.0.0.1:1/db")
     assert len(calls) == 1
+
+
+def _record(number: int, accuracy: float, latency: float):  # -> TrialRecord
+    from hapi_dse.search.outputs import TrialRecord
+
+    return TrialRecord(
+        number, "COMPLETE", Design(()), {"accuracy": accuracy, "latency_ms": latency}
+    )
+
+
+def test_iso_accuracy_picks_the_fastest_within_d_pp_of_the_backbone() -> None:
+    from hapi_dse.cost import parse_objectives
+    from hapi_dse.search.outputs import pick
+
+    objectives = parse_objectives("accuracy,latency")
+    front = [
+        _record(0, 0.930, 0.30),
+        _record(1, 0.926, 0.20),
+        _record(2, 0.9251, 0.15),
+        _record(3, 0.920, 0.10),
+    ]
+    backbone = {"accuracy": 0.930, "latency_ms": 0.40}
+    assert pick(front, objectives, "iso_accuracy", backbone).number == 2  # D = 0.5 pp
+    assert pick(front, objectives, "iso_accuracy:0.1", backbone).number == 0
+    assert pick(front, objectives, "iso_accuracy:1", backbone).number == 3
+    # none within D: the most accurate
+    assert pick(front[1:], objectives, "iso_accuracy:0", backbone).number == 1
+
+
+@pytest.mark.parametrize(
+    "rule", ["iso_accuracy:x", "iso_accuracy:-1", "iso_accuracy:nan", "knee:2"]
+)
+def test_malformed_pick_values_are_refused(rule: str) -> None:
+    from hapi_dse.errors import UsageError
+    from hapi_dse.search.outputs import check_pick
+
+    with pytest.raises(UsageError, match="--pick"):
+        check_pick(rule)
+
+
+def test_search_reports_the_predicted_speedup_over_the_backbone(
+    synth, run_cli, tmp_path: Path
+) -> None:
+    res = run_cli(
+        *base_args(
+            synth, tmp_path, "--device", "devA", "--pick", "iso_accuracy:1", "--trials", "120"
+        )
+    )
+    assert res.exit_code == 0, res.stderr
+    design = json.loads((tmp_path / "devA" / "design.json").read_text())
+    backbone = design["backbone_predicted"]["val"]
+    assert backbone["latency_ms"] == pytest.approx(backbone_latency(synth))
+    chosen = design["predicted_val"]
+    assert chosen["accuracy"] >= backbone["accuracy"] - 0.01 - 1e-9
+    up = backbone["latency_ms"] / chosen["latency_ms"]
+    assert design["predicted_speedup_over_backbone"] == pytest.approx(up)
+    assert f"predicted speed-up over the plain backbone: {up:.2f}x" in res.stdout
+    # the fastest Pareto design within 1 pp
+    pareto = read_csv(tmp_path / "devA" / "pareto.csv")
+    near = [p for p in pareto if float(p["accuracy"]) >= backbone["accuracy"] - 0.01 - 1e-9]
+    assert chosen["latency_ms"] == pytest.approx(min(float(p["latency_ms"]) for p in near))

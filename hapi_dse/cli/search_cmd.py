@@ -95,8 +95,9 @@ from hapi_dse.cli import options
     default=None,
     metavar="RULE",
     help="How to choose design.json among the feasible Pareto designs: the best "
-    "accuracy, latency, energy, size, goodput... or knee [default: the first "
-    "objective].",
+    "accuracy, latency, energy, size, goodput..., knee, or iso_accuracy[:D] (the fastest "
+    "whose val accuracy is at most D pp below the plain backbone's; D defaults to 0.5) "
+    "[default: the first objective].",
 )
 @click.option(
     "--verify",

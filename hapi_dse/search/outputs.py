@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from hapi_dse.cost import METRICS, SLO, Design, Objective, parse_objectives
+from hapi_dse.errors import UsageError
 from hapi_dse.provenance import SCHEMA_VERSION, atomic_dir, provenance, write_json, write_text
 from hapi_dse.search.verify import MEASURED_COLUMNS
 
@@ -34,7 +35,35 @@ PICK_RULES = (
     "size",
     "goodput",
     "knee",
+    "iso_accuracy",
 )
+#: ``--pick iso_accuracy[:D]``: the largest drop from the plain backbone's val accuracy, pp
+ISO_ACCURACY_DROP_PP = 0.5
+
+
+def parse_pick(rule: str) -> tuple[str, float | None]:
+    """``--pick RULE``: the rule name and, for ``iso_accuracy[:D]``, the drop D in pp."""
+    name, sep, arg = rule.partition(":")
+    if name not in PICK_RULES:
+        from hapi_dse.errors import unknown_name
+
+        raise unknown_name("--pick rule", name, PICK_RULES)
+    if name != "iso_accuracy":
+        if sep:
+            raise UsageError(f"--pick {rule}: only iso_accuracy takes a value (iso_accuracy:D)")
+        return name, None
+    if not sep:
+        return name, ISO_ACCURACY_DROP_PP
+    try:
+        drop = float(arg)
+    except ValueError:
+        drop = float("nan")
+    if not (math.isfinite(drop) and 0 <= drop <= 100):
+        raise UsageError(
+            f"--pick {rule}: D must be a number of percentage points in 0..100, "
+            "e.g. iso_accuracy:0.5"
+        )
+    return name, drop
 
 
 @dataclass
@@ -83,6 +112,8 @@ class DeviceResult:
     out_dir: Path | None = None
     verify: dict[str, Any] | None = None  # --verify: what was verified (search.json)
     verify_dir: Path | None = None  # --verify: exports and reports, moved into out_dir
+    #: the plain backbone (no exit) scored like every design: {"val": metrics, "test": metrics}
+    backbone: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def feasible(self) -> bool:
@@ -114,12 +145,25 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
 
 
 def pick(
-    front: Sequence[TrialRecord], objectives: Sequence[Objective], rule: str
+    front: Sequence[TrialRecord],
+    objectives: Sequence[Objective],
+    rule: str,
+    backbone: dict[str, float] | None = None,
 ) -> TrialRecord | None:
     """The chosen design among the feasible front: best ``rule`` metric, ties broken by the
-    objectives in order; ``knee``: nearest to the ideal point, objectives scaled to 0..1."""
+    objectives in order; ``knee``: nearest to the ideal point, objectives scaled to 0..1;
+    ``iso_accuracy:D``: the fastest (mean latency) whose val accuracy is at most D pp below
+    the plain ``backbone``'s, else the most accurate."""
     if not front:
         return None
+    name, drop = parse_pick(rule)
+    if name == "iso_accuracy":
+        assert backbone is not None and drop is not None
+        floor = backbone["accuracy"] - drop / 100 - 1e-12
+        near = [r for r in front if r.metrics is not None and r.metrics["accuracy"] >= floor]
+        if not near:
+            return pick(front, objectives, "accuracy")
+        return pick(near, objectives, "latency")
     if rule == "knee":
         pts = np.array([r.objective_vector(objectives) for r in front])
         span = np.ptp(pts, axis=0)
@@ -190,11 +234,10 @@ def collect(problem: Any, run: Any, cfg: Any) -> DeviceResult:
         r.test = problem.test(r.design)
         r.test_broken = [s.text or s.describe() for s in problem.slos if s.violation(r.test) > 0]
     rule = cfg.pick or _rule_name(objectives[0])
-    if rule not in PICK_RULES:
-        from hapi_dse.errors import unknown_name
-
-        raise unknown_name("--pick rule", rule, PICK_RULES)
-    chosen = pick(front, objectives, rule)
+    parse_pick(rule)
+    plain = Design(())
+    backbone = {"val": problem.val(plain), "test": problem.test(plain)}
+    chosen = pick(front, objectives, rule, backbone["val"])
     closest: list[TrialRecord] = []
     if chosen is None:
         done = [r for r in records if r.metrics is not None]
@@ -217,6 +260,7 @@ def collect(problem: Any, run: Any, cfg: Any) -> DeviceResult:
         objectives=list(objectives),
         slos=list(problem.slos),
         pick_rule=rule,
+        backbone=backbone,
         study_name=run.study_name,
         storage=run.storage,
         sampler=run.sampler,
@@ -228,6 +272,21 @@ def collect(problem: Any, run: Any, cfg: Any) -> DeviceResult:
         space_size=problem.space.size(),
         timings={"collect_s": time.perf_counter() - t0, "evaluations": problem.val.misses},
     )
+
+
+def speedup(result: DeviceResult, r: TrialRecord | None) -> float | None:
+    """The plain backbone's predicted mean latency (val) over the design's."""
+    if r is None or r.metrics is None or not result.backbone:
+        return None
+    lat = r.metrics["latency_ms"]
+    return result.backbone["val"]["latency_ms"] / lat if lat > 0 else None
+
+
+def _rule_words(rule: str) -> str:
+    name, drop = parse_pick(rule)
+    if name == "iso_accuracy":
+        return f"fastest within {drop:g} pp of the plain backbone's val accuracy"
+    return f"best {name}"
 
 
 def _metric(r: TrialRecord, name: str) -> float:
@@ -251,10 +310,8 @@ def _rule_name(obj: Objective) -> str:
 
 
 def check_pick(rule: str | None) -> None:
-    if rule is not None and rule not in PICK_RULES:
-        from hapi_dse.errors import unknown_name
-
-        raise unknown_name("--pick rule", rule, PICK_RULES)
+    if rule is not None:
+        parse_pick(rule)
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -350,6 +407,8 @@ def design_json(result: DeviceResult, prov: dict[str, Any]) -> dict[str, Any]:
         "objectives": [o.metric for o in result.objectives],
         "pick": result.pick_rule,
         "trial": r.number,
+        "backbone_predicted": result.backbone or None,
+        "predicted_speedup_over_backbone": speedup(result, r),
         "provenance": prov,
     }
 
@@ -509,13 +568,20 @@ def console_report(result: DeviceResult, max_rows: int = 12) -> str:
             f"(p={r.design.patience})" if r.design.policy == "patience" else ""
         )
         lines.append(
-            f"chosen for {result.device} (best {result.pick_rule} under the SLOs): trial "
+            f"chosen for {result.device} ({_rule_words(result.pick_rule)} under the SLOs): trial "
             f"{r.number}, {pol} exits [{r.design.compact(digits=4) or 'none: plain backbone'}]: "
             f"accuracy {_fmt('accuracy', r.metrics['accuracy'])} (test "
             f"{_fmt('accuracy', r.test['accuracy'])}), latency {r.metrics['latency_ms']:.3g} ms "
             f"mean / {r.metrics['p99_latency_ms']:.3g} ms p99, energy "
             f"{r.metrics['energy_mj']:.3g} mJ, {r.metrics['size_mb']:.3g} MB"
         )
+        up = speedup(result, r)
+        if up is not None:
+            b = result.backbone["val"]
+            lines.append(
+                f"predicted speed-up over the plain backbone: {up:.2f}x (backbone "
+                f"{b['latency_ms']:.3g} ms mean, accuracy {_fmt('accuracy', b['accuracy'])})"
+            )
         if r.test_broken:
             lines.append(f"warning: on the test split it breaks {', '.join(r.test_broken)}")
     elif result.verify and result.verify.get("verified_trials"):

@@ -140,7 +140,7 @@ def _next_batch(result: Any, verified: list[Any], k: int) -> tuple[list[Any], di
     pool = [r for r in result.front if r.number not in seen and holds(r)]
     batch: list[Any] = []
     while pool and len(batch) < k:
-        best = pick(pool, result.objectives, result.pick_rule)
+        best = pick(pool, result.objectives, result.pick_rule, result.backbone.get("val"))
         batch.append(best)
         pool.remove(best)
     return batch, ratio
@@ -180,7 +180,7 @@ def verify(result: Any, run: Any, cfg: Any, work_root: Path) -> None:
         raise
     ok = [r for r in verified if not r.measured_broken]
     before = result.chosen
-    result.chosen = pick(ok, result.objectives, result.pick_rule)
+    result.chosen = pick(ok, result.objectives, result.pick_rule, result.backbone.get("val"))
     result.verify_dir = tmp
     info.update(
         {

@@ -437,10 +437,9 @@ def test_an_interrupt_swallowed_by_a_finaliser_is_delivered_again(capsys) -> Non
             raise KeyboardInterrupt
 
     before = sys.unraisablehook
-    with pytest.raises(KeyboardInterrupt):
-        with _StopOnSignal(lambda: None):
-            Finalised()  # __del__ runs at once: its exception is "unraisable"
-            for _ in range(1000):  # the re-sent signal is handled between bytecodes
-                time.sleep(0.001)
+    with pytest.raises(KeyboardInterrupt), _StopOnSignal(lambda: None):
+        Finalised()  # __del__ runs at once: its exception is "unraisable"
+        for _ in range(1000):  # the re-sent signal is handled between bytecodes
+            time.sleep(0.001)
     assert sys.unraisablehook is before
     assert "Exception ignored" not in capsys.readouterr().err

@@ -7,38 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_export_support import shared_export
-
-
-def write_fake_table(run: Path, profiles: Path, device: str) -> None:
-    """A made-up profile table for the tiny run (latency proportional to FLOPs)."""
-    import csv
-
-    from hapi_dse.profiling.table import write_table
-
-    mid = json.loads((run / "model.json").read_text())["model_id"]
-    with open(run / "flops.csv", newline="") as f:
-        flops = list(csv.DictReader(f))
-    rows = []
-    for r in flops:
-        lat = 0.004 + int(r["flops"]) * 1e-8
-        rows.append(
-            {
-                "segment": r["segment"],
-                "position": int(r["position"]),
-                "head": r["head"] if r["segment"] != "block" else "",
-                "batch": 1,
-                "latency_ms": lat,
-                "latency_p90_ms": lat * 1.1,
-                "energy_mj": 0.0,
-                "flops": int(r["flops"]),
-                "params": int(r["params"]),
-                "runs": 10,
-                "source": "measured",
-                "energy_source": "modelled",
-            }
-        )
-    write_table(rows, {"call_overhead_ms": 0.004}, device=device, model_id=mid, profiles=profiles)
+from test_export_support import shared_export, write_fake_table
 
 
 @pytest.fixture(scope="module")

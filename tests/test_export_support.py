@@ -1,4 +1,5 @@
-"""Shared by the export and eval tests: one single-graph export of the tiny run, made once.
+"""Shared by the export and eval tests: one single-graph export of the tiny run, made once,
+and a made-up profile table for a run.
 
 (No tests here. The export is cached under pytest's base temp directory, so the export and
 eval test modules share it whichever runs first.)
@@ -11,6 +12,39 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+
+def write_fake_table(run: Path, profiles: Path, device: str) -> Path:
+    """A made-up profile table for the tiny run (latency proportional to FLOPs)."""
+    import csv
+
+    from hapi_dse.profiling.table import write_table
+
+    mid = json.loads((run / "model.json").read_text())["model_id"]
+    with open(run / "flops.csv", newline="") as f:
+        flops = list(csv.DictReader(f))
+    rows = []
+    for r in flops:
+        lat = 0.004 + int(r["flops"]) * 1e-8
+        rows.append(
+            {
+                "segment": r["segment"],
+                "position": int(r["position"]),
+                "head": r["head"] if r["segment"] != "block" else "",
+                "batch": 1,
+                "latency_ms": lat,
+                "latency_p90_ms": lat * 1.1,
+                "energy_mj": 0.0,
+                "flops": int(r["flops"]),
+                "params": int(r["params"]),
+                "runs": 10,
+                "source": "measured",
+                "energy_source": "modelled",
+            }
+        )
+    return write_table(
+        rows, {"call_overhead_ms": 0.004}, device=device, model_id=mid, profiles=profiles
+    )
 
 
 def write_design(

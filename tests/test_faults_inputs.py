@@ -11,7 +11,6 @@ No case trains or exports a real model: the commands must refuse before that wor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_out_safety import snapshot
 
 from hapi_dse.cost.synthetic import write_synthetic_run, write_synthetic_table
 
@@ -213,19 +213,6 @@ def case_dir(world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    out = {}
-    for p in [root, *sorted(root.rglob("*"))]:
-        rel = str(p.relative_to(root))
-        if p.is_symlink():
-            out[rel] = "-> " + str(p.readlink())
-        elif p.is_file():
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-        else:
-            out[rel] = "dir"
-    return out
 
 
 def edit_json(path: Path, fn: Callable[[Any], Any]) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_export_support import shared_export, write_design
+from test_export_support import shared_export, write_design, write_fake_table
 
 from hapi_dse.errors import ArtefactError
 from hapi_dse.models.early_exit import weights_identity
@@ -59,32 +59,7 @@ def _refused(res: Any, *names: str) -> str:
 
 def write_table_for(run: Path, profiles: Path, *, device: str = DEVICE) -> Path:
     """A made-up table of ``run`` (latency from FLOPs), named by its model_id."""
-    from hapi_dse.profiling.table import write_table
-
-    doc = _model(run)
-    with open(run / "flops.csv", newline="") as f:
-        flops = list(csv.DictReader(f))
-    rows = []
-    for r in flops:
-        lat = 0.004 + int(r["flops"]) * 1e-8
-        rows.append(
-            {
-                "segment": r["segment"],
-                "position": int(r["position"]),
-                "head": r["head"] if r["segment"] != "block" else "",
-                "batch": 1,
-                "latency_ms": lat,
-                "latency_p90_ms": lat * 1.1,
-                "energy_mj": 0.0,
-                "flops": int(r["flops"]),
-                "params": int(r["params"]),
-                "runs": 10,
-                "source": "measured",
-                "energy_source": "modelled",
-            }
-        )
-    side: dict[str, Any] = {"call_overhead_ms": 0.004}
-    return write_table(rows, side, device=device, model_id=doc["model_id"], profiles=profiles)
+    return write_fake_table(run, profiles, device)
 
 
 def _copy_table(src: Path, dest: Path) -> None:

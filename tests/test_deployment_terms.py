@@ -219,25 +219,30 @@ def test_fit_recovers_terms_that_generated_the_timings(tmp_path):
     assert got["evicted_ms_per_mb"] == pytest.approx(0.01, rel=1e-3)
     assert got["fit"]["with_terms_max_abs_rel_err"] < 1e-6
     assert got["fit"]["segments_only_median_abs_rel_err"] > 0.01
-    assert got["fit"]["block_offset_from"] == "probes"
+    assert got["fit"]["block_offset_from"] == "probe_backbone"
 
 
-def test_fit_reads_the_block_offset_from_the_monolithic_backbone_and_removes_drift(tmp_path):
-    """With the monolithic backbone timed beside the segments, the per-block offset comes
-    from it, and a machine 8 % slower while the probes ran does not inflate the terms."""
+def test_block_offset_comes_from_the_probe_without_exits_not_the_monolithic_timing(tmp_path):
+    """The per-block offset is read from ``probe_backbone`` (timed in streams, like a
+    deployed model); a monolithic backbone timed 30 % slow in the segments' bursts (cold
+    cache) moves nothing. Without that probe the monolithic timing is the fallback, and
+    without either the offset is fitted."""
     from hapi_dse.profiling.graph_terms import fit_terms
     from hapi_dse.profiling.segments import Manifest
 
-    entries, measured, rows, ovh, block_ms = _probe_timings(TRUTH, drift=1.08)
+    entries, measured, rows, ovh, block_ms = _probe_timings(TRUTH)
     man = Manifest(root=tmp_path, model_id="m", batch=1, segments=[])
-    monolithic = ovh + float(block_ms.sum()) + len(block_ms) * TRUTH[4]
-    got = fit_terms(man, entries, measured, rows, ovh, monolithic_ms=monolithic)
-    assert got["fit"]["block_offset_from"] == "monolithic backbone"
-    assert got["fit"]["drift_scale"] == pytest.approx(1 / 1.08, rel=1e-9)
+    true_mono = ovh + float(block_ms.sum()) + len(block_ms) * TRUTH[4]
+    got = fit_terms(man, entries, measured, rows, ovh, monolithic_ms=1.3 * true_mono)
+    assert got["fit"]["block_offset_from"] == "probe_backbone"
     assert got["block_offset_ms"] == pytest.approx(-0.003, rel=1e-9)
     assert got["decision_ms"]["max_softmax"] == pytest.approx(0.015, rel=1e-3)
     assert got["cold_ms_per_mb"] == pytest.approx(0.02, rel=1e-3)
     assert got["fit"]["with_terms_max_abs_rel_err"] < 1e-6
-    # without the monolithic anchor the drift passes for deployment terms
-    drifted = fit_terms(man, entries, measured, rows, ovh)
-    assert drifted["decision_ms"]["max_softmax"] > 0.015 * 1.1
+
+    no_plain = [e for e in entries if e["exits"]]
+    kept = {k: v for k, v in measured.items() if k[0] != "probe_backbone"}
+    fallback = fit_terms(man, no_plain, kept, rows, ovh, monolithic_ms=true_mono)
+    assert fallback["fit"]["block_offset_from"] == "monolithic backbone"
+    assert fallback["block_offset_ms"] == pytest.approx(-0.003, rel=1e-9)
+    assert fit_terms(man, no_plain, kept, rows, ovh)["fit"]["block_offset_from"] == "probes"

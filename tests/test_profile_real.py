@@ -73,7 +73,7 @@ def test_measured_profile_has_one_row_per_segment(exported, tiny_run, tmp_path):
     assert dep["source"] == "measured" and dep["fit"]["groups"] >= 6
     assert set(dep["decision_ms"]) == {"max_softmax", "entropy", "patience"}
     assert len(dep["fit"]["probes"]) == 5 and "probe_backbone" in dep["fit"]["probes"]
-    assert dep["fit"]["block_offset_from"] == "monolithic backbone"
+    assert dep["fit"]["block_offset_from"] == "probe_backbone"
     assert SegmentCosts.from_table(t, run.stats("val")).terms.source == "measured"
     # flops come from the run's flops.csv
     flops = {(r["segment"], r["position"]): r["flops"] for r in run.flops()}

@@ -201,14 +201,17 @@ def fit_terms(
     measured latency; the sidecar's ``deployment`` section. Every term is >= 0 but the
     per-block offset.
 
-    With ``monolithic_ms`` (the backbone as one graph, timed in the same rounds as the
-    segments) the per-block offset is not fitted but read from it: the monolithic backbone
-    minus one call overhead minus the blocks' net latencies, per block. And when a probe has
-    no exit (``probe_backbone``: the same blocks plus the final classifier), the probes'
-    timings are first scaled so that it costs the monolithic backbone plus the final
-    classifier: the probes run after the segments, and a drift of the machine in between
-    would otherwise pass for a deployment term. Without it, the offset is fitted (it may
-    take back up to half of the cheapest block)."""
+    The per-block offset is not fitted with the rest when a probe has no exit
+    (``probe_backbone``: every block plus the final classifier, as one graph): it is read
+    from that probe, whose calls are timed like the other probes and like ``hapi eval``, in
+    streams of calls of one graph: its measured latency minus the table's segments, per block.
+    Fitted together with the exit decisions it trades off against them (deeper probe paths
+    have more of both). ``monolithic_ms`` (the backbone graph timed in the segments' short
+    interleaved bursts, where its weights, bigger than a core's L2, are evicted by the other
+    segments between bursts, so that it reads colder than a deployed model, by as much as
+    other tenants leave of the shared cache) is only the fallback for a manifest without
+    that probe. Without either, the offset is fitted (it may take back up to half of the
+    cheapest block)."""
     from scipy.optimize import lsq_linear
 
     from hapi_dse.cost.design import Design
@@ -224,16 +227,18 @@ def fit_terms(
     )
     y = np.array([measured[k] for k in keys])
     blocks = FEATURES.index("blocks")
-    drift = 1.0
     fixed = np.zeros(len(FEATURES), bool)
     coef = np.zeros(len(FEATURES))
-    if monolithic_ms is not None and len(block_ms):
+    plain = [i for i, k in enumerate(keys) if not designs[k[0]].exits]
+    offset_from = "probes"
+    if plain and len(block_ms):
+        fixed[blocks] = True
+        coef[blocks] = float(np.mean([(y[i] - base[i]) / x[i, blocks] for i in plain]))
+        offset_from = "probe_backbone"
+    elif monolithic_ms is not None and len(block_ms):
         fixed[blocks] = True
         coef[blocks] = (monolithic_ms - call_overhead_ms - float(block_ms.sum())) / len(block_ms)
-        plain = [i for i, k in enumerate(keys) if not designs[k[0]].exits]
-        if plain:
-            drift = float(np.mean([base[i] + x[i] @ coef for i in plain]) / y[plain].mean())
-            y = y * drift
+        offset_from = "monolithic backbone"
     # a feature no probe varies keeps 0; scale columns to comparable magnitudes
     free = ~fixed
     xf = x[:, free]
@@ -270,8 +275,7 @@ def fit_terms(
             "method": "bounded least squares, relative to the measured latency",
             "groups": len(keys),
             "probes": [str(e["name"]) for e in entries],
-            "block_offset_from": "monolithic backbone" if fixed[blocks] else "probes",
-            "drift_scale": drift,
+            "block_offset_from": offset_from,
             "segments_only_median_abs_rel_err": float(np.median(rel_before)),
             "with_terms_median_abs_rel_err": float(np.median(rel_after)),
             "with_terms_max_abs_rel_err": float(np.max(rel_after)),

@@ -58,11 +58,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchlib import add_record_option, finish, machine
 
 
 def log(msg: str) -> None:
@@ -163,6 +163,7 @@ def main() -> None:
         action="store_true",
         help="run the profile (unless --work holds it), the search and the --verify check only",
     )
+    add_record_option(ap)
     args = ap.parse_args()
     os.environ.setdefault("HAPI_NO_PROGRESS", "1")
 
@@ -174,9 +175,7 @@ def main() -> None:
     from hapi_dse.provenance import write_json
     from hapi_dse.run import resolve_run
 
-    started = datetime.now(timezone.utc)
-    load_start = list(os.getloadavg())
-    t_start = time.perf_counter()
+    started, machine_start = time.time(), machine()
     run = resolve_run(args.model)
     model_arg = ["--model", str(run.path)]
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="hapi-bench-export-"))
@@ -285,11 +284,16 @@ def main() -> None:
 
     if args.only_verify:
         verified = verify_slo(args, model_arg, profiles, pareto, work)
-        print(json.dumps({"verified_slo_met": verified.get("met"), "verified": verified,
-                          "model_id": run.model_id, "started_utc": started.isoformat(),
-                          "machine": {"loadavg_start": load_start,
-                                      "loadavg_end": list(os.getloadavg())},
-                          "wall_s": round(time.perf_counter() - t_start, 1)}))  # fmt: skip
+        finish(
+            {
+                "verified_slo_met": verified.get("met"),
+                "verified": verified,
+                "model_id": run.model_id,
+            },
+            None,
+            started=started,
+            machine_start=machine_start,
+        )
         return
 
     # 1. the plain backbone and the Pareto designs, exported, then measured together
@@ -413,18 +417,10 @@ def main() -> None:
         "model_id": run.model_id,
         "test_samples": base["n"],
         "threads": args.threads,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": sys.platform,
-            "loadavg_start": load_start,
-            "loadavg_end": list(os.getloadavg()),
-        },
-        "started_utc": started.isoformat(timespec="seconds"),
-        "wall_s": round(time.perf_counter() - t_start, 1),
     }
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(result))
+    finish(result, args.record, started=started, machine_start=machine_start)
 
 
 def verify_slo(

@@ -16,7 +16,6 @@ Usage: python scripts/bench_profile.py [--model RUN] [--runs N] [--threads N] [-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchlib import add_record_option, finish, machine
 
 HAPI = [sys.executable, "-m", "hapi_dse"]
 
@@ -50,7 +50,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--keep", default=None, help="keep the tables and segments in this dir")
     ap.add_argument("--seed", type=int, default=0)
+    add_record_option(ap)
     a = ap.parse_args()
+    started, machine_start = time.time(), machine()
 
     from hapi_dse.profiling.modelled import ModelledProfiler
     from hapi_dse.profiling.runner import compare_rows
@@ -141,9 +143,9 @@ def main() -> None:
             "modelled_mape": round(cmp["mape"], 4),
             "runs": a.runs,
             "threads": a.threads,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "model_id": side.get("model_id"),
         }
-        print(json.dumps(out))
+        finish(out, a.record, started=started, machine_start=machine_start)
     finally:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)

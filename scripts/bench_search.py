@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchlib import add_record_option, finish, machine
 
 
 def hypervolume_2d(acc: np.ndarray, lat: np.ndarray, ref_acc: float, ref_lat: float) -> float:
@@ -58,7 +59,9 @@ def main() -> None:
     ap.add_argument("--designs", type=int, default=20_000)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--batch", type=int, default=1000, help="designs per evaluate_many call")
+    add_record_option(ap)
     args = ap.parse_args()
+    started, machine_start = time.time(), machine()
 
     from hapi_dse.cost import CostModel, Design, SegmentCosts
     from hapi_dse.profiling.table import load_table
@@ -177,21 +180,23 @@ def main() -> None:
             f"({len(res.complete)} trials, {distinct} distinct designs, "
             f"{len(res.front)} on the found front)"
         )
-    print(
-        json.dumps(
-            {
-                "evals_per_s": round(evals_per_s),
-                "evals_per_s_single": round(len(designs) / single),
-                "evals_per_s_single_warm": round(len(designs) / warm),
-                "default_search_wall_s": round(wall, 3),
-                "trials_per_s": round(trials_per_s, 1),
-                "hv_ratio": round(float(np.mean(ratios)), 4),
-                "hv_ratio_min": round(float(np.min(ratios)), 4),
-                "hv_seeds": args.seeds,
-                "val_samples": val.n,
-                "small_space_designs": small.size(),
-            }
-        )
+    finish(
+        {
+            "evals_per_s": round(evals_per_s),
+            "evals_per_s_single": round(len(designs) / single),
+            "evals_per_s_single_warm": round(len(designs) / warm),
+            "default_search_wall_s": round(wall, 3),
+            "trials_per_s": round(trials_per_s, 1),
+            "hv_ratio": round(float(np.mean(ratios)), 4),
+            "hv_ratio_min": round(float(np.min(ratios)), 4),
+            "hv_seeds": args.seeds,
+            "val_samples": val.n,
+            "small_space_designs": small.size(),
+            "model_id": run.model_id,
+        },
+        args.record,
+        started=started,
+        machine_start=machine_start,
     )
 
 

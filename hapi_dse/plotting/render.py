@@ -9,7 +9,7 @@ from hapi_dse.plotting.info import FigureInfo
 
 FORMATS = (".png", ".svg", ".pdf")
 _COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink")
-_HEAD_MARKERS = {"linear": "v", "conv": "^", "mlp": "<"}
+_HEAD_MARKERS = {"linear": "v", "conv": "^", "mlp": "<", "sdn": ">", "conv2": "P", "dws": "X"}
 
 
 def output_paths(out: Path, devices: list[str]) -> list[Path]:

@@ -76,8 +76,9 @@ def test_two_workers_share_one_study(tmp_path: Path) -> None:
             assert p.returncode == 0, err
         trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
         complete = [t for t in trials if t.state.name == "COMPLETE"]
-        # each worker stops once the study is full; the other may finish the trial it is on
-        assert total <= len(complete) <= total + 1
+        # each worker stops once the study is full, but may finish the one trial it started
+        # before it saw the other's last trial land (runner docstring): at most one per worker
+        assert total <= len(complete) <= total + len(procs)
         own = [
             json.loads((tmp_path / f"worker{i}" / "devA" / "search.json").read_text())["trials"][
                 "this_run"

@@ -28,6 +28,16 @@ def one_line(text: str) -> str:
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of ``error``'s text, at most ``limit`` characters; its type
+    name when the text is empty (a library's exception quoted in a one-line message)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    first = lines[0]
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
 class UsageError(HapiError):
     """A malformed option value or an unknown name."""
 

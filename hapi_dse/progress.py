@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -68,10 +67,3 @@ def _fmt(seconds: float) -> str:
         return "--:--"
     m, s = divmod(int(seconds), 60)
     return f"{m:02d}:{s:02d}"
-
-
-def track(items: Iterable[T], total: int, desc: str = "") -> Iterator[T]:
-    with Progress(total, desc) as bar:
-        for item in items:
-            yield item
-            bar.update()

@@ -76,10 +76,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def library_versions(*names: str) -> dict[str, str]:
     """Versions of the given distributions (only those installed), plus Python's."""
     from importlib import metadata

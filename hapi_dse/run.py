@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from hapi_dse.errors import ArtefactError
+from hapi_dse.errors import ArtefactError, first_line
 from hapi_dse.provenance import OUTPUT_KINDS, sha256_file
 
 RUN_FILES: tuple[str, ...] = OUTPUT_KINDS["run"]["names"]  # what 'hapi train' writes
@@ -439,7 +439,7 @@ class RunDir:
             AttributeError,
             ValueError,
         ) as e:
-            first = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
+            first = first_line(e, limit=120) if str(e).strip() else ""
             if isinstance(e, pickle.UnpicklingError):  # torch's text is a page of advice
                 first = "not a PyTorch state dict"
             raise ArtefactError(

@@ -27,7 +27,7 @@ from hapi_dse.deploy.measure import (
     STATISTICS,
     measure_exports,
 )
-from hapi_dse.errors import ArtefactError, HapiError, UsageError
+from hapi_dse.errors import ArtefactError, HapiError, UsageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def open_export(path: str | Path, threads: int = 1) -> Export:
         except HapiError:
             raise
         except Exception as e:  # bad JSON, missing keys, onnxruntime's own exception types
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise ArtefactError(f"{root}: not a valid staged export ({first})") from None
         check_meta(meta, root / "manifest.json")
         return Export(root, "staged", meta, staged.run)
@@ -96,7 +96,7 @@ def open_export(path: str | Path, threads: int = 1) -> Export:
     except HapiError:
         raise
     except Exception as e:  # onnxruntime raises its own exception types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ArtefactError(f"{p}: onnxruntime cannot load it ({first})") from None
     props = sess.get_modelmeta().custom_metadata_map
     meta = {}

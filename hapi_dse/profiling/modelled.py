@@ -90,12 +90,11 @@ def graph_costs(path: str | Path) -> list[NodeCost]:
             if group > 1 and group == (ins[0][1] if len(ins[0]) > 1 else 0):
                 kind = "DepthwiseConv"
         elif op in ("Gemm", "MatMul"):
-            a_shape, b_shape = ins[0], ins[1]
+            a_shape = ins[0]
             kdim = a_shape[-1] if a_shape else 1
             if op == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute):
                 kdim = a_shape[0]
             flops = 2 * out_n * kdim
-            _ = b_shape
         elif op in POOL_OPS:
             flops = in_n
         elif op in SHAPE_OPS:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hapi_dse.errors import ArtefactError, HapiError
+from hapi_dse.errors import ArtefactError, HapiError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -237,7 +237,7 @@ def export_onnx(
                     external_data=False,
                 )
         except Exception as e:  # the exporters raise many types; report the first line
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise ArtefactError(f"{path}: torch.onnx.export ({exporter}) failed: {first}") from e
         finally:
             module.eval()  # the legacy exporter may restore training=True on submodules

@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MIN_RUNS = 50
-
 
 @dataclass
 class ProfileConfig:

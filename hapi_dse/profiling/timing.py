@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from hapi_dse.errors import ArtefactError, UsageError
+from hapi_dse.errors import ArtefactError, UsageError, first_line
 
 #: A round gives each graph at least this many consecutive timed calls, so a round's median
 #: is a median of warm calls and not a single sample.
@@ -83,11 +83,8 @@ def make_session(path: str | Path, settings: TimingSettings) -> Any:
     try:
         return ort.InferenceSession(str(path), opts, providers=[settings.provider])
     except Exception as e:  # onnxruntime's own types (InvalidProtobuf, Fail, NoSuchFile...)
-        text = str(e).strip()
-        first = text.splitlines()[0] if text else type(e).__name__
-        first = first if len(first) <= 200 else first[:197] + "..."
         raise ArtefactError(
-            f"{path}: onnxruntime cannot load it ({first}); export the graph again "
+            f"{path}: onnxruntime cannot load it ({first_line(e)}); export the graph again "
             "('hapi profile --export-only' or 'hapi export')"
         ) from None
 

@@ -47,7 +47,7 @@ from hapi_dse.cost import (
     parse_objectives,
     parse_slos,
 )
-from hapi_dse.errors import ArtefactError, HapiError, UsageError, unknown_name
+from hapi_dse.errors import ArtefactError, HapiError, UsageError, first_line, unknown_name
 from hapi_dse.provenance import redact
 from hapi_dse.run import ExitStats, RunDir, resolve_run
 from hapi_dse.search.sampling import SAMPLERS, make_sampler
@@ -343,7 +343,7 @@ def open_study(problem: Problem, storage: Any, name: str, sampler: Any) -> Any:
     except HapiError:
         raise
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise UsageError(f"--study {name!r}: cannot open the study ({redact(first)})") from None
     mine = problem.fingerprint()
     has_trials = bool(study.get_trials(deepcopy=False))

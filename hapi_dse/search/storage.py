@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any, cast
 
-from hapi_dse.errors import ArtefactError, UsageError
+from hapi_dse.errors import ArtefactError, UsageError, first_line
 from hapi_dse.provenance import redact
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def open_storage(url: str | None) -> Any:
             if attempt < SCHEMA_RACE_RETRIES and _schema_race(e):
                 time.sleep(0.2 * (attempt + 1))
                 continue
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise UsageError(f"--storage {redact(url)!r}: cannot open ({redact(first)})") from None
     raise AssertionError("unreachable")
 
@@ -299,8 +299,7 @@ def _first_bad_record(path: Path, error: Exception) -> str:
                     return f"line {number} is not a journal record"
     except OSError as e:
         return e.strerror or type(e).__name__
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return first_line(error)
 
 
 def store_file(url: str | None) -> Path | None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hapi_dse.data import Splits, load_splits
-from hapi_dse.errors import ArtefactError, UsageError
+from hapi_dse.errors import ArtefactError, UsageError, first_line
 from hapi_dse.models.backbones import BACKBONES
 from hapi_dse.models.early_exit import (
     EarlyExitNet,
@@ -281,9 +281,7 @@ def _load_init(net: EarlyExitNet, path: Path) -> None:
     try:
         net.backbone.load_state_dict(state)
     except RuntimeError as e:
-        raise ArtefactError(
-            f"--init {path}: does not fit the backbone ({str(e).splitlines()[0]})"
-        ) from None
+        raise ArtefactError(f"--init {path}: does not fit the backbone ({first_line(e)})") from None
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:

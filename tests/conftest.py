@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,23 +37,25 @@ def run_cli(capsys: pytest.CaptureFixture[str]):
     return invoke
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real run directory: resnet20 with every head type on a slice of sklearn's digits."""
+def train_tiny(out: Path, **overrides: Any) -> Path:
+    """Train a real run directory in seconds: resnet20 on a slice of sklearn's digits."""
     from hapi_dse.training import TrainConfig, train
 
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    train(
-        TrainConfig(
-            out=out,
-            dataset="digits",
-            backbone="resnet20",
-            epochs=1,
-            exit_epochs=1,
-            batch_size=64,
-            limit=400,
-            seed=0,
-            threads=1,
-        )
-    )
+    settings: dict[str, Any] = dict(
+        dataset="digits", backbone="resnet20", epochs=1, exit_epochs=1, batch_size=64,
+        limit=400, seed=0, threads=1,
+    )  # fmt: skip
+    train(TrainConfig(out=out, **{**settings, **overrides}))
     return out
+
+
+@pytest.fixture(scope="session")
+def train_digits() -> Any:
+    """:func:`train_tiny`, for fixtures that need a run with other settings."""
+    return train_tiny
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run directory with the default head types (``linear``, ``conv``, ``mlp``)."""
+    return train_tiny(tmp_path_factory.mktemp("runs") / "tiny")

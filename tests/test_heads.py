@@ -5,6 +5,7 @@ profile row and a flops row."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,25 +54,9 @@ def test_sdn_head_reduces_the_map_to_about_four_by_four(size: int, side: int) ->
 
 
 @pytest.fixture(scope="module")
-def new_heads_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from hapi_dse.training import TrainConfig, train
-
+def new_heads_run(tmp_path_factory: pytest.TempPathFactory, train_digits: Any) -> Path:
     out = tmp_path_factory.mktemp("runs") / "new-heads"
-    train(
-        TrainConfig(
-            out=out,
-            dataset="digits",
-            backbone="resnet20",
-            heads=NEW_HEADS,
-            epochs=1,
-            exit_epochs=1,
-            batch_size=64,
-            limit=200,
-            seed=0,
-            threads=1,
-        )
-    )
-    return out
+    return train_digits(out, heads=NEW_HEADS, limit=200)
 
 
 def test_new_heads_get_exit_statistics_flops_and_profile_rows(

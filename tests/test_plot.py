@@ -12,7 +12,6 @@ import pytest
 from hapi_dse.plotting import (
     figure_infos,
     find_results,
-    pareto_mask,
     reference_points,
     series_info,
     slo_lines,
@@ -38,14 +37,6 @@ def synthetic_trials() -> pd.DataFrame:
     df["constraint_latency_ms"] = np.where(df["feasible"], -1.0, 1.0)
     df["pareto"] = False
     return df
-
-
-def test_pareto_mask_minimise_and_maximise() -> None:
-    x = np.array([1.0, 2.0, 2.0, 3.0])
-    y = np.array([1.0, 2.0, 1.5, 2.0])
-    assert pareto_mask(x, y, y_max=True).tolist() == [True, True, False, False]
-    assert pareto_mask(x, y, y_max=False).tolist() == [True, False, False, False]
-    assert pareto_mask(x, y, x_max=True, y_max=True).tolist() == [False, False, False, True]
 
 
 def test_series_info_splits_front_dominated_infeasible() -> None:

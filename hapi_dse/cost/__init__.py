@@ -7,7 +7,8 @@ dict of a ``design.json``.
 
 from hapi_dse.cost.costs import SegmentCosts
 from hapi_dse.cost.design import POLICIES, Design, Exit
-from hapi_dse.cost.model import METRICS, CostModel, predict, simulate
+from hapi_dse.cost.metrics import METRIC_TABLE, METRICS, Metric, find_metric, metric, pareto_mask
+from hapi_dse.cost.model import CostModel, predict, simulate
 from hapi_dse.cost.policies import POLICY_REGISTRY, ExitPolicy, get_policy
 from hapi_dse.cost.slo import (
     SLO,
@@ -20,6 +21,7 @@ from hapi_dse.cost.slo import (
 
 __all__ = [
     "METRICS",
+    "METRIC_TABLE",
     "POLICIES",
     "POLICY_REGISTRY",
     "SLO",
@@ -27,10 +29,14 @@ __all__ = [
     "Design",
     "Exit",
     "ExitPolicy",
+    "Metric",
     "Objective",
     "SegmentCosts",
     "default_objectives",
+    "find_metric",
     "get_policy",
+    "metric",
+    "pareto_mask",
     "parse_objectives",
     "parse_slo",
     "parse_slos",

@@ -35,21 +35,11 @@ import numpy as np
 from hapi_dse.cost.costs import BYTES_PER_PARAM, SegmentCosts
 from hapi_dse.cost.deployment import first_decision, path_extra_ms, path_extra_ms_one
 from hapi_dse.cost.design import Design
+from hapi_dse.cost.metrics import METRICS
 from hapi_dse.cost.policies import get_policy
 from hapi_dse.errors import ArtefactError, UsageError
 from hapi_dse.run import ExitStats
 
-METRICS = (
-    "accuracy",
-    "latency_ms",
-    "p90_latency_ms",
-    "p99_latency_ms",
-    "max_latency_ms",
-    "energy_mj",
-    "size_mb",
-    "goodput",
-    "exit_fraction",
-)
 _MAX_CACHED_MASKS = 32_768  # rows of ceil(n / 64) words: 20 MB at n = 5,000
 
 

@@ -16,6 +16,7 @@ size            size_mb             MB          KB MB GB
 
 Every SLO is an upper bound except ``accuracy`` (a lower bound). A value without a unit is
 in the canonical unit. The column names (``latency_ms``...) are accepted as metric names too.
+Both follow :data:`hapi_dse.cost.metrics.METRIC_TABLE`.
 """
 
 from __future__ import annotations
@@ -26,53 +27,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hapi_dse.cost.metrics import EXAMPLE, METRIC_TABLE, UNIT_HELP, UNITS, find_metric
 from hapi_dse.errors import UsageError, unknown_name
 
-# name -> (metric column, canonical unit, kind of unit)
-_SLO_METRICS: dict[str, tuple[str, str, str]] = {
-    "latency": ("latency_ms", "ms", "time"),
-    "p90_latency": ("p90_latency_ms", "ms", "time"),
-    "p99_latency": ("p99_latency_ms", "ms", "time"),
-    "max_latency": ("max_latency_ms", "ms", "time"),
-    "energy": ("energy_mj", "mJ", "energy"),
-    "accuracy": ("accuracy", "", "fraction"),
-    "size": ("size_mb", "MB", "size"),
-}
-_UNITS: dict[str, dict[str, float]] = {
-    "time": {"us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1e3},
-    "energy": {"uj": 1e-3, "µj": 1e-3, "mj": 1.0, "j": 1e3},
-    "size": {"kb": 1e-3, "mb": 1.0, "gb": 1e3},
-    "fraction": {"%": 1e-2},
-}
-_UNIT_HELP = {
-    "time": "us, ms or s",
-    "energy": "uJ, mJ or J",
-    "size": "KB, MB or GB",
-    "fraction": "a fraction 0..1 or a percentage",
-}
-_EXAMPLE = {"time": "50ms", "energy": "20mJ", "size": "2MB", "fraction": "92%"}
-_LOWER_IS_WORSE = {"accuracy", "goodput"}  # metrics to maximise
 _PATTERN = re.compile(
     r"^\s*([A-Za-z0-9_]+)\s*=\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
     r"\s*([^\s\d.][^\s]*)?\s*$"
 )
 _SLO_HELP = "expected METRIC=NUMBER[UNIT], e.g. latency=50ms or accuracy=92%"
-
-# objective name -> metric column; direction follows from the metric
-_OBJECTIVES: dict[str, str] = {
-    **{k: v[0] for k, v in _SLO_METRICS.items()},
-    "goodput": "goodput",
-}
+_SLO_NAMES = [m.name for m in METRIC_TABLE if m.slo]
+_OBJECTIVE_NAMES = [m.name for m in METRIC_TABLE if m.objective]
 
 
-def _canonical_name(name: str) -> str | None:
-    name = name.strip().lower()
-    if name in _SLO_METRICS:
-        return name
-    for k, (col, _, _) in _SLO_METRICS.items():
-        if name == col:
-            return k
-    return None
+def _maximized(column: str) -> bool:
+    found = find_metric(column)
+    return found is not None and found.maximize
 
 
 @dataclass(frozen=True)
@@ -86,7 +55,7 @@ class SLO:
     @property
     def upper(self) -> bool:
         """True for an upper bound (``metric <= value``), False for accuracy (``>=``)."""
-        return self.metric not in _LOWER_IS_WORSE
+        return not _maximized(self.metric)
 
     @property
     def name(self) -> str:
@@ -117,23 +86,23 @@ def parse_slo(text: str) -> SLO:
     if not m:
         raise UsageError(f"--slo {text!r}: {_SLO_HELP}")
     raw_name, raw_value, raw_unit = m.group(1), m.group(2), (m.group(3) or "")
-    name = _canonical_name(raw_name)
-    if name is None:
-        e = unknown_name("SLO metric", raw_name, _SLO_METRICS)
+    found = find_metric(raw_name)
+    if found is None or not found.slo:
+        e = unknown_name("SLO metric", raw_name, _SLO_NAMES)
         raise UsageError(f"--slo {text!r}: {e}")
-    column, _, kind = _SLO_METRICS[name]
+    name, column, kind = found.name, found.column, found.kind
     value = float(raw_value)
-    if not math.isfinite(value * (_UNITS[kind].get(raw_unit.lower(), 1.0) if raw_unit else 1.0)):
+    if not math.isfinite(value * (UNITS[kind].get(raw_unit.lower(), 1.0) if raw_unit else 1.0)):
         raise UsageError(
             f"--slo {text!r}: {raw_value} is too large to be a number; give a finite bound, "
-            f"e.g. {name}={_EXAMPLE[kind]}"
+            f"e.g. {name}={EXAMPLE[kind]}"
         )
     if raw_unit:
-        factor = _UNITS[kind].get(raw_unit.lower())
+        factor = UNITS[kind].get(raw_unit.lower())
         if factor is None:
             raise UsageError(
                 f"--slo {text!r}: unit {raw_unit!r} does not fit {name}; expected "
-                f"{_UNIT_HELP[kind]}, e.g. {name}={_EXAMPLE[kind]}"
+                f"{UNIT_HELP[kind]}, e.g. {name}={EXAMPLE[kind]}"
             )
         value *= factor
     if kind == "fraction" and not 0.0 <= value <= 1.0:
@@ -168,7 +137,7 @@ class Objective:
 
     @property
     def maximize(self) -> bool:
-        return self.metric in _LOWER_IS_WORSE
+        return _maximized(self.metric)
 
     @property
     def direction(self) -> str:
@@ -184,11 +153,11 @@ def parse_objectives(text: str) -> list[Objective]:
         )
     out: list[Objective] = []
     for raw in names:
-        key = _canonical_name(raw) or (raw.lower() if raw.lower() in _OBJECTIVES else None)
-        if key is None:
-            e = unknown_name("objective", raw, _OBJECTIVES)
+        found = find_metric(raw)
+        if found is None or not found.objective:
+            e = unknown_name("objective", raw, _OBJECTIVE_NAMES)
             raise UsageError(f"--objectives {text!r}: {e}")
-        obj = Objective(_OBJECTIVES[key])
+        obj = Objective(found.column)
         if obj in out:
             raise UsageError(f"--objectives {text!r}: {raw} is listed twice")
         out.append(obj)

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hapi_dse.errors import ArtefactError, unknown_name
+from hapi_dse.cost.metrics import find_metric, metric, pareto_mask
+from hapi_dse.errors import ArtefactError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,36 +28,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-METRICS = {
-    "accuracy": "accuracy",
-    "latency": "latency_ms",
-    "p90_latency": "p90_latency_ms",
-    "p99_latency": "p99_latency_ms",
-    "max_latency": "max_latency_ms",
-    "energy": "energy_mj",
-    "size": "size_mb",
-    "goodput": "goodput",
-}
-LABELS = {
-    "accuracy": "accuracy (%)",
-    "latency_ms": "mean latency (ms)",
-    "p90_latency_ms": "p90 latency (ms)",
-    "p99_latency_ms": "p99 latency (ms)",
-    "max_latency_ms": "worst-case latency (ms)",
-    "energy_mj": "mean energy (mJ)",
-    "size_mb": "model size (MB)",
-    "goodput": "goodput (correct / s)",
-}
-MAXIMISE = {"accuracy", "goodput"}
-
 
 def metric_column(name: str) -> str:
     """``latency`` or ``latency_ms`` -> ``latency_ms``; unknown names list the known ones."""
-    if name in METRICS:
-        return METRICS[name]
-    if name in METRICS.values():
-        return name
-    raise unknown_name("metric", name, METRICS)
+    return metric(name).column
+
+
+def _maximised(column: str) -> bool:
+    found = find_metric(column)
+    return found is not None and found.maximize
+
+
+def _label(column: str) -> str:
+    found = find_metric(column)
+    return found.label if found is not None else column
 
 
 @dataclass
@@ -98,29 +83,6 @@ class FigureInfo:
     series: list[Series]
     slo_lines: list[SLOLine] = field(default_factory=list)
     references: list[Reference] = field(default_factory=list)
-
-
-def pareto_mask(
-    x: np.ndarray, y: np.ndarray, *, x_max: bool = False, y_max: bool = True
-) -> np.ndarray:
-    """True for points no other point dominates (at least as good on both, better on one)."""
-    xs = -np.asarray(x, float) if x_max else np.asarray(x, float)
-    ys = -np.asarray(y, float) if y_max else np.asarray(y, float)  # both minimised now
-    n = len(xs)
-    keep = np.ones(n, bool)
-    order = np.lexsort((ys, xs))  # by x, then y
-    best_y = np.inf
-    prev_x = prev_y = np.nan
-    for i in order:
-        if ys[i] < best_y:
-            best_y = ys[i]
-            prev_x, prev_y = xs[i], ys[i]
-        elif xs[i] == prev_x and ys[i] == prev_y:
-            keep[i] = True  # an exact duplicate of a front point is not dominated
-            continue
-        else:
-            keep[i] = False
-    return keep
 
 
 def _as_bool(col: pd.Series) -> np.ndarray:
@@ -166,10 +128,7 @@ def series_info(
     if feas.any():
         idx = np.flatnonzero(feas)
         front_mask[idx] = pareto_mask(
-            frame["x"].to_numpy()[idx],
-            frame["y"].to_numpy()[idx],
-            x_max=x in MAXIMISE,
-            y_max=y in MAXIMISE,
+            frame[["x", "y"]].to_numpy()[idx], maximize=[_maximised(x), _maximised(y)]
         )
     chosen = None
     if chosen_trial is not None:
@@ -202,7 +161,7 @@ def slo_lines(
         if metric not in (x, y):
             continue
         value = float(value)
-        label = str(s.get("text") or f"{metric} {'>=' if metric in MAXIMISE else '<='} {value:g}")
+        label = str(s.get("text") or f"{metric} {'>=' if _maximised(metric) else '<='} {value:g}")
         line = SLOLine("x" if metric == x else "y", value, f"SLO {label}")
         if line not in out:
             out.append(line)
@@ -351,9 +310,7 @@ def figure_infos(
             for ref in (references or {}).get((device, r.model_id), []):
                 if ref not in refs:
                     refs.append(ref)
-        figs.append(
-            FigureInfo(device, x, y, LABELS.get(x, x), LABELS.get(y, y), series, lines, refs)
-        )
+        figs.append(FigureInfo(device, x, y, _label(x), _label(y), series, lines, refs))
     return figs
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hapi_dse.cost.metrics import find_metric
 from hapi_dse.errors import UsageError
 from hapi_dse.plotting.info import FigureInfo
 
@@ -22,7 +23,8 @@ def output_paths(out: Path, devices: list[str]) -> list[Path]:
 
 
 def _scale(metric: str) -> float:
-    return 100.0 if metric == "accuracy" else 1.0
+    found = find_metric(metric)
+    return 100.0 if found is not None and found.kind == "fraction" else 1.0
 
 
 def render(info: FigureInfo, out: Path, *, title: str | None = None, dpi: int = 150) -> Path:

@@ -1,0 +1,152 @@
+"""The console summary of a search: the Pareto table and the chosen design, or the
+closest designs when none meets every SLO."""
+
+from __future__ import annotations
+
+from hapi_dse.cost import Design
+from hapi_dse.search.picking import rule_words
+from hapi_dse.search.records import DeviceResult, TrialRecord, broken_slos, fmt_metric, speedup
+
+
+def console_report(result: DeviceResult, max_rows: int = 12) -> str:
+    """The Pareto table and the chosen design (or the closest designs when none fits)."""
+    complete = result.complete
+    n_feasible = sum(r.feasible for r in complete)
+    slos = ", ".join(s.text or s.describe() for s in result.slos) or "none"
+    source = f", {result.table_source} table" if result.table_source else ""
+    lines = [
+        f"{result.device} ({result.model_id}{source}): {len(complete)} trials, "
+        f"{n_feasible} feasible, {len(result.front)} on the Pareto front; SLOs: {slos}"
+    ]
+    metrics = ["accuracy", "latency_ms", "p99_latency_ms", "energy_mj", "size_mb"]
+    extra = [o.metric for o in result.objectives if o.metric not in metrics]
+    metrics += extra
+    if result.front:
+        header = ["trial", "exits", *metrics, "test_accuracy", "test"]
+        shown = _spread(result.front, max_rows)
+        chosen = result.chosen
+        if chosen is not None and chosen not in shown:  # always show the chosen design
+            at = result.front.index(chosen)
+            nearest = min(range(len(shown)), key=lambda i: abs(result.front.index(shown[i]) - at))
+            shown[nearest] = chosen
+        rows = []
+        for r in shown:
+            assert r.metrics is not None and r.design is not None and r.test is not None
+            mark = "*" if r is result.chosen else ""
+            rows.append(
+                [
+                    f"{r.number}{mark}",
+                    _short(r.design),
+                    *[fmt_metric(m, r.metrics[m]) for m in metrics],
+                    fmt_metric("accuracy", r.test["accuracy"]),
+                    "breaks " + ",".join(r.test_broken) if r.test_broken else "ok",
+                ]
+            )
+        lines.append(_table(rows, header))
+        if len(shown) < len(result.front):
+            lines.append(f"({len(result.front) - len(shown)} more designs in pareto.csv)")
+    lines += _verify_lines(result)
+    if result.chosen is not None:
+        r = result.chosen
+        assert r.metrics is not None and r.design is not None and r.test is not None
+        pol = r.design.policy + (
+            f"(p={r.design.patience})" if r.design.policy == "patience" else ""
+        )
+        lines.append(
+            f"chosen for {result.device} ({rule_words(result.pick_rule)} under the SLOs): trial "
+            f"{r.number}, {pol} exits [{r.design.compact(digits=4) or 'none: plain backbone'}]: "
+            f"accuracy {fmt_metric('accuracy', r.metrics['accuracy'])} (test "
+            f"{fmt_metric('accuracy', r.test['accuracy'])}), latency "
+            f"{r.metrics['latency_ms']:.3g} ms mean / {r.metrics['p99_latency_ms']:.3g} ms p99, "
+            "energy "
+            f"{r.metrics['energy_mj']:.3g} mJ, {r.metrics['size_mb']:.3g} MB"
+        )
+        up = speedup(result, r)
+        if up is not None:
+            b = result.backbone["val"]
+            lines.append(
+                f"predicted speed-up over the plain backbone: {up:.2f}x (backbone "
+                f"{b['latency_ms']:.3g} ms mean, accuracy {fmt_metric('accuracy', b['accuracy'])})"
+            )
+        if r.test_broken:
+            lines.append(f"warning: on the test split it breaks {', '.join(r.test_broken)}")
+    elif result.verify and result.verify.get("verified_trials"):
+        lines.append(
+            f"no feasible design for {result.device}: no verified design meets every SLO "
+            f"({slos}) as measured on this machine; verify more designs (--verify) or relax "
+            "an SLO"
+        )
+    else:
+        lines.append(
+            f"no feasible design for {result.device}: no trial meets every SLO "
+            f"({slos}). Closest designs:"
+        )
+        for r in result.closest:
+            assert r.design is not None
+            lines.append(
+                f"  trial {r.number} [{_short(r.design)}]: "
+                + "; ".join(broken_slos(r, result.slos))
+            )
+        lines.append("relax an SLO, widen the search space (--space) or add trials (--trials)")
+    if result.out_dir is not None:
+        lines.append(f"wrote {result.out_dir}/")
+    return "\n".join(lines)
+
+
+def _verify_lines(result: DeviceResult) -> list[str]:
+    """What ``--verify`` measured: predicted vs measured latency per verified design."""
+    v = result.verify or {}
+    if not v.get("verified_trials"):
+        return [f"--verify: {v['note']}"] if v.get("note") else []
+    by_number = {r.number: r for r in result.front}
+    lines = [
+        f"verified {len(v['verified_trials'])} Pareto designs near the pick on this machine "
+        "(val split, measured as 'hapi eval' does):"
+    ]
+    for n in v["verified_trials"]:
+        r = by_number[n]
+        assert r.metrics is not None and r.measured is not None
+        verdict = "breaks " + ", ".join(r.measured_broken) if r.measured_broken else "meets SLOs"
+        lines.append(
+            f"  trial {n}: latency {r.measured['latency_ms']:.4g} ms measured / "
+            f"{r.metrics['latency_ms']:.4g} predicted, p99 {r.measured['p99_latency_ms']:.4g} / "
+            f"{r.metrics['p99_latency_ms']:.4g} ms: {verdict}"
+        )
+    if v.get("repicked") and v.get("chosen_trial") is not None:
+        lines.append(f"re-picked as measured: trial {v['predicted_pick']} -> {v['chosen_trial']}")
+    return lines
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+    lines = [
+        "  ".join(
+            h.rjust(w) if i else h.ljust(w)
+            for i, (h, w) in enumerate(zip(header, widths, strict=True))
+        )
+    ]
+    for r in rows:
+        lines.append(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    return "\n".join(lines)
+
+
+def _spread(items: list[TrialRecord], k: int) -> list[TrialRecord]:
+    """At most ``k`` items, evenly spaced along the list (first and last kept)."""
+    if len(items) <= k:
+        return items
+    idx = sorted({round(i * (len(items) - 1) / (k - 1)) for i in range(k)})
+    return [items[i] for i in idx]
+
+
+def _short(design: Design, width: int = 44) -> str:
+    s = design.compact(digits=4) or "(backbone only)"
+    if design.policy != "max_softmax":
+        s = f"{design.policy[:3]}{design.patience or ''} {s}"
+    return s if len(s) <= width else s[: width - 1] + "…"

@@ -1,0 +1,100 @@
+"""``--pick``: which design on the feasible Pareto front a search chooses (DESIGN 2.3).
+
+The rules are the objective metrics of :data:`~hapi_dse.cost.METRIC_TABLE` (the best value of
+one metric, ties broken by the objectives in order), ``knee`` and ``iso_accuracy[:D]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hapi_dse.cost import METRIC_TABLE, Objective, metric, parse_objectives
+from hapi_dse.errors import UsageError, unknown_name
+
+if TYPE_CHECKING:
+    from hapi_dse.search.records import TrialRecord
+
+PICK_RULES = (*(m.name for m in METRIC_TABLE if m.objective), "knee", "iso_accuracy")
+#: ``--pick iso_accuracy[:D]``: the largest drop from the plain backbone's val accuracy, pp
+ISO_ACCURACY_DROP_PP = 0.5
+
+
+def parse_pick(rule: str) -> tuple[str, float | None]:
+    """``--pick RULE``: the rule name and, for ``iso_accuracy[:D]``, the drop D in pp."""
+    name, sep, arg = rule.partition(":")
+    if name not in PICK_RULES:
+        raise unknown_name("--pick rule", name, PICK_RULES)
+    if name != "iso_accuracy":
+        if sep:
+            raise UsageError(f"--pick {rule}: only iso_accuracy takes a value (iso_accuracy:D)")
+        return name, None
+    if not sep:
+        return name, ISO_ACCURACY_DROP_PP
+    try:
+        drop = float(arg)
+    except ValueError:
+        drop = float("nan")
+    if not (math.isfinite(drop) and 0 <= drop <= 100):
+        raise UsageError(
+            f"--pick {rule}: D must be a number of percentage points in 0..100, "
+            "e.g. iso_accuracy:0.5"
+        )
+    return name, drop
+
+
+def pick(
+    front: Sequence[TrialRecord],
+    objectives: Sequence[Objective],
+    rule: str,
+    backbone: dict[str, float] | None = None,
+) -> TrialRecord | None:
+    """The chosen design among the feasible front: best ``rule`` metric, ties broken by the
+    objectives in order; ``knee``: nearest to the ideal point, objectives scaled to 0..1;
+    ``iso_accuracy:D``: the fastest (mean latency) whose val accuracy is at most D pp below
+    the plain ``backbone``'s, else the most accurate."""
+    if not front:
+        return None
+    name, drop = parse_pick(rule)
+    if name == "iso_accuracy":
+        assert backbone is not None and drop is not None
+        floor = backbone["accuracy"] - drop / 100 - 1e-12
+        near = [r for r in front if r.metrics is not None and r.metrics["accuracy"] >= floor]
+        if not near:
+            return pick(front, objectives, "accuracy")
+        return pick(near, objectives, "latency")
+    if rule == "knee":
+        pts = np.array([r.objective_vector(objectives) for r in front])
+        span = np.ptp(pts, axis=0)
+        span[span == 0] = 1.0
+        d = np.linalg.norm((pts - pts.min(axis=0)) / span, axis=1)
+        return front[int(np.argmin(d))]
+    obj = parse_objectives(rule)[0]
+
+    def key(r: TrialRecord) -> tuple[float, ...]:
+        assert r.metrics is not None
+        first = -r.metrics[obj.metric] if obj.maximize else r.metrics[obj.metric]
+        return (first, *r.objective_vector(objectives), r.number)
+
+    return min(front, key=key)
+
+
+def check_pick(rule: str | None) -> None:
+    """Refuse a malformed ``--pick`` before any work."""
+    if rule is not None:
+        parse_pick(rule)
+
+
+def default_rule(objectives: Sequence[Objective]) -> str:
+    """Without ``--pick``: the best value of the first objective."""
+    return metric(objectives[0].metric).name
+
+
+def rule_words(rule: str) -> str:
+    name, drop = parse_pick(rule)
+    if name == "iso_accuracy":
+        return f"fastest within {drop:g} pp of the plain backbone's val accuracy"
+    return f"best {name}"

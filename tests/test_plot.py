@@ -129,10 +129,26 @@ def test_plot_cli_renders_a_png(run_cli, tmp_path: Path) -> None:
     out = tmp_path / "front.png"
     res = run_cli("plot", a, "--out", out, "--no-references")
     assert res.exit_code == 0, res.stderr
-    data = out.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    import matplotlib.colors
+    import matplotlib.image
+
+    img = matplotlib.image.imread(out)  # decodes the PNG: a real image, not just a header
+    assert img.ndim == 3 and img.shape[0] >= 400 and img.shape[1] >= 500
+    rgb = img[..., :3].reshape(-1, 3)
+    assert len(np.unique(np.round(rgb, 2), axis=0)) > 20  # axes, points, text: not blank
+    front_colour = np.array(matplotlib.colors.to_rgb("tab:blue"))
+    assert (np.abs(rgb - front_colour).max(axis=1) < 0.05).sum() > 50  # the front is drawn
     side = json.loads(out.with_suffix(".plot.json").read_text())
-    assert [p["trial"] for p in side["series"][0]["front"]] == [0, 1, 8, 2]
+    series = side["series"][0]
+    assert [p["trial"] for p in series["front"]] == [0, 1, 8, 2]
+    assert (series["dominated"], series["infeasible"]) == (2, 2)
+    assert side["slo_lines"] == [{"axis": "x", "value": 2.5, "label": "SLO latency=2.5ms"}]
+    assert (side["x"], side["y"]) == ("latency_ms", "accuracy")
+    assert side["provenance"]["settings"] == {
+        "x": "latency_ms",
+        "y": "accuracy",
+        "references": False,
+    }
 
 
 @pytest.mark.parametrize(

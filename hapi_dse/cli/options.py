@@ -47,6 +47,8 @@ def profiles(f: F) -> F:
 
 
 def dataset(f: F) -> F:
+    from hapi_dse.data.datasets import DATASETS
+
     f = click.option(
         "--data-dir",
         type=click.Path(),
@@ -55,7 +57,7 @@ def dataset(f: F) -> F:
     )(f)
     return click.option(
         "--dataset",
-        type=click.Choice(["fashion-mnist", "digits"]),
+        type=click.Choice(DATASETS),
         default="fashion-mnist",
         show_default=True,
         help="Dataset.",

@@ -55,7 +55,8 @@ def plot(
     """Plot accuracy vs latency (or any two metrics) of search results: every trial, the
     Pareto front, infeasible trials in grey, SLO lines and reference points."""
     from hapi_dse.plotting import figure_infos, find_results, metric_column, output_paths, render
-    from hapi_dse.provenance import provenance, write_json
+    from hapi_dse.plotting.summary import figure_summary
+    from hapi_dse.provenance import write_json
 
     xc, yc = metric_column(x), metric_column(y)
     results = find_results(list(dirs))
@@ -64,31 +65,8 @@ def plot(
     paths = output_paths(out, [i.device for i in infos])
     for info, path in zip(infos, paths, strict=True):
         render(info, path, title=title)
-        summary = {
-            "device": info.device,
-            "x": info.x,
-            "y": info.y,
-            "series": [
-                {
-                    "label": s.label,
-                    "front": s.front.to_dict("records"),
-                    "dominated": len(s.dominated),
-                    "infeasible": len(s.infeasible),
-                }
-                for s in info.series
-            ],
-            "slo_lines": [vars(v) for v in info.slo_lines],
-            "references": [vars(r) for r in info.references],
-            "provenance": provenance(
-                seed=seed,
-                inputs={
-                    f"trials{i}": r.path / "trials.csv"
-                    for i, r in enumerate(results)
-                    if r.device == info.device
-                },
-                settings={"x": xc, "y": yc, "references": references},
-            ),
-        }
+        settings = {"x": xc, "y": yc, "references": references}
+        summary = figure_summary(info, results, seed=seed, settings=settings)
         write_json(path.with_suffix(".plot.json"), summary)
         n_front = sum(len(s.front) for s in info.series)
         click.echo(

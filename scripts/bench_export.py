@@ -472,7 +472,7 @@ def deep_path(
     from hapi_dse.deploy.export import load_runtime
     from hapi_dse.deploy.graph import FORCE, DesignGraph, ReferenceGraph
     from hapi_dse.deploy.inputs import exit_temperatures, load_samples
-    from hapi_dse.profiling.onnx_export import export_onnx
+    from hapi_dse.onnx_tools import export_onnx
 
     doc = src["doc"]
     design = Design.from_dict(doc)

@@ -22,7 +22,7 @@ NEW_HEADS = ("sdn", "conv2", "dws")
 def test_new_head_exports_to_onnx_and_matches_torch(
     head: str, channels: int, size: int, tmp_path: Path
 ) -> None:
-    from hapi_dse.profiling.onnx_export import export_onnx
+    from hapi_dse.onnx_tools import export_onnx
 
     torch.manual_seed(0)
     module = HEADS.create(head, channels=channels, height=size, width=size, num_classes=10)

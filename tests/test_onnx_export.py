@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from hapi_dse.errors import HapiError  # noqa: E402
-from hapi_dse.profiling.onnx_export import ExportMismatchError, export_onnx  # noqa: E402
+from hapi_dse.onnx_tools import ExportMismatchError, export_onnx  # noqa: E402
 
 
 class TwoInTwoOut(nn.Module):
@@ -97,7 +97,7 @@ def test_comparison_feeds_inputs_that_have_defaults(tmp_path):
     import numpy as np
     import onnx
 
-    from hapi_dse.profiling.onnx_export import compare_with_torch
+    from hapi_dse.onnx_tools import compare_with_torch
 
     class Scale(torch.nn.Module):
         def forward(self, x, k):

@@ -89,10 +89,10 @@ def open_export(path: str | Path, threads: int = 1) -> Export:
         return Export(root, "staged", meta, staged.run)
     if not p.is_file():
         raise ArtefactError(f"{p}: no such file (expected a .onnx from 'hapi export')")
-    from hapi_dse.profiling.timing import TimingSettings, make_session
+    from hapi_dse.onnx_tools import open_session
 
     try:  # the profile's session settings
-        sess = make_session(p, TimingSettings(threads=threads))
+        sess = open_session(p, threads=threads)
     except HapiError:
         raise
     except Exception as e:  # onnxruntime raises its own exception types

@@ -302,7 +302,7 @@ def _export_single(
 class BuiltGraph:
     """What :func:`write_single_graph` did: the exporter's report and the checks."""
 
-    report: Any  # hapi_dse.profiling.onnx_export.ExportReport
+    report: Any  # hapi_dse.onnx_tools.ExportReport
     moved: int
     census: dict[str, Any]
     diffs: dict[str, float]
@@ -335,7 +335,7 @@ def write_single_graph(
 
     from hapi_dse.deploy import onnx_passes
     from hapi_dse.deploy.graph import DesignGraph, input_names
-    from hapi_dse.profiling.onnx_export import export_onnx
+    from hapi_dse.onnx_tools import export_onnx
 
     module = DesignGraph(net, design, layout_anchor=layout_anchor).eval()
     names = input_names(design)
@@ -385,12 +385,12 @@ def write_single_graph(
     census = onnx_passes.op_census(model)
     with atomic_path(out) as tmp:
         onnx.save(model, str(tmp))
-        from hapi_dse.profiling.onnx_export import compare_with_torch
+        from hapi_dse.onnx_tools import compare_with_torch
 
         diffs = compare_with_torch(module, tmp, names, outputs, [example_t, *checks_t])
         ok = _defaults_match(tmp, example[0], module, example_t) if len(names) > 1 else True
         if any(not d <= ATOL for d in diffs.values()) or not ok:
-            from hapi_dse.profiling.onnx_export import ExportMismatchError
+            from hapi_dse.onnx_tools import ExportMismatchError
 
             raise ExportMismatchError(out, diffs, ATOL)
     timings["rewrite_and_recheck"] = round(time.perf_counter() - t0, 2)
@@ -495,7 +495,7 @@ def _export_staged(
     import torch
 
     from hapi_dse.deploy.graph import DesignGraph, StageGraph, build_stages, stage_io
-    from hapi_dse.profiling.onnx_export import export_onnx
+    from hapi_dse.onnx_tools import export_onnx
 
     design = dfile.design
     m = len(design.exits)
@@ -623,7 +623,7 @@ def _check_staged(
         worst_logits = max(worst_logits, float(np.max(np.abs(got_z - ref_z.numpy()))))
         worst_idx = max(worst_idx, float(abs(got_i - int(ref_i[0]))))
     if not (worst_logits <= ATOL and worst_idx == 0):
-        from hapi_dse.profiling.onnx_export import ExportMismatchError
+        from hapi_dse.onnx_tools import ExportMismatchError
 
         raise ExportMismatchError(root, {"logits": worst_logits, "exit_index": worst_idx}, ATOL)
     return worst_logits, worst_idx

@@ -1,6 +1,6 @@
 """Device profiles: per-segment latency/energy tables, measured or modelled (DESIGN 2.2).
 
-- :mod:`~hapi_dse.profiling.onnx_export`: the only ``torch.onnx.export`` call in hapi.
+- :mod:`hapi_dse.onnx_tools`: the only ``torch.onnx.export`` call in hapi (shared with deploy).
 - :mod:`~hapi_dse.profiling.segments`: blocks, heads and the final classifier as ONNX files.
 - Profilers (one interface, :class:`Profiler`): :class:`OrtProfiler` (onnxruntime here),
   :class:`ModelledProfiler` (roofline from ``profiles/specs/DEVICE.toml``),
@@ -23,9 +23,6 @@ _EXPORTS = {
     "write_table": "table",
     "read_table": "table",
     "list_tables": "table",
-    "export_onnx": "onnx_export",
-    "ExportReport": "onnx_export",
-    "ExportMismatchError": "onnx_export",
     "Segment": "segments",
     "Manifest": "segments",
     "export_segments": "segments",

@@ -21,13 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from hapi_dse.onnx_tools import DEFAULT_OPSET
 from hapi_dse.profiling.modelled import NodeCost, estimate_s, graph_costs
 from hapi_dse.profiling.specs import DeviceSpec
 from hapi_dse.profiling.timing import TimingSettings, make_session, time_sessions
 
 log = logging.getLogger(__name__)
-
-OPSET = 18
 
 
 @dataclass
@@ -50,7 +49,7 @@ def _graph(
     y = helper.make_tensor_value_info(out_name, TensorProto.FLOAT, out)
     g = helper.make_graph(nodes, name, [x], [y], initializer=inits)
     return helper.make_model(
-        g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hapi-calibrate"
+        g, opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)], producer_name="hapi-calibrate"
     )
 
 

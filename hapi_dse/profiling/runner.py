@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hapi_dse.errors import UsageError
+from hapi_dse.onnx_tools import CHECK_ATOL, DEFAULT_OPSET, check_provider
 from hapi_dse.profiling.base import Profiler, ProfileResult
 from hapi_dse.profiling.segments import MANIFEST, Manifest, load_manifest
 from hapi_dse.progress import Progress
@@ -49,7 +50,7 @@ class ProfileConfig:
     energy_cmd: str | None = None
     energy_window_s: float = 0.2
     exporter: str = "dynamo"
-    opset: int = 18
+    opset: int = DEFAULT_OPSET
     seed: int = 0
     force: bool = False
 
@@ -147,7 +148,6 @@ def make_profiler(cfg: ProfileConfig) -> Profiler:
     from hapi_dse.profiling.energy import detect_meter
     from hapi_dse.profiling.measured import OrtProfiler
     from hapi_dse.profiling.specs import spec_paths
-    from hapi_dse.profiling.timing import check_provider
 
     check_provider(cfg.provider)
     power: float | None = None
@@ -263,7 +263,7 @@ def run_profile(cfg: ProfileConfig) -> ProfileOutcome:
                 "exporter": man.exporter,
                 "opset": man.opset,
                 "max_abs_diff_vs_torch": worst,
-                "tolerance": 1e-4,
+                "tolerance": CHECK_ATOL,
                 "provenance": man.provenance,  # the model files the segments came from
             },
             "provenance": provenance(

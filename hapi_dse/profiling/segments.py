@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hapi_dse.errors import ArtefactError
+from hapi_dse.onnx_tools import DEFAULT_OPSET
 
 if TYPE_CHECKING:
     from hapi_dse.run import RunDir
@@ -157,7 +158,7 @@ def export_segments(
     out_dir: str | Path,
     *,
     batch: int = 1,
-    opset: int = 18,
+    opset: int = DEFAULT_OPSET,
     dynamo: bool = True,
     seed: int = 0,
     with_probes: bool = True,
@@ -173,7 +174,7 @@ def export_segments(
     import torch
     from torch import nn
 
-    from hapi_dse.profiling.onnx_export import export_onnx
+    from hapi_dse.onnx_tools import export_onnx
     from hapi_dse.provenance import atomic_path, provenance, write_json
 
     out = Path(out_dir)

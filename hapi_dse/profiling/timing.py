@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from hapi_dse.errors import ArtefactError, UsageError, first_line
+from hapi_dse.onnx_tools.session import open_session
 
 #: A round gives each graph at least this many consecutive timed calls, so a round's median
 #: is a median of warm calls and not a single sample.
@@ -55,38 +55,14 @@ class TimingSettings:
         return dict(self.__dict__)
 
 
-def check_provider(provider: str) -> None:
-    import onnxruntime as ort
-
-    avail = ort.get_available_providers()
-    if provider not in avail:
-        raise UsageError(
-            f"--provider {provider!r} is not available in this onnxruntime "
-            f"({ort.__version__}); available: {', '.join(avail)}"
-        )
-
-
 def make_session(path: str | Path, settings: TimingSettings) -> Any:
-    import onnxruntime as ort
-
-    check_provider(settings.provider)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = settings.threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[settings.optimization]
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), opts, providers=[settings.provider])
-    except Exception as e:  # onnxruntime's own types (InvalidProtobuf, Fail, NoSuchFile...)
-        raise ArtefactError(
-            f"{path}: onnxruntime cannot load it ({first_line(e)}); export the graph again "
-            "('hapi profile --export-only' or 'hapi export')"
-        ) from None
+    """The session a graph is timed in (:func:`hapi_dse.onnx_tools.open_session`)."""
+    return open_session(
+        path,
+        threads=settings.threads,
+        optimization=settings.optimization,
+        provider=settings.provider,
+    )
 
 
 def random_feed(session: Any, rng: np.random.Generator) -> dict[str, np.ndarray]:

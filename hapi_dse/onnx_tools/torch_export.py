@@ -1,10 +1,12 @@
-"""The one place in hapi that calls ``torch.onnx.export``.
+"""The one place in hapi that calls ``torch.onnx.export`` (profiling's segment graphs and
+``hapi export``'s deployment graphs alike).
 
 Every export is explicit (exporter, opset, input and output names), quiet (the exporter's
 progress lines, warnings and log records are captured, and replayed at DEBUG level), and
 checks itself: ``onnx.checker`` (full check), then onnxruntime against PyTorch on the example
-inputs and any extra ``check_inputs``. A difference above ``atol`` raises
-:class:`ExportMismatchError` listing each output's max abs difference.
+inputs and any extra ``check_inputs``. A difference above ``atol`` (default
+:data:`CHECK_ATOL`) raises :class:`ExportMismatchError` listing each output's max abs
+difference.
 
 The module is left in eval mode: the legacy exporter can restore ``training=True`` on every
 submodule after exporting (PITFALLS), which would silently put BatchNorm in training mode.
@@ -28,7 +30,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: the ONNX opset hapi exports with (and is tested with)
 DEFAULT_OPSET = 18
+#: the largest max abs difference between an exported graph's outputs and PyTorch's that an
+#: export's check accepts (recorded in the export and profile sidecars)
+CHECK_ATOL = 1e-4
 _NOISY_LOGGERS = (
     "torch.onnx",
     "torch.export",
@@ -166,13 +172,11 @@ def compare_with_torch(
 ) -> dict[str, float]:
     """Max abs difference per output between onnxruntime and PyTorch over several inputs."""
     import numpy as np
-    import onnxruntime as ort
     import torch
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    from hapi_dse.onnx_tools.session import open_session
+
+    sess = open_session(path)
     # Inputs with a default are listed as overridable initializers, not by get_inputs().
     graph_inputs = [i.name for i in sess.get_inputs()]
     graph_inputs += [i.name for i in sess.get_overridable_initializers()]
@@ -207,7 +211,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     dynamo: bool = True,
     check_inputs: list[tuple[torch.Tensor, ...]] | None = None,
-    atol: float = 1e-4,
+    atol: float = CHECK_ATOL,
 ) -> ExportReport:
     """Export ``module`` to ``path``, check the graph, and compare it with PyTorch.
 

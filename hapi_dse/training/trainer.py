@@ -8,8 +8,6 @@ and the statistics of every exit are cached for val and test.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import time
@@ -22,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hapi_dse.csvio import csv_text
 from hapi_dse.data import Splits, load_splits
 from hapi_dse.errors import ArtefactError, UsageError, first_line
 from hapi_dse.models.backbones import BACKBONES
@@ -284,8 +283,24 @@ def _load_init(net: EarlyExitNet, path: Path) -> None:
         raise ArtefactError(f"--init {path}: does not fit the backbone ({first_line(e)})") from None
 
 
+@dataclass
+class _Calibrated:
+    """Per-exit temperatures fitted on val, the val NLL before and after, and the exit
+    statistics of val and test under those temperatures."""
+
+    temps: np.ndarray
+    nll_before: torch.Tensor
+    nll_after: torch.Tensor
+    stats: dict[str, ExitStats]
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run the whole training and write the run directory ``cfg.out`` atomically."""
+    """Run the whole training and write the run directory ``cfg.out`` atomically.
+
+    Steps: prepare (seed, data, network), train the backbone then the exits, calibrate and
+    cache the exit statistics, describe the run (``model.json``, ``train.json``), write it.
+    Returns ``train.json``.
+    """
     cfg.validate()
     check_out_dir(cfg.out, "run", cfg.overwrite)  # before training, not after it
     seed_everything(cfg.seed)
@@ -297,9 +312,27 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         cfg.backbone, cfg.backbone_kwargs, cfg.heads, data.input_shape, data.num_classes
     )
     net = build(arch).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    gen = torch.Generator().manual_seed(cfg.seed)
-
     timings: dict[str, float] = {}
+    history, digest = _train_network(net, data, cfg, timings)
+    t = time.perf_counter()
+    cal = _calibrate(net, data)
+    timings["statistics_s"] = time.perf_counter() - t
+    net = net.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    model_json = _model_json(cfg, arch, data, net, cal.temps)
+    timings["total_s"] = time.perf_counter() - t_start
+    train_json = _train_json(cfg, data, net.columns, cal, history, digest, timings)
+    _write_run(cfg, net, arch, data.input_shape, model_json, train_json, cal.stats)
+    return train_json
+
+
+def _train_network(
+    net: EarlyExitNet, data: Splits, cfg: TrainConfig, timings: dict[str, float]
+) -> tuple[dict[str, list[dict[str, float]]], str]:
+    """The backbone (``--init`` and/or trained), then IC-only training of the exits.
+
+    Returns the histories and the backbone's digest, checked unchanged by the exit training.
+    """
+    gen = torch.Generator().manual_seed(cfg.seed)
     t = time.perf_counter()
     if cfg.init is not None:
         _load_init(net, Path(cfg.init))
@@ -312,8 +345,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     timings["exits_s"] = time.perf_counter() - t
     after = state_digest(net.backbone)
     assert before == after, "IC-only training changed the frozen backbone"
+    return {"backbone": backbone_history, "exits": exit_history}, after
 
-    t = time.perf_counter()
+
+def _calibrate(net: EarlyExitNet, data: Splits) -> _Calibrated:
+    """Fit one temperature per column on val; cache the statistics of val and test."""
     logits = {s: all_logits(net, data.x[s]) for s in ("val", "test")}
     labels = {s: torch.from_numpy(data.y[s]) for s in ("val", "test")}
     ones = torch.ones(logits["val"].shape[1], dtype=torch.float64)
@@ -329,23 +365,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     for s in ("val", "test"):
         conf, ent, pred = exit_statistics(logits[s], temps)
         stats[s] = ExitStats(data.y[s].astype(np.int16), conf, ent, pred, position, head)
-    timings["statistics_s"] = time.perf_counter() - t
+    return _Calibrated(temps, nll_before, nll_after, stats)
 
-    net_cpu = net.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    accuracy = {s: stats[s].correct.mean(0) for s in ("val", "test")}
-    per_exit = [
-        {
-            "position": int(p),
-            "head": str(h),
-            "temperature": float(temps[j]),
-            "val_acc": float(accuracy["val"][j]),
-            "test_acc": float(accuracy["test"][j]),
-            "val_nll_before": float(nll_before[j]),
-            "val_nll_after": float(nll_after[j]),
-        }
-        for j, (p, h) in enumerate(columns)
-    ]
-    model_json = {
+
+def _model_json(
+    cfg: TrainConfig, arch: dict[str, Any], data: Splits, net: EarlyExitNet, temps: np.ndarray
+) -> dict[str, Any]:
+    """``model.json`` (DESIGN 2.1), its identity left to fill once ``weights.pt`` exists."""
+    return {
         "schema_version": 1,
         # the training's identity: both cover the weights, set once weights.pt is written
         "model_id": None,
@@ -355,45 +382,72 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "classes": list(data.classes),
         "normalization": {"mean": data.mean, "std": data.std},
         "exits": [e.to_dict() for e in net.backbone.exits],
-        "columns": [{"position": p, "head": h} for p, h in columns],
+        "columns": [{"position": p, "head": h} for p, h in net.columns],
         "temperatures": [float(t) for t in temps],
     }
-    timings["total_s"] = time.perf_counter() - t_start
+
+
+def _train_json(
+    cfg: TrainConfig,
+    data: Splits,
+    columns: list[tuple[int, str]],
+    cal: _Calibrated,
+    history: dict[str, list[dict[str, float]]],
+    digest: str,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """``train.json``: provenance, per-exit accuracy and calibration, histories, timings."""
+    accuracy = {s: cal.stats[s].correct.mean(0) for s in ("val", "test")}
+    per_exit = [
+        {
+            "position": int(p),
+            "head": str(h),
+            "temperature": float(cal.temps[j]),
+            "val_acc": float(accuracy["val"][j]),
+            "test_acc": float(accuracy["test"][j]),
+            "val_nll_before": float(cal.nll_before[j]),
+            "val_nll_after": float(cal.nll_after[j]),
+        }
+        for j, (p, h) in enumerate(columns)
+    ]
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     inputs = {k: v for k, v in data.files.items()}
     if cfg.init is not None:
         inputs["init"] = Path(cfg.init)
-    train_json = {
+    return {
         **provenance(seed=cfg.seed, inputs=inputs, settings=settings, libraries=("torch", "numpy")),
         "model_id": None,
         "weights_sha256": None,
         "splits": {s: len(data.y[s]) for s in ("train", "val", "test")},
         "backbone_test_acc": float(accuracy["test"][-1]),
         "backbone_val_acc": float(accuracy["val"][-1]),
-        "backbone_digest": after,
+        "backbone_digest": digest,
         "per_exit": per_exit,
-        "history": {"backbone": backbone_history, "exits": exit_history},
+        "history": history,
         "timings": timings,
     }
+
+
+def _write_run(
+    cfg: TrainConfig,
+    net: EarlyExitNet,
+    arch: dict[str, Any],
+    input_shape: tuple[int, ...],
+    model_json: dict[str, Any],
+    train_json: dict[str, Any],
+    stats: dict[str, ExitStats],
+) -> None:
+    """Write the run directory atomically; the identity comes from the saved weights."""
     with atomic_dir(cfg.out, kind="run", overwrite=cfg.overwrite) as tmp:
-        torch.save(net_cpu.state_dict(), tmp / "weights.pt")
+        torch.save(net.state_dict(), tmp / "weights.pt")
         mid, digest = weights_identity(arch, tmp / "weights.pt")  # of the file saved
         model_json["model_id"] = train_json["model_id"] = mid
         model_json["weights_sha256"] = train_json["weights_sha256"] = digest
         write_json(tmp / "model.json", model_json)
         stats["val"].save(tmp / "exits_val.npz")
         stats["test"].save(tmp / "exits_test.npz")
-        write_text(tmp / "flops.csv", _csv(flops_table(net_cpu, data.input_shape)))
+        write_text(tmp / "flops.csv", csv_text(flops_table(net, input_shape)))
         write_json(tmp / "train.json", train_json)
-    return train_json
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def summary_table(train_json: dict[str, Any]) -> str:

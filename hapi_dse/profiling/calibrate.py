@@ -23,7 +23,7 @@ import numpy as np
 
 from hapi_dse.onnx_tools import DEFAULT_OPSET
 from hapi_dse.profiling.modelled import NodeCost, estimate_s, graph_costs
-from hapi_dse.profiling.specs import DeviceSpec
+from hapi_dse.profiling.specs import DEFAULT_ACTIVE_POWER_W, DeviceSpec
 from hapi_dse.profiling.timing import TimingSettings, make_session, time_sessions
 
 log = logging.getLogger(__name__)
@@ -291,7 +291,7 @@ def fit_spec(
     *,
     call_overhead_us: float,
     name: str = "host",
-    active_power_w: float = 15.0,
+    active_power_w: float = DEFAULT_ACTIVE_POWER_W,
     threads: int = 1,
     description: str = "",
 ) -> tuple[DeviceSpec, float]:
@@ -339,7 +339,11 @@ def fit_spec(
 
 
 def calibrate(
-    settings: TimingSettings, *, name: str = "host", active_power_w: float = 15.0, seed: int = 0
+    settings: TimingSettings,
+    *,
+    name: str = "host",
+    active_power_w: float = DEFAULT_ACTIVE_POWER_W,
+    seed: int = 0,
 ) -> tuple[DeviceSpec, dict[str, Any]]:
     """Time the micro-benchmark on this machine and fit a spec; also return the raw figures."""
     import onnx

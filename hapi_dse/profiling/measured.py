@@ -18,6 +18,7 @@ from typing import Any
 from hapi_dse.profiling.base import Profiler, ProfileResult, ProgressFn, make_row
 from hapi_dse.profiling.energy import EnergyMeter, check_counter_moved
 from hapi_dse.profiling.segments import Manifest
+from hapi_dse.profiling.specs import DEFAULT_ACTIVE_POWER_W
 from hapi_dse.profiling.timing import (
     TimingSettings,
     make_session,
@@ -27,10 +28,6 @@ from hapi_dse.profiling.timing import (
 )
 
 log = logging.getLogger(__name__)
-
-#: Power assumed for modelled energy on a device with neither a meter nor a spec (a laptop
-#: or server core under load; 15 W is the base power of a common thin-laptop CPU class).
-DEFAULT_ACTIVE_POWER_W = 15.0
 
 
 class OrtProfiler(Profiler):

@@ -287,8 +287,7 @@ def run_calibrate(cfg: ProfileConfig) -> ProfileOutcome:
     """Fit this machine's spec, write it, and compare it with a measured table if one exists."""
     from hapi_dse.errors import HapiError
     from hapi_dse.profiling.calibrate import calibrate
-    from hapi_dse.profiling.measured import DEFAULT_ACTIVE_POWER_W
-    from hapi_dse.profiling.specs import parse_spec, spec_paths, write_spec
+    from hapi_dse.profiling.specs import DEFAULT_ACTIVE_POWER_W, parse_spec, spec_paths, write_spec
 
     power = DEFAULT_ACTIVE_POWER_W
     old = spec_paths(cfg.profiles).get(cfg.device)

@@ -35,6 +35,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+#: Power assumed for modelled energy on a device with neither a meter nor a spec (a laptop
+#: or server core under load; 15 W is the base power of a common thin-laptop CPU class).
+#: Used by the measured profiler and by ``--calibrate`` when no previous spec gives one.
+DEFAULT_ACTIVE_POWER_W = 15.0
+
 REQUIRED = (
     "flops_per_s",
     "mem_bandwidth_bytes_per_s",

@@ -17,6 +17,7 @@ from typing import Any
 from hapi_dse.errors import unknown_name
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
+DEFAULT_POPULATION = 50  # NSGA-II's population when neither --population nor the space sets it
 
 
 def _nsga2_class() -> type:
@@ -79,9 +80,10 @@ def make_sampler(
     import optuna
 
     if name == "nsga2":
+        size = population or DEFAULT_POPULATION
         if seen is None:
-            return optuna.samplers.NSGAIISampler(population_size=population or 50, seed=seed)
-        return _nsga2_class()(population_size=population or 50, seed=seed, seen=seen)
+            return optuna.samplers.NSGAIISampler(population_size=size, seed=seed)
+        return _nsga2_class()(population_size=size, seed=seed, seen=seen)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
     if name == "gp":

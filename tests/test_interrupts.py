@@ -384,13 +384,13 @@ def test_a_journal_that_could_not_be_written_is_not_left_empty(
 
 # -- the scratch journals of searches killed before this fix or by SIGKILL -------------------
 def test_scratch_is_swept_only_when_nobody_holds_it(tmp_path: Path) -> None:
-    from hapi_dse.search import runner
+    from hapi_dse.search import scratch
 
     dead = tmp_path / ".hapi-journal-999999-dead"  # its search and workers are gone
     dead.mkdir()
     (dead / "owner.lock").touch()
     (dead / "study.log").write_text("{}\n")
-    live, fd = runner._make_scratch(tmp_path)  # a search running now (it sweeps first)
+    live, fd = scratch.make_scratch(tmp_path)  # a search running now (it sweeps first)
     assert not dead.exists() and live.is_dir()
     try:
         child = os.fork()
@@ -398,23 +398,23 @@ def test_scratch_is_swept_only_when_nobody_holds_it(tmp_path: Path) -> None:
             time.sleep(0.5)
             os._exit(0)
         os.close(fd)  # the parent is gone
-        runner._sweep_scratch(tmp_path)
+        scratch.sweep_scratch(tmp_path)
         assert live.is_dir()
         os.waitpid(child, 0)
-        runner._sweep_scratch(tmp_path)  # now nobody holds it
+        scratch.sweep_scratch(tmp_path)  # now nobody holds it
         assert not live.exists()
     finally:
         shutil.rmtree(live, ignore_errors=True)
     fresh = tmp_path / ".hapi-journal-999998-new"  # being made (no lock yet): left alone
     fresh.mkdir()
-    runner._sweep_scratch(tmp_path)
+    scratch.sweep_scratch(tmp_path)
     assert fresh.is_dir()
 
 
 def test_the_owner_lock_is_shared_with_forked_workers(tmp_path: Path) -> None:
-    from hapi_dse.search import runner
+    from hapi_dse.search import scratch
 
-    d, fd = runner._make_scratch(tmp_path)
+    d, fd = scratch.make_scratch(tmp_path)
     probe = os.open(d / "owner.lock", os.O_RDONLY)
     try:
         with pytest.raises(BlockingIOError):
@@ -422,7 +422,7 @@ def test_the_owner_lock_is_shared_with_forked_workers(tmp_path: Path) -> None:
     finally:
         os.close(probe)
         os.close(fd)
-    runner._sweep_scratch(tmp_path)
+    scratch.sweep_scratch(tmp_path)
     assert not d.exists()
 
 
@@ -430,14 +430,14 @@ def test_an_interrupt_swallowed_by_a_finaliser_is_delivered_again(capsys) -> Non
     """A second Ctrl-C can land while Python runs a finaliser or a weakref callback, which
     swallows the KeyboardInterrupt and prints a traceback: it must reach the search's own
     code instead, with nothing printed."""
-    from hapi_dse.search.runner import _StopOnSignal
+    from hapi_dse.search.interrupts import StopOnSignal
 
     class Finalised:
         def __del__(self) -> None:
             raise KeyboardInterrupt
 
     before = sys.unraisablehook
-    with pytest.raises(KeyboardInterrupt), _StopOnSignal(lambda: None):
+    with pytest.raises(KeyboardInterrupt), StopOnSignal(lambda: None):
         Finalised()  # __del__ runs at once: its exception is "unraisable"
         for _ in range(1000):  # the re-sent signal is handled between bytecodes
             time.sleep(0.001)

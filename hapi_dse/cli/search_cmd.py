@@ -1,4 +1,8 @@
-"""``hapi search``: a thin shell over :func:`hapi_dse.search.run_search` (no torch here)."""
+"""``hapi search``: a thin shell over :func:`hapi_dse.search.run_search` (no torch here).
+
+It parses ``--slo`` and ``--objectives`` once, into the SLO and objective objects a
+:class:`~hapi_dse.search.config.SearchConfig` holds.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 import click
 
 from hapi_dse.cli import options
+from hapi_dse.search.sampling import DEFAULT_POPULATION, SAMPLERS
 
 
 @click.command("search")
@@ -45,7 +50,7 @@ from hapi_dse.cli import options
 )
 @click.option(
     "--sampler",
-    type=click.Choice(["nsga2", "tpe", "gp", "random"]),
+    type=click.Choice(SAMPLERS),
     default="nsga2",
     show_default=True,
     help="Optuna sampler.",
@@ -88,7 +93,7 @@ from hapi_dse.cli import options
     "--population",
     type=click.IntRange(min=2),
     default=None,
-    help="NSGA-II population size, at least 2 [default: the space's, else 50].",
+    help=f"NSGA-II population size, at least 2 [default: the space's, else {DEFAULT_POPULATION}].",
 )
 @click.option(
     "--pick",
@@ -145,9 +150,11 @@ def search(
     Exit status 1 when some device has no design meeting every SLO (the closest designs are
     shown), 2 on bad input.
     """
+    from hapi_dse.cost import parse_objectives, parse_slos
     from hapi_dse.run import allow_backbone_factory
-    from hapi_dse.search.outputs import check_pick
-    from hapi_dse.search.runner import DEFAULT_TRIALS, SearchConfig, run_search
+    from hapi_dse.search.config import DEFAULT_TRIALS, SearchConfig
+    from hapi_dse.search.picking import check_pick
+    from hapi_dse.search.runner import run_search
 
     check_pick(pick)
     names = tuple(dict.fromkeys(d.strip() for d in devices.split(",") if d.strip()))
@@ -156,8 +163,8 @@ def search(
         model=model,
         profiles=profiles,
         space=space,
-        slos=slos,
-        objectives=objectives,
+        slos=tuple(parse_slos(slos)),
+        objectives=tuple(parse_objectives(objectives)) if objectives else None,
         sampler=sampler,
         trials=DEFAULT_TRIALS if trials is None else trials,
         timeout=timeout,

@@ -3,8 +3,10 @@
 No torch here (the ``gp`` sampler imports it through Optuna, only when chosen).
 """
 
+from hapi_dse.search.config import DEFAULT_TRIALS, SearchConfig
 from hapi_dse.search.outputs import DeviceResult, TrialRecord, console_report, pareto_mask
-from hapi_dse.search.runner import DEFAULT_TRIALS, SAMPLERS, SearchConfig, run_search
+from hapi_dse.search.runner import run_search
+from hapi_dse.search.sampling import SAMPLERS
 from hapi_dse.search.space import BoundSpace, SearchSpace, load_space, parse_space
 
 __all__ = [

@@ -1,0 +1,146 @@
+"""One device's search problem: what a trial scores, built from a run and a device's table.
+
+:class:`Problem` bundles what a trial needs (space, cost model, SLOs, objectives), is what a
+``--jobs`` worker receives, and says what a study must agree on to be resumed or joined
+(:meth:`Problem.fingerprint`). :func:`build_problem` loads the device's table and checks the
+space, objectives and SLOs against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hapi_dse.cost import SLO, CostModel, Design, Objective, SegmentCosts, default_objectives
+from hapi_dse.errors import UsageError
+from hapi_dse.search.sampling import make_sampler
+from hapi_dse.search.space import BoundSpace, load_space
+
+if TYPE_CHECKING:
+    from hapi_dse.run import ExitStats, RunDir
+    from hapi_dse.search.config import SearchConfig
+
+
+class Evaluator:
+    """The cost model with a cache by design (samplers propose the same design often)."""
+
+    def __init__(self, model: CostModel) -> None:
+        self.model = model
+        self.cache: dict[tuple[Any, ...], dict[str, float]] = {}
+        self.misses = 0
+
+    def __call__(self, design: Design) -> dict[str, float]:
+        m = self.cache.get(design.key)
+        if m is None:
+            m = self.model.evaluate(design)
+            self.cache[design.key] = m
+            self.misses += 1
+        return m
+
+
+@dataclass
+class Problem:
+    """One device's search: inputs, space, scoring."""
+
+    device: str
+    model_id: str
+    space: BoundSpace
+    val: Evaluator
+    test: Evaluator
+    objectives: list[Objective]
+    slos: list[SLO]
+    costs: SegmentCosts
+    inputs: dict[str, Path] = field(default_factory=dict)
+    table_source: str = ""
+    table_sidecar: dict[str, Any] = field(default_factory=dict)
+    table_path: Path | None = None
+
+    #: called after each trial this process runs (progress, stopping); set by the runner.
+    #: Not an Optuna callback: optimize() deep-copies the trial for those (~1 ms each).
+    after_trial: Callable[[Any], None] | None = None
+
+    def objective(self, trial: Any) -> list[float]:
+        """Score the design ``trial`` suggests on val; record each SLO as a constraint."""
+        design = self.space.suggest(trial)
+        metrics = self.val(design)
+        for slo in self.slos:
+            trial.set_constraint(slo.name, slo.violation(metrics))
+        if self.after_trial is not None:
+            self.after_trial(trial.study)
+        return [metrics[o.metric] for o in self.objectives]
+
+    def seen(self, params: Any) -> bool:
+        """Whether the design these trial parameters decode to has been scored."""
+        return self.space.decode(params).key in self.val.cache
+
+    def sampler(self, name: str, seed: int | None, population: int | None) -> Any:
+        return make_sampler(name, seed, population, seen=self.seen)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a study must agree on to be resumed or joined."""
+        return {
+            "model_id": self.model_id,
+            "device": self.device,
+            "space": self.space.space.name,
+            "positions": list(self.space.positions),
+            "heads": list(self.space.heads),
+            "objectives": [o.metric for o in self.objectives],
+            "slos": [s.describe() for s in self.slos],
+        }
+
+
+def build_problem(
+    device: str, run: RunDir, val: ExitStats, test: ExitStats, cfg: SearchConfig
+) -> Problem:
+    """Load the device's table and check the space, objectives and SLOs against it."""
+    from hapi_dse.profiling.table import load_table
+
+    table = load_table(device, run.model_id, cfg.profiles)
+    costs = SegmentCosts.from_table(table, val)
+    test_costs = SegmentCosts.from_table(table, test)
+    space = load_space(cfg.space).bind(val, run.model_id)
+    objectives = (
+        list(cfg.objectives) if cfg.objectives is not None else default_objectives(costs.has_energy)
+    )
+    slos = list(cfg.slos)
+    if not costs.has_energy:
+        for name in [o.metric for o in objectives] + [s.metric for s in slos]:
+            if name == "energy_mj":
+                raise UsageError(
+                    f"the {device} table of {run.model_id} has no energy figures, so energy "
+                    "can be neither an objective nor an SLO; profile with an energy meter "
+                    "or a device spec"
+                )
+    table_path = Path(table.path) if getattr(table, "path", None) else None
+    inputs: dict[str, Path] = {
+        "exits_val": run.path / "exits_val.npz",
+        "exits_test": run.path / "exits_test.npz",
+    }
+    if table_path is not None and table_path.is_file():
+        inputs["table"] = table_path
+        if table_path.with_suffix(".json").is_file():
+            inputs["table_sidecar"] = table_path.with_suffix(".json")
+    if space.space.path is not None:
+        inputs["space"] = space.space.path
+    model = CostModel(val, costs)
+    for policy in space.space.policies:
+        model.prepare(policy, space.space.grid(policy))
+    return Problem(
+        device=device,
+        model_id=run.model_id,
+        space=space,
+        val=Evaluator(model),
+        test=Evaluator(CostModel(test, test_costs)),
+        objectives=objectives,
+        slos=slos,
+        costs=costs,
+        inputs=inputs,
+        table_source=str(costs.source),
+        table_sidecar=dict(table.sidecar),
+        table_path=table_path,
+    )
+
+
+__all__ = ["Evaluator", "Problem", "build_problem"]

@@ -311,7 +311,10 @@ def test_a_space_that_does_not_fit_the_model(synth, run_cli, tmp_path: Path) -> 
     ],
 )
 def test_space_validation_messages(tmp_path: Path, text: str, message: str) -> None:
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
 
     with pytest.raises(UsageError, match="search space 'x'") as err:
         parse_space(tomllib.loads(text), name="x")

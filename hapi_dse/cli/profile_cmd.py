@@ -196,8 +196,10 @@ def profile(
 @options.seed
 def devices(check: bool, profiles: str | None, seed: int) -> None:
     """Every known device: its tables (measured or modelled, for which models, when), its spec."""
+    from hapi_dse.profiling.devices import known_devices, list_tables
+    from hapi_dse.profiling.names import check_name
     from hapi_dse.profiling.specs import parse_spec, spec_paths
-    from hapi_dse.profiling.table import check_name, known_devices, list_tables, read_table
+    from hapi_dse.profiling.table import read_table
 
     tables = list_tables(profiles)
     if check:  # the validation every command that loads a table runs (hapi search...)

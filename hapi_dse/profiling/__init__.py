@@ -5,7 +5,10 @@
 - Profilers (one interface, :class:`Profiler`): :class:`OrtProfiler` (onnxruntime here),
   :class:`ModelledProfiler` (roofline from ``profiles/specs/DEVICE.toml``),
   :class:`FakeProfiler` (deterministic, for tests).
-- :mod:`~hapi_dse.profiling.table`: the table format, atomic writing, validated loading.
+- :mod:`~hapi_dse.profiling.table`: atomic writing and validated loading of a table; its
+  format and checks are :mod:`~hapi_dse.profiling.table_format`, plain names and paths
+  :mod:`~hapi_dse.profiling.names`, finding devices and tables
+  :mod:`~hapi_dse.profiling.devices`.
 
 Names are imported on first use, so ``import hapi_dse.profiling`` pulls in neither torch nor
 onnxruntime.
@@ -22,7 +25,7 @@ _EXPORTS = {
     "load_table": "table",
     "write_table": "table",
     "read_table": "table",
-    "list_tables": "table",
+    "list_tables": "devices",
     "Segment": "segments",
     "Manifest": "segments",
     "export_segments": "segments",

@@ -68,7 +68,7 @@ class ProfileConfig:
             )
         if self.export_only and not self.export_dir:
             raise UsageError("--export-only needs --export-dir DIR (where to put the segments)")
-        from hapi_dse.profiling.table import valid_device_name
+        from hapi_dse.profiling.names import valid_device_name
 
         if not valid_device_name(self.device):
             raise UsageError(
@@ -180,7 +180,7 @@ def _refuse_overwrite(cfg: ProfileConfig, model_id: str, source: str, of: str = 
 
     from hapi_dse.errors import ArtefactError
     from hapi_dse.paths import default_profiles_out
-    from hapi_dse.profiling.table import sidecar_path, table_path
+    from hapi_dse.profiling.names import sidecar_path, table_path
 
     dest = table_path(default_profiles_out(cfg.profiles), cfg.device, model_id)
     if cfg.force or not dest.is_file():
@@ -204,8 +204,8 @@ def _refuse_overwrite(cfg: ProfileConfig, model_id: str, source: str, of: str = 
 
 def _check_writable(cfg: ProfileConfig) -> None:
     """Refuse a read-only or full --export-dir or --profiles before the long work."""
+    from hapi_dse.outdirs import check_writable
     from hapi_dse.paths import default_profiles_out
-    from hapi_dse.provenance import check_writable
 
     if cfg.export_dir:
         check_writable(Path(cfg.export_dir) / MANIFEST, "--export-dir", shown=cfg.export_dir)

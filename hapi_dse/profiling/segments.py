@@ -130,7 +130,7 @@ def load_manifest(root: str | Path) -> Manifest:
     bad = [f for f in files if Path(f).name != f or f in ("", ".", "..")]
     if bad:
         raise ArtefactError(f"{p}: file names must be plain names inside {root}, got {bad[0]!r}")
-    from hapi_dse.profiling.table import NAME_RULE, valid_name
+    from hapi_dse.profiling.names import NAME_RULE, valid_name
 
     if not valid_name(man.model_id):  # it names the profile table's file
         raise ArtefactError(f"{p}: model_id {man.model_id!r} is not a plain name ({NAME_RULE})")

@@ -193,7 +193,7 @@ def find_spec(device: str, profiles: str | Path | None = None) -> DeviceSpec:
 
 
 def write_spec(spec: DeviceSpec, profiles: str | Path | None = None, header: str = "") -> Path:
-    from hapi_dse.provenance import write_text
+    from hapi_dse.atomic import write_text
 
     dest = default_profiles_out(profiles) / SPECS_SUBDIR / f"{spec.name}.toml"
     write_text(dest, spec.to_toml(header))

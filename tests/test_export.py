@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from test_export_support import shared_export, write_design
 
+from hapi_dse.onnx_tools import CHECK_ATOL, DEFAULT_OPSET
 from hapi_dse.provenance import sha256_file
 
 
@@ -19,6 +20,7 @@ def single_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> d
 
 
 def _session(path: Path):
+    """The export as its user opens it: stock onnxruntime, no hapi code."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -29,13 +31,14 @@ def _session(path: Path):
 def test_export_sidecar_records_check_opset_and_design_hash(single_export: dict) -> None:
     out, info = single_export["out"], single_export["info"]
     side = json.loads(out.with_suffix(".export.json").read_text())
-    assert side["opset"] == 18
+    assert side["opset"] == DEFAULT_OPSET
     assert side["design_sha256"] == sha256_file(single_export["design"])
     assert side["sha256"] == sha256_file(out)
     assert side["check"]["onnx_checker"] == "full" and side["check"]["passed"]
     # one checked sample per path: two exits and the final classifier
     assert [p["exit_index"] for p in side["check"]["paths"]] == [0, 1, 2]
-    assert max(side["check"]["max_abs_diff"].values()) <= 1e-4
+    assert side["check"]["atol"] == CHECK_ATOL
+    assert max(side["check"]["max_abs_diff"].values()) <= CHECK_ATOL
     assert side["graph"]["if_nodes"] == 2 and side["graph"]["domains"] == ["ai.onnx"]
     assert "any ONNX runtime" in side["requires"]["runtime"]
     assert info["exits"][-1]["head"] == "final"
@@ -85,7 +88,7 @@ def test_onnx_matches_pytorch_on_every_exit_path(single_export: dict) -> None:
                     torch.from_numpy(x[i : i + 1]), torch.from_numpy(thr), torch.from_numpy(temps)
                 )
             assert int(idx[0]) == int(ridx[0])
-            np.testing.assert_allclose(z, rz.numpy(), atol=1e-4)
+            np.testing.assert_allclose(z, rz.numpy(), atol=CHECK_ATOL)
             seen.add(int(idx[0]))
     assert seen == {0, 1, 2}
 
@@ -131,8 +134,8 @@ def test_staged_export_runtime_matches_single_graph(
     text = (out / "staged_runtime.py").read_text()
     assert "import torch" not in text and "hapi_dse" not in text
 
-    from hapi_dse.deploy.export import load_runtime
     from hapi_dse.deploy.inputs import load_samples
+    from hapi_dse.deploy.load import load_runtime
     from hapi_dse.run import RunDir
 
     staged = load_runtime(out).StagedModel(out)
@@ -142,7 +145,7 @@ def test_staged_export_runtime_matches_single_graph(
         z, idx = staged.run(x[i : i + 1])
         rz, ridx = sess.run(None, {"input": x[i : i + 1]})
         assert idx == int(ridx[0])
-        np.testing.assert_allclose(z, rz, atol=1e-4)
+        np.testing.assert_allclose(z, rz, atol=CHECK_ATOL)
     staged.set_thresholds([-1.0, -1.0])
     assert staged.run(x[:1])[1] == 0
 

@@ -8,7 +8,12 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from hapi_dse.errors import HapiError  # noqa: E402
-from hapi_dse.onnx_tools import ExportMismatchError, export_onnx  # noqa: E402
+from hapi_dse.onnx_tools import (  # noqa: E402
+    CHECK_ATOL,
+    DEFAULT_OPSET,
+    ExportMismatchError,
+    export_onnx,
+)
 
 
 class TwoInTwoOut(nn.Module):
@@ -49,9 +54,9 @@ def test_dynamo_export_checks_every_output_and_is_quiet(tmp_path, capfd):
     )
     out, err = capfd.readouterr()
     assert out == "" and "torch.onnx" not in err
-    assert rep.checked and rep.exporter == "dynamo" and rep.opset >= 18
+    assert rep.checked and rep.exporter == "dynamo" and rep.opset >= DEFAULT_OPSET
     assert set(rep.max_abs_diff) == {"a", "b"}
-    assert all(0 <= d <= 1e-4 for d in rep.max_abs_diff.values())
+    assert all(0 <= d <= CHECK_ATOL for d in rep.max_abs_diff.values())
     assert (tmp_path / "m.onnx").is_file()
     assert not any(mod.training for mod in m.modules())
     assert not list(tmp_path.glob(".*tmp"))
@@ -114,3 +119,22 @@ def test_comparison_feeds_inputs_that_have_defaults(tmp_path):
     fed = compare_with_torch(Scale(), path, ["x", "k"], ["y"], [(x, torch.tensor(5.0))])
     assert same["y"] == 0.0
     assert fed["y"] == 0.0  # k=5 was fed, not silently replaced by the default
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_the_shipped_staged_runtime_opens_sessions_as_hapi_does(threads: int) -> None:
+    """``staged_runtime.py`` cannot import hapi (it ships alone), so it keeps its own copy of
+    :func:`hapi_dse.onnx_tools.session_options`: the two must not drift apart."""
+    from hapi_dse.deploy import staged_runtime
+    from hapi_dse.onnx_tools import session_options
+
+    def settings(opts: object) -> dict[str, object]:
+        names = [n for n in dir(opts) if not n.startswith("_")]
+        return {n: getattr(opts, n) for n in names if not callable(getattr(opts, n))}
+
+    hapi, shipped = (
+        settings(session_options(threads)),
+        settings(staged_runtime.session_options(threads)),
+    )
+    assert hapi == shipped
+    assert hapi["intra_op_num_threads"] == threads and hapi["log_severity_level"] == 3

@@ -310,7 +310,7 @@ def test_staged_export_keeps_a_users_files(run_cli, tiny_run: Path, tmp_path: Pa
 def test_staged_export_replaces_its_previous_export_only_with_overwrite(
     run_cli, tiny_run: Path, tmp_path: Path
 ) -> None:
-    from hapi_dse.deploy.export import load_runtime
+    from hapi_dse.deploy.load import load_runtime
 
     design = write_design(tiny_run, tmp_path / "d.json", [(1, "linear", 0.6)])
     out = tmp_path / "staged"

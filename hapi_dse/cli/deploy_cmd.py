@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from hapi_dse.cli import options
+from hapi_dse.onnx_tools import DEFAULT_OPSET
 
 
 @click.command("export")
@@ -28,7 +29,7 @@ from hapi_dse.cli import options
     help="onnx: one standard-ONNX graph, any runtime; staged: one graph per stage, "
     "a manifest and a numpy+onnxruntime runtime.",
 )
-@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset.")
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
 @click.option(
     "--layout-anchor/--no-layout-anchor",
     default=True,

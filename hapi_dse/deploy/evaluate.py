@@ -9,11 +9,13 @@ RUN``), deployment terms included. Also: the share of samples whose exit and cla
 with the cost model's simulation (the fidelity of the exported decisions), and a verdict for
 every SLO the design was searched under (measured and predicted value; met, broken, or not
 measurable here). Percentiles use numpy's ``inverted_cdf``, as the cost model does.
+
+The export is opened by :mod:`hapi_dse.deploy.load`; the console table is
+:func:`hapi_dse.deploy.report.format_report`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,18 +23,18 @@ from typing import Any
 
 import numpy as np
 
+from hapi_dse.deploy.load import MANIFEST, Export, open_export
 from hapi_dse.deploy.measure import (
     DEFAULT_PASSES,
     METRIC_STATISTIC,
     STATISTICS,
     measure_exports,
 )
-from hapi_dse.errors import ArtefactError, HapiError, UsageError, first_line
+from hapi_dse.errors import ArtefactError, HapiError, UsageError
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
-LATENCY_KEYS = STATISTICS
 
 
 @dataclass
@@ -49,131 +51,6 @@ class EvalConfig:
     warmup: int = 50
     passes: int = DEFAULT_PASSES
     seed: int = 0
-
-
-@dataclass
-class Export:
-    """An opened export: how to run one sample, and what it holds."""
-
-    path: Path
-    fmt: str
-    meta: dict[str, Any]
-    runner: Any  # callable x -> (logits, exit_index)
-
-
-def open_export(path: str | Path, threads: int = 1) -> Export:
-    """Open a single-graph ``.onnx`` export or a staged export directory."""
-    p = Path(path)
-    if p.is_dir() or p.name == "manifest.json":
-        root = p if p.is_dir() else p.parent
-        if not (root / "manifest.json").is_file():
-            raise ArtefactError(
-                f"{root}: no manifest.json; not a 'hapi export --format staged' directory"
-            )
-        # hapi's own runtime, never the staged_runtime.py found in the directory: an export
-        # directory is data, and code in it is not run (README "What hapi never does")
-        from hapi_dse.deploy import staged_runtime
-
-        try:
-            meta = json.loads((root / "manifest.json").read_text())
-            side = root / "export.json"
-            if side.is_file():
-                meta = {**json.loads(side.read_text()), **meta}
-            staged = staged_runtime.StagedModel(root, threads=threads)
-        except HapiError:
-            raise
-        except Exception as e:  # bad JSON, missing keys, onnxruntime's own exception types
-            first = first_line(e)
-            raise ArtefactError(f"{root}: not a valid staged export ({first})") from None
-        check_meta(meta, root / "manifest.json")
-        return Export(root, "staged", meta, staged.run)
-    if not p.is_file():
-        raise ArtefactError(f"{p}: no such file (expected a .onnx from 'hapi export')")
-    from hapi_dse.onnx_tools import open_session
-
-    try:  # the profile's session settings
-        sess = open_session(p, threads=threads)
-    except HapiError:
-        raise
-    except Exception as e:  # onnxruntime raises its own exception types
-        first = first_line(e)
-        raise ArtefactError(f"{p}: onnxruntime cannot load it ({first})") from None
-    props = sess.get_modelmeta().custom_metadata_map
-    meta = {}
-    for k, v in props.items():
-        if k.startswith("hapi."):
-            try:
-                meta[k[5:]] = json.loads(v)
-            except json.JSONDecodeError:
-                meta[k[5:]] = v
-    if "design" not in meta:
-        raise ArtefactError(
-            f"{p}: not a hapi export (no hapi.design metadata); export it with 'hapi export'"
-        )
-    check_meta(meta, p)
-    outputs = [o.name for o in sess.get_outputs()]
-    if outputs[:2] != ["logits", "exit_index"]:
-        raise ArtefactError(f"{p}: outputs {outputs}, expected logits and exit_index")
-
-    def run_one(x: np.ndarray) -> tuple[np.ndarray, int]:
-        z, idx = sess.run(None, {"input": x})
-        return z, int(idx[0])
-
-    return Export(p, str(meta.get("format", "onnx")), meta, run_one)
-
-
-def check_meta(meta: Any, where: Path) -> None:
-    """What ``hapi eval`` reads of an export's metadata (a staged ``manifest.json`` and
-    ``export.json``, or a single graph's ``hapi.*`` properties): a valid design
-    (:meth:`~hapi_dse.cost.design.Design.from_dict`), ``model_id`` and ``run`` strings, and
-    ``slos`` as ``hapi search`` records them. Checked before any sample is run."""
-    import math
-
-    from hapi_dse.cost.design import Design
-
-    fix = "export it again with 'hapi export'"
-    if not isinstance(meta, dict) or "design" not in meta:
-        raise ArtefactError(f"{where}: no design recorded (not a hapi export?); {fix}")
-    try:
-        Design.from_dict(meta["design"])
-    except HapiError as e:
-        raise ArtefactError(f"{where}: {e}") from None
-    for key in ("model_id", "run"):
-        if meta.get(key) is not None and not isinstance(meta[key], str):
-            raise ArtefactError(f"{where}: {key} is {meta[key]!r}, expected a string; {fix}")
-    for key, rule, good in (
-        ("thresholds", "numbers in 0..1", lambda v: 0.0 <= v <= 1.0),
-        ("temperatures", "numbers > 0", lambda v: v > 0.0),
-    ):
-        values = meta.get(key)
-        if values is not None and not (
-            isinstance(values, list)
-            and all(
-                isinstance(v, int | float)
-                and not isinstance(v, bool)
-                and math.isfinite(v)
-                and good(v)
-                for v in values
-            )
-        ):
-            raise ArtefactError(
-                f"{where}: {key} is {json.dumps(values, default=str)[:60]}, expected a list of "
-                f"finite {rule}, one per exit; fix it there or {fix}"
-            )
-    slos = meta.get("slos") or []
-    ok = isinstance(slos, list) and all(
-        isinstance(d, dict)
-        and isinstance(d.get("metric"), str)
-        and isinstance(d.get("value"), int | float)
-        and not isinstance(d.get("value"), bool)
-        and math.isfinite(d["value"])
-        for d in slos
-    )
-    if not ok:
-        raise ArtefactError(
-            f"{where}: slos is {json.dumps(slos, default=str)[:60]}, expected a list of "
-            f"{{metric, value}} objects with finite values; {fix}"
-        )
 
 
 def evaluate_export(cfg: EvalConfig) -> dict[str, Any]:
@@ -253,7 +130,7 @@ def evaluate_exports(models: list[Path], cfg: EvalConfig) -> list[dict[str, Any]
         rel: dict[str, float | None] = {}
         if predicted is not None:
             rel["accuracy"] = _rel(measured["accuracy"], predicted["accuracy"])
-            for k in LATENCY_KEYS:
+            for k in STATISTICS:
                 p = predicted["latency_ms"].get(k) if predicted["latency_ms"] else None
                 rel[f"latency_{k}"] = None if p is None else _rel(measured["latency_ms"][k], p)
         exits = [f"{e.position}:{e.head}" for e in design.exits] + ["final"]
@@ -336,7 +213,7 @@ def broken_slos(rep: dict[str, Any]) -> list[str]:
 
 
 def _model_file(export: Export) -> Path:
-    return export.path / "manifest.json" if export.path.is_dir() else export.path
+    return export.path / MANIFEST if export.path.is_dir() else export.path
 
 
 def _rel(measured: float, predicted: float) -> float | None:
@@ -424,60 +301,3 @@ def _predict(
         "disagreeing_samples": int(np.sum(sim_exit != exit_idx)),
     }
     return predicted, fidelity, table_info
-
-
-def format_report(rep: dict[str, Any]) -> str:
-    """The console table of ``hapi eval``."""
-    meas, pred, rel = rep["measured"], rep["predicted"], rep["relative_error"]
-    lines = [
-        f"{rep['model']} ({rep['format']}) on {rep['dataset']} {rep['split']}, {rep['n']} samples"
-    ]
-    lines.append(f"{'':18}{'measured':>12}{'predicted':>12}{'rel. error':>12}")
-
-    def row(label: str, mv: float, pv: float | None, rv: float | None, fmt: str) -> None:
-        ps = "-" if pv is None else format(pv, fmt)
-        rs = "-" if rv is None else f"{100 * rv:+.1f} %"
-        lines.append(f"{label:18}{format(mv, fmt):>12}{ps:>12}{rs:>12}")
-
-    row(
-        "accuracy (%)",
-        100 * meas["accuracy"],
-        None if pred is None else 100 * pred["accuracy"],
-        rel.get("accuracy"),
-        ".2f",
-    )
-    for k in LATENCY_KEYS:
-        pv = None if pred is None or pred["latency_ms"] is None else pred["latency_ms"][k]
-        row(f"latency {k} (ms)", meas["latency_ms"][k], pv, rel.get(f"latency_{k}"), ".4f")
-    lines.append("exit histogram (samples):")
-    for i, name in enumerate(rep["exits"]):
-        pv = "-" if pred is None else str(pred["exit_histogram"][i])
-        lines.append(f"  {i} {name:14}{meas['exit_histogram'][i]:>12}{pv:>12}")
-    if rep.get("fidelity"):
-        f = rep["fidelity"]
-        lines.append(
-            f"exit decisions agreeing with the cost model: "
-            f"{100 * f['exit_agreement']:.2f} % ({f['disagreeing_samples']} differ)"
-        )
-    if rep.get("slos"):
-        lines.append("SLOs the design was searched under:")
-        for v in rep["slos"]:
-            fmt = _slo_value
-            lines.append(
-                f"  {v['slo']:24}measured {fmt(v['metric'], v['measured']):>10}  predicted "
-                f"{fmt(v['metric'], v['predicted']):>10}  {v['verdict'].upper()}"
-            )
-    load = meas.get("load") or {}
-    if load.get("busy"):
-        from hapi_dse.deploy.measure import busy_warning
-
-        lines.append("warning: " + busy_warning(load))
-    return "\n".join(lines)
-
-
-def _slo_value(metric: str, v: float | None) -> str:
-    if v is None:
-        return "-"
-    if metric == "accuracy":
-        return f"{100 * v:.2f}%"
-    return f"{v:.4g}"

@@ -29,6 +29,23 @@ __all__ = ["StagedModel"]
 _NP = {"tensor(float)": np.float32, "tensor(bool)": np.bool_, "tensor(int64)": np.int64}
 
 
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """The settings hapi profiles and checks a graph under (``threads`` intra-op threads,
+    one inter-op thread, sequential, ``ORT_ENABLE_ALL``, errors only).
+
+    A copy of hapi's own ``onnx_tools.session_options``: this file ships inside an export
+    and runs with numpy and onnxruntime alone, so it cannot import hapi. hapi's tests hold
+    the two to the same settings.
+    """
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return opts
+
+
 def stage_file(root: Path, name: Any) -> Path:
     """``root / name`` for a stage file named in the manifest; a name that is not a plain file
     name (a path, ``..``, a hidden file) could reach outside the export and is refused."""
@@ -62,11 +79,7 @@ class StagedModel:
         self.manifest: dict[str, Any] = json.loads((self.root / "manifest.json").read_text())
         self.policy: str = self.manifest["policy"]
         self.patience: int = int(self.manifest.get("patience") or 0)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
+        opts = session_options(threads)
         stages = self.manifest["stages"]
         files = [stage_file(self.root, s.get("file")) for s in stages]  # all, before loading
         self._sessions = [

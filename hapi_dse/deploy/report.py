@@ -1,0 +1,67 @@
+"""The console table of ``hapi eval``: an evaluation report (:mod:`hapi_dse.deploy.evaluate`)
+as measured, predicted and relative error side by side, the exit histogram, the fidelity of
+the exported decisions and the verdict on each SLO.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hapi_dse.deploy.measure import STATISTICS
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    """The console table of ``hapi eval``."""
+    meas, pred, rel = rep["measured"], rep["predicted"], rep["relative_error"]
+    lines = [
+        f"{rep['model']} ({rep['format']}) on {rep['dataset']} {rep['split']}, {rep['n']} samples"
+    ]
+    lines.append(f"{'':18}{'measured':>12}{'predicted':>12}{'rel. error':>12}")
+
+    def row(label: str, mv: float, pv: float | None, rv: float | None, fmt: str) -> None:
+        ps = "-" if pv is None else format(pv, fmt)
+        rs = "-" if rv is None else f"{100 * rv:+.1f} %"
+        lines.append(f"{label:18}{format(mv, fmt):>12}{ps:>12}{rs:>12}")
+
+    row(
+        "accuracy (%)",
+        100 * meas["accuracy"],
+        None if pred is None else 100 * pred["accuracy"],
+        rel.get("accuracy"),
+        ".2f",
+    )
+    for k in STATISTICS:
+        pv = None if pred is None or pred["latency_ms"] is None else pred["latency_ms"][k]
+        row(f"latency {k} (ms)", meas["latency_ms"][k], pv, rel.get(f"latency_{k}"), ".4f")
+    lines.append("exit histogram (samples):")
+    for i, name in enumerate(rep["exits"]):
+        pv = "-" if pred is None else str(pred["exit_histogram"][i])
+        lines.append(f"  {i} {name:14}{meas['exit_histogram'][i]:>12}{pv:>12}")
+    if rep.get("fidelity"):
+        f = rep["fidelity"]
+        lines.append(
+            f"exit decisions agreeing with the cost model: "
+            f"{100 * f['exit_agreement']:.2f} % ({f['disagreeing_samples']} differ)"
+        )
+    if rep.get("slos"):
+        lines.append("SLOs the design was searched under:")
+        for v in rep["slos"]:
+            fmt = _slo_value
+            lines.append(
+                f"  {v['slo']:24}measured {fmt(v['metric'], v['measured']):>10}  predicted "
+                f"{fmt(v['metric'], v['predicted']):>10}  {v['verdict'].upper()}"
+            )
+    load = meas.get("load") or {}
+    if load.get("busy"):
+        from hapi_dse.deploy.measure import busy_warning
+
+        lines.append("warning: " + busy_warning(load))
+    return "\n".join(lines)
+
+
+def _slo_value(metric: str, v: float | None) -> str:
+    if v is None:
+        return "-"
+    if metric == "accuracy":
+        return f"{100 * v:.2f}%"
+    return f"{v:.4g}"

@@ -59,3 +59,96 @@ def train_digits() -> Any:
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real run directory with the default head types (``linear``, ``conv``, ``mlp``)."""
     return train_tiny(tmp_path_factory.mktemp("runs") / "tiny")
+
+
+# -- export and eval: design files, a made-up profile table, one shared export ------------------
+
+
+def _write_design(
+    run: Path,
+    path: Path,
+    exits: list[tuple[int, str, float]],
+    policy: str = "max_softmax",
+    patience: int = 0,
+) -> Path:
+    """A ``design.json`` of ``run`` with ``exits`` as ``(position, head, threshold)``."""
+    import json
+
+    mid = json.loads((run / "model.json").read_text())["model_id"]
+    doc = {
+        "schema_version": 1,
+        "model_id": mid,
+        "device": "host",
+        "policy": policy,
+        "policy_params": {"patience": patience} if policy == "patience" else {},
+        "exits": [{"position": p, "head": h, "threshold": t} for p, h, t in exits],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _write_fake_table(run: Path, profiles: Path, device: str) -> Path:
+    """A made-up profile table of ``run`` for ``device`` (latency proportional to FLOPs)."""
+    import csv
+    import json
+
+    from hapi_dse.profiling.table import write_table
+
+    mid = json.loads((run / "model.json").read_text())["model_id"]
+    with open(run / "flops.csv", newline="") as f:
+        flops = list(csv.DictReader(f))
+    rows = []
+    for r in flops:
+        lat = 0.004 + int(r["flops"]) * 1e-8
+        rows.append(
+            {
+                "segment": r["segment"],
+                "position": int(r["position"]),
+                "head": r["head"] if r["segment"] != "block" else "",
+                "batch": 1,
+                "latency_ms": lat,
+                "latency_p90_ms": lat * 1.1,
+                "energy_mj": 0.0,
+                "flops": int(r["flops"]),
+                "params": int(r["params"]),
+                "runs": 10,
+                "source": "measured",
+                "energy_source": "modelled",
+            }
+        )
+    return write_table(
+        rows, {"call_overhead_ms": 0.004}, device=device, model_id=mid, profiles=profiles
+    )
+
+
+@pytest.fixture(scope="session")
+def write_design() -> Any:
+    """``write_design(run, path, [(position, head, threshold), ...], policy=, patience=)``
+    writes a ``design.json`` of ``run`` and returns ``path``."""
+    return _write_design
+
+
+@pytest.fixture(scope="session")
+def write_fake_table() -> Any:
+    """``write_fake_table(run, profiles, device)`` writes a made-up profile table of ``run``
+    (latency proportional to FLOPs) and returns its path."""
+    return _write_fake_table
+
+
+@pytest.fixture(scope="session")
+def shared_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A two-exit max-softmax design of the tiny run, exported once per test session
+    (``hapi export`` defaults, 128 check samples): ``info`` (the sidecar), ``out`` (the
+    ``.onnx``), ``design`` (its ``design.json`` in a search result) and ``run``. Read only."""
+    from hapi_dse.deploy import ExportConfig, export_design
+
+    root = tmp_path_factory.mktemp("shared-export")
+    out = root / "model.onnx"
+    design = _write_design(
+        tiny_run, root / "result" / "host" / "design.json", [(1, "linear", 0.6), (4, "conv", 0.8)]
+    )
+    info = export_design(
+        ExportConfig(source=root / "result", out=out, model=str(tiny_run), check_samples=128)
+    )
+    return {"info": info, "out": out, "design": design, "run": tiny_run}

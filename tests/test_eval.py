@@ -7,17 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_export_support import shared_export, write_fake_table
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out: Path = shared_export(tiny_run, tmp_path_factory)["out"]
+def exported(shared_export: dict) -> Path:
+    out: Path = shared_export["out"]
     return out
 
 
 def test_eval_json_fields_and_fidelity(
-    run_cli, tiny_run: Path, exported: Path, tmp_path: Path
+    run_cli, tiny_run: Path, exported: Path, tmp_path: Path, write_fake_table
 ) -> None:
     profiles = tmp_path / "profiles"
     write_fake_table(tiny_run, profiles, "fakehost")

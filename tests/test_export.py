@@ -7,16 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_export_support import shared_export, write_design
 
 from hapi_dse.onnx_tools import CHECK_ATOL, DEFAULT_OPSET
 from hapi_dse.provenance import sha256_file
 
 
 @pytest.fixture(scope="module")
-def single_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def single_export(shared_export: dict) -> dict:
     """One export of a two-exit design of the tiny run, shared by the tests below."""
-    return shared_export(tiny_run, tmp_path_factory)
+    return shared_export
 
 
 def _session(path: Path):
@@ -173,7 +172,7 @@ def test_staged_export_runtime_matches_single_graph(
     ],
 )
 def test_export_errors_are_one_line_exit_2(
-    run_cli, tiny_run: Path, tmp_path: Path, args: list[str], message: str
+    run_cli, tiny_run: Path, tmp_path: Path, write_design, args: list[str], message: str
 ) -> None:
     good = write_design(tiny_run, tmp_path / "d.json", [(1, "linear", 0.5)])
     bad = write_design(tiny_run, tmp_path / "bad.json", [(99, "linear", 0.5)])

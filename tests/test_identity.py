@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_export_support import shared_export, write_design, write_fake_table
 
 from hapi_dse.errors import ArtefactError
 from hapi_dse.models.early_exit import weights_identity
@@ -57,9 +56,14 @@ def _refused(res: Any, *names: str) -> str:
     return str(lines[0])
 
 
-def write_table_for(run: Path, profiles: Path, *, device: str = DEVICE) -> Path:
+@pytest.fixture(scope="session")
+def write_table_for(write_fake_table: Any) -> Any:
     """A made-up table of ``run`` (latency from FLOPs), named by its model_id."""
-    return write_fake_table(run, profiles, device)
+
+    def write(run: Path, profiles: Path, *, device: str = DEVICE) -> Path:
+        return write_fake_table(run, profiles, device)
+
+    return write
 
 
 def _copy_table(src: Path, dest: Path) -> None:
@@ -97,7 +101,9 @@ def ids(tiny_run: Path, other: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def searched(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def searched(
+    tiny_run: Path, tmp_path_factory: pytest.TempPathFactory, write_table_for: Any
+) -> dict[str, Path]:
     """A quick search of the tiny run on its own table."""
     from hapi_dse.search.runner import SearchConfig, run_search
 
@@ -134,7 +140,7 @@ def test_two_trainings_of_one_architecture_get_two_ids(tiny_run: Path, other: Pa
 
 
 def test_a_swapped_weights_pt_is_refused(
-    run_cli, tiny_run: Path, other: Path, tmp_path: Path
+    run_cli, tiny_run: Path, other: Path, tmp_path: Path, write_design: Any
 ) -> None:
     mixed = tmp_path / "mixed"
     shutil.copytree(tiny_run, mixed)
@@ -151,7 +157,9 @@ def test_a_swapped_weights_pt_is_refused(
     assert not out.exists()
 
 
-def test_a_malformed_weights_sha256_is_one_line(run_cli, tiny_run: Path, tmp_path: Path) -> None:
+def test_a_malformed_weights_sha256_is_one_line(
+    run_cli, tiny_run: Path, tmp_path: Path, write_design: Any
+) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(tiny_run, bad)
     doc = _model(bad)
@@ -163,7 +171,7 @@ def test_a_malformed_weights_sha256_is_one_line(run_cli, tiny_run: Path, tmp_pat
 
 
 def test_runs_without_weights_sha256_still_load(
-    tiny_run: Path, other: Path, tmp_path: Path
+    tiny_run: Path, other: Path, tmp_path: Path, write_design: Any
 ) -> None:
     from hapi_dse.deploy.inputs import design_run, load_design
 
@@ -193,7 +201,7 @@ def test_search_finds_no_table_of_another_training(
 
 
 def test_search_refuses_a_table_of_another_training(
-    run_cli, tiny_run: Path, other: Path, ids: dict[str, str], tmp_path: Path
+    run_cli, tiny_run: Path, other: Path, ids: dict[str, str], tmp_path: Path, write_table_for
 ) -> None:
     """A's table copied under B's file name: its sidecar still says A."""
     profiles = tmp_path / "profiles"
@@ -231,7 +239,7 @@ def test_search_records_the_model_it_searched(
 
 # -- hapi profile ------------------------------------------------------------------------------
 def test_profile_of_another_training_writes_its_own_table(
-    tiny_run: Path, other: Path, ids: dict[str, str], tmp_path: Path
+    tiny_run: Path, other: Path, ids: dict[str, str], tmp_path: Path, write_table_for
 ) -> None:
     from hapi_dse.paths import default_profiles_out
     from hapi_dse.profiling.runner import ProfileConfig, _refuse_overwrite
@@ -247,7 +255,7 @@ def test_profile_of_another_training_writes_its_own_table(
 
 
 def test_profile_refuses_to_replace_a_table_of_another_model(
-    run_cli, tiny_run: Path, other: Path, ids: dict[str, str], tmp_path: Path
+    run_cli, tiny_run: Path, other: Path, ids: dict[str, str], tmp_path: Path, write_table_for
 ) -> None:
     """A file under B's name whose sidecar says A: hapi did not write it for B."""
     from hapi_dse.profiling.runner import ProfileConfig, _refuse_overwrite
@@ -267,7 +275,7 @@ def test_profile_refuses_to_replace_a_table_of_another_model(
 
 # -- hapi export -------------------------------------------------------------------------------
 def test_export_refuses_a_design_of_another_training(
-    run_cli, tiny_run: Path, other: Path, ids: dict[str, str], tmp_path: Path
+    run_cli, tiny_run: Path, other: Path, ids: dict[str, str], tmp_path: Path, write_design
 ) -> None:
     design = write_design(tiny_run, tmp_path / "design.json", [(1, "linear", 0.6)])
     out = tmp_path / "x.onnx"
@@ -298,10 +306,10 @@ def test_eval_refuses_an_export_of_another_training(
     tiny_run: Path,
     other: Path,
     ids: dict[str, str],
-    tmp_path_factory: pytest.TempPathFactory,
+    shared_export: dict[str, Any],
     tmp_path: Path,
 ) -> None:
-    exp = shared_export(tiny_run, tmp_path_factory)
+    exp = shared_export
     assert exp["info"]["model_id"] == ids["a"]
     before = _snapshot(exp["out"].parent)
     report = tmp_path / "r.json"
@@ -335,7 +343,7 @@ def test_the_bundled_example_id_covers_its_weights() -> None:
 
 @pytest.mark.slow  # exports every segment of the tiny run (about 2 minutes)
 def test_profile_of_another_training_keeps_the_first_table(
-    run_cli, tiny_run: Path, other: Path, ids: dict[str, str], tmp_path: Path
+    run_cli, tiny_run: Path, other: Path, ids: dict[str, str], tmp_path: Path, write_table_for
 ) -> None:
     """End to end: a modelled profile of the other training beside the tiny run's table."""
     from hapi_dse.profiling.table import load_table

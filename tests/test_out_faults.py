@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_export_support import shared_export, write_design
 from test_out_safety import TRAIN, one_line_exit_2, search, snapshot
 
 from hapi_dse.cost.synthetic import write_synthetic_run, write_synthetic_table
@@ -200,7 +199,13 @@ def result_dir(synth: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
 
 
 def _commands(
-    name: str, fs: Path, synth: dict[str, Path], tiny_run: Path, exported: Path, result: Path
+    name: str,
+    fs: Path,
+    synth: dict[str, Path],
+    tiny_run: Path,
+    exported: Path,
+    result: Path,
+    write_design,
 ) -> list[object]:
     design = write_design(tiny_run, fs.parent / "d.json", [(1, "linear", 0.6)])
     return {
@@ -255,14 +260,15 @@ def test_every_command_refuses_a_read_only_or_full_out_before_its_work(
     tmp_path: Path,
     synth,
     tiny_run: Path,
-    tmp_path_factory,
+    shared_export,
+    write_design,
     result_dir: Path,
     no_training,
     monkeypatch: pytest.MonkeyPatch,
     name: str,
     fault: str,
 ) -> None:
-    exported = shared_export(tiny_run, tmp_path_factory)["out"]
+    exported = shared_export["out"]
 
     def boom(*a, **k):
         raise AssertionError("the long work started before --out was checked")
@@ -281,7 +287,7 @@ def test_every_command_refuses_a_read_only_or_full_out_before_its_work(
         else:
             fill(fs)
         before = snapshot(fs)
-        res = run_cli(*_commands(name, fs, synth, tiny_run, exported, result_dir))
+        res = run_cli(*_commands(name, fs, synth, tiny_run, exported, result_dir, write_design))
         assert_no_traceback(res.stderr)
         reason = "read-only file system" if fault == "read-only" else "no space left on device"
         one_line_exit_2(res, reason)

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from test_export_support import write_design
 
 from hapi_dse.cost.synthetic import write_synthetic_run, write_synthetic_table
 from hapi_dse.errors import UsageError
@@ -291,7 +290,9 @@ def staged(run_cli, tiny_run: Path, design: Path, out: Path, *extra: str):
     )
 
 
-def test_staged_export_keeps_a_users_files(run_cli, tiny_run: Path, tmp_path: Path) -> None:
+def test_staged_export_keeps_a_users_files(
+    run_cli, tiny_run: Path, tmp_path: Path, write_design
+) -> None:
     design = write_design(tiny_run, tmp_path / "d.json", [(1, "linear", 0.6)])
     out = tmp_path / "deploy"
     out.mkdir()
@@ -308,7 +309,7 @@ def test_staged_export_keeps_a_users_files(run_cli, tiny_run: Path, tmp_path: Pa
 
 
 def test_staged_export_replaces_its_previous_export_only_with_overwrite(
-    run_cli, tiny_run: Path, tmp_path: Path
+    run_cli, tiny_run: Path, tmp_path: Path, write_design
 ) -> None:
     from hapi_dse.deploy.load import load_runtime
 

@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_export_support import write_design
 
 from hapi_dse.errors import ArtefactError
 from hapi_dse.run import RunDir, allow_backbone_factory
@@ -56,7 +55,9 @@ def test_profile_refuses_a_factory_named_by_model_json(code_run, tmp_path, run_c
     assert not code_run["marker"].exists()
 
 
-def test_export_refuses_a_factory_named_by_model_json(code_run, tmp_path, run_cli) -> None:
+def test_export_refuses_a_factory_named_by_model_json(
+    code_run, tmp_path, run_cli, write_design
+) -> None:
     design = write_design(code_run["run"], tmp_path / "d.json", [(1, "linear", 0.5)])
     res = run_cli("export", design, "--model", code_run["run"], "--out", tmp_path / "m.onnx")
     _refused(res, code_run["spec"])

@@ -68,12 +68,13 @@ def search_args(synth: dict[str, Path], out: Path, *extra: str) -> list[str]:
     ]
 
 
-def start(args: list[str], cwd: Path, err: Path, **kw) -> subprocess.Popen:
-    """``hapi ARGS`` in its own process group (so that Ctrl-C can be sent to the group, as a
-    terminal does); stderr to a file, as orphans would keep a pipe open."""
+def start(args: list[str], cwd: Path, err: Path, cmd: list[str] = HAPI, **kw) -> subprocess.Popen:
+    """``hapi ARGS`` (``cmd``: another way to run hapi) in its own process group (so that
+    Ctrl-C can be sent to the group, as a terminal does); stderr to a file, as orphans would
+    keep a pipe open."""
     with open(err, "w") as f:  # the child has its own copy
         return subprocess.Popen(
-            [*HAPI, *args],
+            [*cmd, *args],
             cwd=cwd,
             stdout=subprocess.DEVNULL,
             stderr=f,
@@ -239,10 +240,30 @@ def test_an_interrupted_jobs_search_resumes_with_the_exact_count(
 
 
 # -- one process: Ctrl-C during a SQLite search ----------------------------------------------
+SLOW_TRIAL_S = 3
+# hapi whose trials from number 3 on take SLOW_TRIAL_S: a signal sent while one of them runs
+# lands in the trial, however fast the machine
+SLOW_HAPI = [
+    sys.executable,
+    "-c",
+    "import sys, time\n"
+    "from hapi_dse.search.problem import Problem\n"
+    "score = Problem.objective\n"
+    "def slow(self, trial):\n"
+    f"    if trial.number >= 3: time.sleep({SLOW_TRIAL_S})\n"
+    "    return score(self, trial)\n"
+    "Problem.objective = slow\n"
+    "from hapi_dse.cli import main\n"
+    "main()\n",
+]
+
+
 @pytest.mark.parametrize("times", [1, 2])
 def test_ctrl_c_during_a_sqlite_search_is_one_line_and_resumes(
     synth, tmp_path: Path, work: Path, times: int
 ) -> None:
+    """One Ctrl-C lets the trial in flight finish; a second one cuts it short. The signals
+    are sent once the storage shows trial 3 running (slowed down), so they land mid-trial."""
     import optuna
 
     from hapi_dse.search.storage import open_storage
@@ -260,21 +281,27 @@ def test_ctrl_c_during_a_sqlite_search_is_one_line_and_resumes(
         return [t.state.name for t in study.get_trials(deepcopy=False)]
 
     err = tmp_path / "err.txt"
-    proc = start(args, work, err)
+    proc = start(args, work, err, cmd=SLOW_HAPI)
     try:
-        wait_for("trials", lambda: states().count("COMPLETE") >= 3 or proc.poll() is not None)
+        wait_for(
+            "trial 3 to run",
+            lambda: states()[3:4] == ["RUNNING"] or proc.poll() is not None,
+            timeout=60,
+        )
+        assert proc.poll() is None, err.read_text()
         for _ in range(times):  # a second Ctrl-C interrupts the trial in flight at once
             os.killpg(proc.pid, signal.SIGINT)
-            time.sleep(0.02)  # two signals close together would be delivered as one
+            time.sleep(0.2)  # two signals close together would be delivered as one
         check_exit(proc, "SIGINT", err)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     before = states()
-    assert 3 <= before.count("COMPLETE") < total
-    if times == 1:  # the trial in flight was finished
-        assert set(before) == {"COMPLETE"}
+    if times == 1:  # the trial in flight (3) was finished, then the search stopped
+        assert before == ["COMPLETE"] * 4
+    else:  # it was cut short
+        assert before == ["COMPLETE"] * 3 + ["FAIL"]
     res = run([*args, "--overwrite"], work)
     assert res.returncode == 0, res.stderr
     assert trial_states(tmp_path / "out").count("COMPLETE") == total

@@ -57,7 +57,7 @@ class Problem:
     table_sidecar: dict[str, Any] = field(default_factory=dict)
     table_path: Path | None = None
 
-    #: called after each trial this process runs (progress, stopping); set by the runner.
+    #: called after each trial this process runs (progress, stopping); set by run_study.
     #: Not an Optuna callback: optimize() deep-copies the trial for those (~1 ms each).
     after_trial: Callable[[Any], None] | None = None
 

@@ -25,10 +25,10 @@ from typing import Any
 from hapi_dse.provenance import redact
 from hapi_dse.run import RunDir, resolve_run
 from hapi_dse.search.config import DEFAULT_TRIALS, SearchConfig
-from hapi_dse.search.problem import Evaluator, Problem, build_problem
+from hapi_dse.search.problem import build_problem
 from hapi_dse.search.sampling import SAMPLERS
 from hapi_dse.search.storage import open_storage
-from hapi_dse.search.study import StudyRun, open_study, run_study
+from hapi_dse.search.study import run_study
 
 
 def study_name_for(cfg: SearchConfig, device: str, model_id: str) -> str:
@@ -90,19 +90,15 @@ def run_search(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> 
     return results
 
 
-# Names that other code and tests import from here, where they used to live. run_search
-# calls run_study through this module, so that tests can replace it here.
+# What code and tests still import from here: the names of the old one-module runner
+# (``redact`` and ``open_storage`` among them), and ``run_study``, which run_search calls
+# through this module so that tests can replace it here.
 __all__: Sequence[str] = [
     "DEFAULT_TRIALS",
     "SAMPLERS",
-    "Evaluator",
-    "Problem",
     "SearchConfig",
-    "StudyRun",
-    "build_problem",
     "default_out",
     "open_storage",
-    "open_study",
     "redact",
     "run_search",
     "run_study",

@@ -4,7 +4,8 @@
 split, one sample that takes each exit path at the searched thresholds. When no sample takes
 a path, a real sample is sent down it with the thresholds overridden (``forced``; possible
 for the threshold policies, not for ``patience``, whose uncovered paths are reported as
-unchecked). :func:`check_info` is the ``check`` object of the export sidecar.
+unchecked). :class:`CheckedDesign` carries a design with its plan to either format's export;
+:func:`check_info` is the ``check`` object of the export sidecar.
 """
 
 from __future__ import annotations
@@ -68,6 +69,22 @@ def plan_checks(net: Any, design: Any, temps: list[float], x: np.ndarray) -> Che
         else:  # patience: no input forces a path; the check reports it uncovered
             continue
     return CheckPlan(paths, samples, forced, thresholds, counts)
+
+
+@dataclass
+class CheckedDesign:
+    """What an export is built from and checked on: the network, the design, its exit
+    temperatures, the samples ``x`` and the plan of which of them check which exit path."""
+
+    net: Any
+    design: Any
+    temps: list[float]
+    x: np.ndarray
+    plan: CheckPlan
+
+    @classmethod
+    def prepare(cls, net: Any, design: Any, temps: list[float], x: np.ndarray) -> CheckedDesign:
+        return cls(net, design, temps, x, plan_checks(net, design, temps, x))
 
 
 def check_info(plan: CheckPlan, diffs: dict[str, float], checker: str) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hapi_dse.deploy.checks import plan_checks
+from hapi_dse.deploy.checks import CheckedDesign
 from hapi_dse.deploy.inputs import (
     DesignFile,
     design_run,
@@ -105,20 +105,22 @@ def export_design(cfg: ExportConfig) -> dict[str, Any]:
 
     torch.manual_seed(cfg.seed)
     net = run.load_model()
-    plan = plan_checks(net, dfile.design, temps, x)
+    checked = CheckedDesign.prepare(net, dfile.design, temps, x)
     common = _common_info(cfg, dfile, run, temps)
     common["timings_s"] = {"inputs_and_check_plan": round(time.perf_counter() - t0, 2)}
-    what = (net, dfile.design, temps, x, plan, common)
     if cfg.fmt == "staged":
         info = export_staged(
-            *what,
+            checked,
+            common,
             out=cfg.out,
             opset=cfg.opset,
             layout_anchor=cfg.layout_anchor,
             overwrite=cfg.overwrite,
         )
     else:
-        info = export_single(*what, out=cfg.out, opset=cfg.opset, layout_anchor=cfg.layout_anchor)
+        info = export_single(
+            checked, common, out=cfg.out, opset=cfg.opset, layout_anchor=cfg.layout_anchor
+        )
     info["provenance"] = provenance(
         seed=cfg.seed,
         inputs={

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from hapi_dse.deploy.checks import CheckPlan, check_info
+from hapi_dse.deploy.checks import CheckedDesign, check_info
 from hapi_dse.deploy.load import META_PREFIX
 from hapi_dse.errors import ArtefactError
 from hapi_dse.onnx_tools import CHECK_ATOL, ExportMismatchError, ExportReport
@@ -44,21 +44,13 @@ def _metadata(common: dict[str, Any]) -> dict[str, str]:
 
 
 def export_single(
-    net: Any,
-    design: Any,
-    temps: list[float],
-    x: np.ndarray,
-    plan: CheckPlan,
-    common: dict[str, Any],
-    *,
-    out: Path,
-    opset: int,
-    layout_anchor: bool,
+    checked: CheckedDesign, common: dict[str, Any], *, out: Path, opset: int, layout_anchor: bool
 ) -> dict[str, Any]:
-    """Write ``design`` to the ``.onnx`` file ``out``, checked on the samples ``plan`` picks
-    from ``x``; returns the sidecar content (``common`` and what this export adds)."""
+    """Write the design to the ``.onnx`` file ``out``, checked as ``checked`` plans; returns
+    the sidecar content (``common`` and what this export adds)."""
     from hapi_dse.deploy.graph import input_names
 
+    design, x, plan = checked.design, checked.x, checked.plan
     names = input_names(design)
 
     def feed(i: int) -> tuple[Any, ...]:
@@ -67,9 +59,9 @@ def export_single(
 
     timings = dict(common["timings_s"])
     built = write_single_graph(
-        net,
+        checked.net,
         design,
-        temps,
+        checked.temps,
         out,
         example=(x[:1],),
         checks=[feed(i) for i in range(len(plan.samples))],

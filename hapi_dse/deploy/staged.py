@@ -16,18 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from hapi_dse.deploy.checks import CheckPlan, check_info
+from hapi_dse.deploy.checks import CheckedDesign, CheckPlan, check_info
 from hapi_dse.deploy.load import EXPORT_SCHEMA_VERSION, MANIFEST, RUNTIME_FILE, load_runtime
 from hapi_dse.onnx_tools import CHECK_ATOL, ExportMismatchError
 from hapi_dse.provenance import atomic_dir, sha256_file, write_json
 
 
 def export_staged(
-    net: Any,
-    design: Any,
-    temps: list[float],
-    x: np.ndarray,
-    plan: CheckPlan,
+    checked: CheckedDesign,
     common: dict[str, Any],
     *,
     out: Path,
@@ -35,14 +31,16 @@ def export_staged(
     layout_anchor: bool,
     overwrite: bool,
 ) -> dict[str, Any]:
-    """Write ``design`` as a staged export directory ``out`` (replacing a previous staged
-    export only with ``overwrite``), checked on the samples ``plan`` picks from ``x``;
-    returns the sidecar content (``common`` and what this export adds)."""
+    """Write the design as a staged export directory ``out`` (replacing a previous staged
+    export only with ``overwrite``), checked as ``checked`` plans; returns the sidecar
+    content (``common`` and what this export adds)."""
     import torch
 
     from hapi_dse.deploy.graph import DesignGraph, StageGraph, build_stages, stage_io
     from hapi_dse.onnx_tools import export_onnx
 
+    net, design, temps = checked.net, checked.design, checked.temps
+    x, plan = checked.x, checked.plan
     m = len(design.exits)
     stages = build_stages(net, design, layout_anchor).eval()
     # features entering each stage for the check samples (and the example)

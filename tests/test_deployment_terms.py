@@ -207,7 +207,7 @@ TRUTH = np.array([0.015, 0.02, 0.012, 0.004, -0.003, 0.05, 0.02, 0.01])
 def test_fit_recovers_terms_that_generated_the_timings(tmp_path):
     """fit_terms on latencies made from known terms and the probes' features."""
     from hapi_dse.profiling.graph_terms import fit_terms
-    from hapi_dse.profiling.segments import Manifest
+    from hapi_dse.profiling.manifest import Manifest
 
     entries, measured, rows, ovh, _ = _probe_timings(TRUTH)
     man = Manifest(root=tmp_path, model_id="m", batch=1, segments=[])
@@ -228,7 +228,7 @@ def test_block_offset_comes_from_the_probe_without_exits_not_the_monolithic_timi
     cache) moves nothing. Without that probe the monolithic timing is the fallback, and
     without either the offset is fitted."""
     from hapi_dse.profiling.graph_terms import fit_terms
-    from hapi_dse.profiling.segments import Manifest
+    from hapi_dse.profiling.manifest import Manifest
 
     entries, measured, rows, ovh, block_ms = _probe_timings(TRUTH)
     man = Manifest(root=tmp_path, model_id="m", batch=1, segments=[])

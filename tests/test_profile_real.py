@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hapi_dse.cost.costs import SegmentCosts
-from hapi_dse.profiling.runner import ProfileConfig, run_profile
-from hapi_dse.profiling.specs import find_spec
+from hapi_dse.profiling.manifest import load_manifest
+from hapi_dse.profiling.modelled import ModelledProfiler
+from hapi_dse.profiling.runner import ProfileConfig, compare_rows, run_profile
+from hapi_dse.profiling.specs import find_spec, parse_spec
 from hapi_dse.profiling.table import load_table
 from hapi_dse.run import RunDir
 
@@ -67,7 +72,13 @@ def test_measured_profile_has_one_row_per_segment(exported, tiny_run, tmp_path):
     assert side["segments_sum_ms"] == pytest.approx(float(t.block_latency_ms().sum()))
     assert side["threads"] == 1 and side["provider"] == "CPUExecutionProvider"
     assert side["energy_source"] == "modelled" and set(t.rows["energy_source"]) == {"modelled"}
-    assert "onnxruntime_version" in side and side["provenance"]["inputs"]
+    import onnxruntime as ort
+
+    from hapi_dse.provenance import sha256_file
+
+    assert side["onnxruntime_version"] == ort.__version__
+    manifest_input = side["provenance"]["inputs"]["segments.json"]
+    assert manifest_input["sha256"] == sha256_file(exported / "segments.json")
     # the deployment terms, fitted on the probes (real one-graph exports) of the manifest
     dep = side["deployment"]
     assert dep["source"] == "measured" and dep["fit"]["groups"] >= 6
@@ -120,12 +131,16 @@ def test_cli_modelled_profile_and_refusals(exported, tmp_path, run_cli):
         tmp_path,
     )
     assert res.exit_code == 0, res.stderr
-    csv = next((tmp_path / "pixel6").glob("*.csv"))
-    text = csv.read_text()
-    assert ",modelled,modelled" in text and ",measured" not in text
-    # the deployment terms come from the spec, labelled as modelled
-    dep = json.loads(csv.with_suffix(".json").read_text())["deployment"]
+    man = json.loads((exported / "segments.json").read_text())
+    table = load_table("pixel6", man["model_id"], tmp_path)
+    rows = table.rows
+    assert len(rows) == sum(s["kind"] in ("block", "head", "final") for s in man["segments"])
+    assert set(rows["source"]) == {"modelled"} and set(rows["energy_source"]) == {"modelled"}
     spec = find_spec("pixel6")
+    # energy is the spec's active power times the modelled latency
+    np.testing.assert_allclose(rows["energy_mj"], spec.active_power_w * rows["latency_ms"], 1e-4)
+    # the deployment terms come from the spec, labelled as modelled
+    dep = table.sidecar["deployment"]
     assert dep["source"] == "modelled"
     assert dep["decision_ms"]["entropy"] > dep["decision_ms"]["max_softmax"] > 0
     assert dep["decision_ms"]["max_softmax"] == pytest.approx(9 * spec.op_overhead_us * 1e-3)
@@ -157,7 +172,11 @@ def test_board_path_needs_no_torch(exported, tmp_path):
         env={"HAPI_NO_PROGRESS": "1", "PATH": "/usr/bin:/bin"},
     )
     assert res.returncode == 0, res.stderr[-2000:]
-    assert list((tmp_path / "board").glob("*.csv"))
+    man = json.loads((exported / "segments.json").read_text())
+    table = load_table("board", man["model_id"], tmp_path)
+    assert len(table.rows) == sum(s["kind"] in ("block", "head", "final") for s in man["segments"])
+    assert set(table.rows["source"]) == {"measured"} and set(table.rows["runs"]) == {50}
+    assert (table.rows["latency_ms"] > 0).all()
 
 
 def test_calibrate_writes_a_spec_and_compares_with_the_measured_table(exported, tmp_path, run_cli):
@@ -168,8 +187,28 @@ def test_calibrate_writes_a_spec_and_compares_with_the_measured_table(exported, 
         "profile", "--calibrate", "--onnx-dir", exported, "--profiles", tmp_path, "--runs", "50"
     )
     assert res.exit_code == 0, res.stderr
-    assert (tmp_path / "specs" / "host.toml").is_file()
-    assert "spearman" in res.stdout and "MAPE" in res.stdout
+    spec_line, compare_line = res.stdout.splitlines()
+    m = re.fullmatch(
+        r"spec for host written to (\S+) \((\d+) graphs, fit error ([\d.]+)%, call overhead "
+        r"([\d.]+) us\)",
+        spec_line,
+    )
+    assert m, spec_line
+    spec = parse_spec(m[1])
+    assert Path(m[1]) == tmp_path / "specs" / "host.toml" and int(m[2]) >= 50
+    assert spec.call_overhead_us == pytest.approx(float(m[4]), abs=0.06)
+    # the printed comparison is the fitted spec's model of the measured table
+    m = re.fullmatch(
+        r"model vs measured table over (\d+) segments: spearman (-?[\d.]+), MAPE ([\d.]+)%",
+        compare_line,
+    )
+    assert m, compare_line
+    man = load_manifest(exported)
+    table = load_table("host", man.model_id, tmp_path)
+    cmp = compare_rows(table.rows.to_dict("records"), ModelledProfiler(spec).profile(man).rows)
+    assert int(m[1]) == cmp["segments"] == len(table.rows)
+    assert float(m[2]) == pytest.approx(cmp["spearman"], abs=6e-4)
+    assert float(m[3]) == pytest.approx(100 * cmp["mape"], abs=0.06)
     # the fitted spec models this machine: a modelled table can be made from it elsewhere
     res = run_cli(
         "profile",
@@ -201,8 +240,6 @@ def test_calibrate_writes_a_spec_and_compares_with_the_measured_table(exported, 
 def _profilers():
     from hapi_dse.profiling.fake import FakeProfiler
     from hapi_dse.profiling.measured import OrtProfiler
-    from hapi_dse.profiling.modelled import ModelledProfiler
-    from hapi_dse.profiling.specs import find_spec
     from hapi_dse.profiling.timing import TimingSettings
 
     return {
@@ -215,7 +252,6 @@ def _profilers():
 @pytest.mark.parametrize("name", list(_profilers()))
 def test_every_profiler_fills_a_valid_table(exported, tmp_path, name):
     """Contract test: any profiler's rows cover every segment and pass the table checks."""
-    from hapi_dse.profiling.segments import load_manifest
     from hapi_dse.profiling.table import write_table
 
     man = load_manifest(exported)
@@ -230,3 +266,59 @@ def test_every_profiler_fills_a_valid_table(exported, tmp_path, name):
     write_table(res.rows, res.sidecar, device=name, model_id=man.model_id, profiles=tmp_path)
     t = load_table(name, man.model_id, tmp_path)
     assert t.source == profiler.source and len(t.rows) == len(want)
+
+
+def test_batch_2_profile_times_batch_2_graphs(tiny_run, tmp_path, run_cli):
+    """``--batch 2``: every graph takes two samples, and the table says so in every row."""
+    import onnxruntime as ort
+
+    export = tmp_path / "segments"
+    res = run_cli(
+        "profile", "--model", tiny_run, "--batch", "2", "--exporter", "legacy",
+        "--export-dir", export, "--device", "b2", "--profiles", tmp_path,
+        "--runs", "50", "--warmup", "2",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    run = RunDir(tiny_run)
+    table = load_table("b2", run.model_id, tmp_path)
+    rows, side = table.rows, table.sidecar
+    assert len(rows) == run.num_blocks * (1 + len(run.model["arch"]["heads"])) + 1
+    assert set(rows["batch"]) == {2} and side["batch"] == 2 and set(rows["runs"]) == {50}
+    # the graphs really take a batch of 2 ...
+    man = load_manifest(export)
+    assert man.batch == 2 and all(s.input_shape[0] == 2 for s in man.segments)
+    sess = ort.InferenceSession(str(man.path(man.segments[0])), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape[0] == 2
+    assert man.probes == []  # deployment probes are batch-1 graphs: none at batch 2
+    # ... and their FLOPs are the batch-1 figures of flops.csv, twice
+    per_sample = {(r["segment"], r["position"], r["head"]): r["flops"] for r in run.flops()}
+    for r in rows.itertuples():
+        assert r.flops == 2 * per_sample[r.segment, r.position, r.head], r
+    # sensible latencies: positive, p90 >= median, below a second, and a block (two
+    # convolutions on two samples) costs more than an empty session.run
+    assert (rows["latency_ms"] > 0).all() and (rows["latency_ms"] < 1000).all()
+    assert (rows["latency_p90_ms"] >= rows["latency_ms"]).all()
+    blocks = table.block_latency_ms()
+    assert side["segments_sum_ms"] == pytest.approx(blocks.sum())
+    assert 0 < side["call_overhead_ms"] < blocks.mean()
+    assert side["monolithic_backbone_ms"] > 0 and "deployment" not in side
+    # the console line reports the same table
+    m = re.search(r"blocks ([\d.]+) ms, call overhead ([\d.]+) ms", res.stdout)
+    assert m and float(m[1]) == pytest.approx(blocks.sum(), abs=6e-4)
+
+
+def test_a_run_without_flops_csv_is_refused_in_one_line(tiny_run, tmp_path, run_cli):
+    """Profiling reads segment FLOPs from the run's flops.csv (it never imports training)."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "flops.csv").unlink()
+    export = tmp_path / "segments"
+    res = run_cli(
+        "profile", "--model", run, "--export-dir", export, "--export-only",
+        "--exporter", "legacy",
+    )  # fmt: skip
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{run / 'flops.csv'}: not found" in lines[0]
+    assert "hapi train" in lines[0]
+    assert not (export / "segments.json").exists()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hapi_dse.profiling.segments import Manifest, Segment
+from hapi_dse.profiling.manifest import Manifest, Segment
 
 ProgressFn = Callable[[int, int], None]
 

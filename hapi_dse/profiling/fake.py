@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hapi_dse.profiling.base import Profiler, ProfileResult, ProgressFn, make_row
-from hapi_dse.profiling.segments import Manifest
+from hapi_dse.profiling.manifest import Manifest
 
 
 class FakeProfiler(Profiler):

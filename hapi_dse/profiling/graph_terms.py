@@ -28,7 +28,7 @@ import numpy as np
 
 from hapi_dse.cost.deployment import POLICIES, DeploymentTerms, first_decision
 from hapi_dse.errors import ArtefactError
-from hapi_dse.profiling.segments import Manifest
+from hapi_dse.profiling.manifest import Manifest
 from hapi_dse.profiling.timing import TimingSettings, make_session
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Any
 
 from hapi_dse.profiling.base import Profiler, ProfileResult, ProgressFn, make_row
 from hapi_dse.profiling.energy import EnergyMeter, check_counter_moved
-from hapi_dse.profiling.segments import Manifest
+from hapi_dse.profiling.manifest import Manifest
 from hapi_dse.profiling.specs import DEFAULT_ACTIVE_POWER_W
 from hapi_dse.profiling.timing import (
     TimingSettings,

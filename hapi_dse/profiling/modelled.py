@@ -19,7 +19,7 @@ from typing import Any
 
 from hapi_dse.errors import ArtefactError
 from hapi_dse.profiling.base import Profiler, ProfileResult, ProgressFn, make_row
-from hapi_dse.profiling.segments import Manifest
+from hapi_dse.profiling.manifest import Manifest
 from hapi_dse.profiling.specs import DeviceSpec
 
 FUSABLE_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh"}

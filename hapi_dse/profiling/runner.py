@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from hapi_dse.errors import UsageError
 from hapi_dse.onnx_tools import CHECK_ATOL, DEFAULT_OPSET, check_provider
 from hapi_dse.profiling.base import Profiler, ProfileResult
-from hapi_dse.profiling.segments import MANIFEST, Manifest, load_manifest
+from hapi_dse.profiling.manifest import MANIFEST, Manifest, load_manifest
 from hapi_dse.progress import Progress
 
 if TYPE_CHECKING:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,8 @@ import pytest
 from hapi_dse.errors import ArtefactError, UsageError
 from hapi_dse.profiling.base import ProfileResult
 from hapi_dse.profiling.fake import FakeProfiler
-from hapi_dse.profiling.segments import Manifest, Segment
-from hapi_dse.profiling.table import TABLE_COLUMNS, load_table, read_table, write_table
+from hapi_dse.profiling.manifest import Manifest, Segment
+from hapi_dse.profiling.table import TABLE_COLUMNS, UNITS, load_table, read_table, write_table
 
 MODEL_ID = "tinynet-0123abcd"
 HEADS = ("linear", "conv")
@@ -94,19 +95,10 @@ def test_fake_profiler_round_trip(written, tmp_path):
     assert t.call_overhead_ms == pytest.approx(0.004)
     assert t.source == "measured"
     side = json.loads(path.with_suffix(".json").read_text())
-    for key in (
-        "device",
-        "model_id",
-        "source",
-        "provider",
-        "threads",
-        "date",
-        "call_overhead_ms",
-        "segments_sum_ms",
-        "provenance",
-        "units",
-    ):
-        assert key in side, key
+    assert (side["device"], side["model_id"], side["source"]) == ("fakedev", MODEL_ID, "measured")
+    assert (side["provider"], side["threads"], side["rows"]) == ("fake", 1, len(t.rows))
+    assert side["units"] == UNITS and side["call_overhead_ms"] == pytest.approx(0.004)
+    assert datetime.fromisoformat(side["date"]).tzinfo is not None
     assert side["provenance"]["seed"] == 3
     assert side["segments_sum_ms"] == pytest.approx(sum(expect))
     with pytest.raises(ArtefactError, match="no row"):
@@ -196,9 +188,16 @@ def test_devices_lists_tables_and_specs(written, tmp_path, run_cli):
     )
     res = run_cli("devices", "--profiles", tmp_path)
     assert res.exit_code == 0, res.stderr
-    assert "fakedev" in res.stdout and "measured" in res.stdout and MODEL_ID in res.stdout
-    assert "board" in res.stdout and "spec" in res.stdout
-    assert "pixel6" in res.stdout  # shipped spec, found through the search path
+    lines = res.stdout.splitlines()
+    assert lines[0].split() == ["DEVICE", "SOURCE", "MODEL", "DATE", "FILE"]
+    rows = {(c[0], c[1]): c for c in (line.split() for line in lines[1:])}
+    path, _, _ = written
+    date = json.loads(path.with_suffix(".json").read_text())["date"][:19]
+    assert rows["fakedev", "measured"] == ["fakedev", "measured", MODEL_ID, date, str(path)]
+    assert rows["board", "spec"] == ["board", "spec", "-", "-", str(specs / "board.toml")]
+    # a shipped spec, found through the search path after --profiles
+    assert Path(rows["pixel6", "spec"][4]).name == "pixel6.toml"
+    assert [c[0] for c in rows.values()] == sorted(c[0] for c in rows.values())
 
 
 def test_table_module_imports_neither_torch_nor_onnxruntime():

@@ -15,7 +15,13 @@ from hapi_dse.models.early_exit import architecture_spec, build
 from hapi_dse.run import RUN_FILES, RunDir
 from hapi_dse.training.calibration import exit_statistics, fit_temperatures, nll_per_column
 from hapi_dse.training.losses import Distill, exit_loss
-from hapi_dse.training.trainer import TrainConfig, state_digest, train, train_exits
+from hapi_dse.training.trainer import (
+    TrainConfig,
+    state_digest,
+    summary_table,
+    train,
+    train_exits,
+)
 
 
 def test_exit_training_leaves_backbone_bit_identical() -> None:
@@ -234,5 +240,29 @@ def test_cli_train_digits_end_to_end(run_cli, tmp_path: Path) -> None:
         tmp_path / "r",
     )
     assert res.exit_code == 0, res.stderr
-    assert "final (backbone)" in res.stdout and "resnet20-" in res.stdout
-    assert RunDir(tmp_path / "r").stats("test").k == 10
+    run = RunDir(tmp_path / "r")
+    assert run.stats("test").k == 10
+    # the console shows the accuracy table of train.json and names the model written
+    train_json = json.loads((tmp_path / "r" / "train.json").read_text())
+    *table, last = res.stdout.strip().splitlines()
+    assert "\n".join(table) == summary_table(train_json)
+    assert last.startswith(f"model {run.model_id} written to {tmp_path / 'r'} (")
+    assert run.model_id.startswith("resnet20-")
+
+
+def test_summary_table_shows_each_exit_val_and_test_accuracy() -> None:
+    per_exit = [
+        {"position": p, "head": h, "val_acc": va, "test_acc": ta}
+        for p, h, va, ta in [
+            (0, "linear", 0.5, 0.25),
+            (0, "conv", 0.625, 0.5),
+            (1, "linear", 0.75, 0.7),
+            (1, "conv", 0.875, 0.8),
+            (1, "final", 0.9, 0.8125),
+        ]
+    ]
+    lines = summary_table({"per_exit": per_exit}).splitlines()
+    assert lines[0].split() == ["pos", "linear", "conv", "(val", "/", "test", "accuracy,", "%)"]
+    cells = [line.split() for line in lines[1:3]]
+    assert cells == [["0", "50.0/25.0", "62.5/50.0"], ["1", "75.0/70.0", "87.5/80.0"]]
+    assert lines[3] == "final (backbone): val 90.00 %, test 81.25 %"

@@ -20,9 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hapi_dse.atomic import write_json, write_text
 from hapi_dse.csvio import csv_text
 from hapi_dse.data import Splits, load_splits
 from hapi_dse.errors import ArtefactError, UsageError, first_line
+from hapi_dse.exit_stats import ExitStats
 from hapi_dse.models.backbones import BACKBONES
 from hapi_dse.models.early_exit import (
     EarlyExitNet,
@@ -31,9 +33,9 @@ from hapi_dse.models.early_exit import (
     weights_identity,
 )
 from hapi_dse.models.heads import HEADS
+from hapi_dse.outdirs import atomic_dir, check_out_dir
 from hapi_dse.progress import Progress
-from hapi_dse.provenance import atomic_dir, check_out_dir, provenance, write_json, write_text
-from hapi_dse.run import ExitStats
+from hapi_dse.provenance import provenance
 from hapi_dse.training.calibration import exit_statistics, fit_temperatures, nll_per_column
 from hapi_dse.training.flops import flops_table
 from hapi_dse.training.losses import Distill, exit_loss

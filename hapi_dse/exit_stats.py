@@ -44,7 +44,7 @@ class ExitStats:
         return int(hits[0])
 
     def save(self, path: str | Path) -> None:
-        from hapi_dse.provenance import atomic_path
+        from hapi_dse.atomic import atomic_path
 
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(

@@ -19,7 +19,8 @@ from typing import Any
 
 from hapi_dse.errors import ArtefactError, first_line
 from hapi_dse.exit_stats import ExitStats
-from hapi_dse.provenance import OUTPUT_KINDS, sha256_file
+from hapi_dse.outdirs import OUTPUT_KINDS
+from hapi_dse.provenance import sha256_file
 
 RUN_FILES: tuple[str, ...] = OUTPUT_KINDS["run"]["names"]  # what 'hapi train' writes
 EXAMPLES_DIR = Path(__file__).parent / "examples"

@@ -167,12 +167,12 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("HAPI_NO_PROGRESS", "1")
 
+    from hapi_dse.atomic import write_json
     from hapi_dse.cost.design import Design
     from hapi_dse.deploy import EvalConfig, ExportConfig, export_design
     from hapi_dse.deploy.evaluate import evaluate_exports
     from hapi_dse.errors import HapiError
     from hapi_dse.profiling.table import load_table
-    from hapi_dse.provenance import write_json
     from hapi_dse.run import resolve_run
 
     started, machine_start = time.time(), machine()

@@ -25,17 +25,10 @@ from pathlib import Path
 import pytest
 from test_out_safety import TRAIN, one_line_exit_2, search, snapshot
 
+from hapi_dse.atomic import _HOST, WriteError, atomic_path, write_text
 from hapi_dse.cost.synthetic import write_synthetic_run, write_synthetic_table
 from hapi_dse.errors import UsageError
-from hapi_dse.provenance import (
-    _HOST,
-    WriteError,
-    atomic_dir,
-    atomic_path,
-    check_out_dir,
-    check_writable,
-    write_text,
-)
+from hapi_dse.outdirs import atomic_dir, check_out_dir, check_writable
 
 HAPI = [sys.executable, "-m", "hapi_dse"]
 
@@ -402,15 +395,15 @@ def test_stale_scratch_of_a_killed_search_is_taken_over(run_cli, synth, tmp_path
 KILLED_IN_THE_SWAP = """
 import os, sys
 from pathlib import Path
-from hapi_dse import provenance
+from hapi_dse import outdirs
 
 rename = os.rename
 def rename_then_die(a, b):
     rename(a, b)
     if str(b).endswith(".old"):
         os._exit(9)  # killed between moving the old result aside and moving the new one in
-provenance.os.rename = rename_then_die
-with provenance.atomic_dir(Path(sys.argv[1]), kind="search", overwrite=True) as d:
+outdirs.os.rename = rename_then_die
+with outdirs.atomic_dir(Path(sys.argv[1]), kind="search", overwrite=True) as d:
     (d / "search.json").write_text("new")
 """
 
@@ -490,7 +483,7 @@ def test_concurrent_swaps_always_leave_one_whole_directory(tmp_path: Path) -> No
 SWAPPER = """
 import sys
 from pathlib import Path
-from hapi_dse.provenance import atomic_dir
+from hapi_dse.outdirs import atomic_dir
 
 dest, me = Path(sys.argv[1]), sys.argv[2]
 for j in range(40):

@@ -16,7 +16,7 @@ import pytest
 
 from hapi_dse.cost.synthetic import write_synthetic_run, write_synthetic_table
 from hapi_dse.errors import UsageError
-from hapi_dse.provenance import atomic_dir, check_out_dir
+from hapi_dse.outdirs import atomic_dir, check_out_dir
 
 
 def snapshot(root: Path) -> dict[str, str]:

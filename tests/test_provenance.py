@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from hapi_dse import __version__
+from hapi_dse.atomic import write_json
+from hapi_dse.outdirs import atomic_dir
 from hapi_dse.progress import Progress
-from hapi_dse.provenance import atomic_dir, provenance, sha256_file, write_json
+from hapi_dse.provenance import provenance, sha256_file
 
 
 def test_write_json_replaces_atomically(tmp_path: Path) -> None:

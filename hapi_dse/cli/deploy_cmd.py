@@ -196,9 +196,10 @@ def eval_(
     """Run an export with onnxruntime: accuracy, exit histogram and latency, each beside the
     cost model's prediction for this machine's profile table and its relative error, and a
     verdict for each SLO the design was searched under (met or broken, as measured)."""
+    from hapi_dse.atomic import write_json
     from hapi_dse.deploy import EvalConfig, evaluate_export, format_report
     from hapi_dse.deploy.evaluate import broken_slos
-    from hapi_dse.provenance import check_writable, write_json
+    from hapi_dse.outdirs import check_writable
 
     cfg = EvalConfig(
         model=model_path,

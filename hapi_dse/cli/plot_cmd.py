@@ -54,9 +54,9 @@ def plot(
 ) -> None:
     """Plot accuracy vs latency (or any two metrics) of search results: every trial, the
     Pareto front, infeasible trials in grey, SLO lines and reference points."""
+    from hapi_dse.atomic import write_json
     from hapi_dse.plotting import figure_infos, find_results, metric_column, output_paths, render
     from hapi_dse.plotting.summary import figure_summary
-    from hapi_dse.provenance import write_json
 
     xc, yc = metric_column(x), metric_column(y)
     results = find_results(list(dirs))

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hapi_dse.atomic import write_json
 from hapi_dse.deploy.checks import CheckedDesign
 from hapi_dse.deploy.inputs import (
     DesignFile,
@@ -42,7 +43,7 @@ from hapi_dse.deploy.single import export_single
 from hapi_dse.deploy.staged import export_staged
 from hapi_dse.errors import UsageError
 from hapi_dse.onnx_tools import DEFAULT_OPSET
-from hapi_dse.provenance import provenance, write_json
+from hapi_dse.provenance import provenance
 
 FORMATS = ("onnx", "staged")
 
@@ -78,7 +79,7 @@ class ExportConfig:
             raise UsageError(f"--check-samples {self.check_samples}: expected >= 1")
         if not 7 <= self.opset <= 23:
             raise UsageError(f"--opset {self.opset}: expected {DEFAULT_OPSET} (tested), at least 7")
-        from hapi_dse.provenance import check_out_dir, check_writable
+        from hapi_dse.outdirs import check_out_dir, check_writable
 
         if self.fmt == "staged":  # before the export and its check, not after
             check_out_dir(self.out, "staged-export", self.overwrite)

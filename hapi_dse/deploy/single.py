@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from hapi_dse.atomic import atomic_path
 from hapi_dse.deploy.checks import CheckedDesign, check_info
 from hapi_dse.deploy.load import META_PREFIX
 from hapi_dse.errors import ArtefactError
 from hapi_dse.onnx_tools import CHECK_ATOL, ExportMismatchError, ExportReport
-from hapi_dse.provenance import atomic_path, sha256_file
+from hapi_dse.provenance import sha256_file
 
 
 def _metadata(common: dict[str, Any]) -> dict[str, str]:

@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from hapi_dse.atomic import write_json
 from hapi_dse.deploy.checks import CheckedDesign, CheckPlan, check_info
 from hapi_dse.deploy.load import EXPORT_SCHEMA_VERSION, MANIFEST, RUNTIME_FILE, load_runtime
 from hapi_dse.onnx_tools import CHECK_ATOL, ExportMismatchError
-from hapi_dse.provenance import atomic_dir, sha256_file, write_json
+from hapi_dse.outdirs import atomic_dir
+from hapi_dse.provenance import sha256_file
 
 
 def export_staged(

@@ -222,7 +222,7 @@ def export_onnx(
     import onnx
     import torch
 
-    from hapi_dse.provenance import atomic_path
+    from hapi_dse.atomic import atomic_path
 
     path = Path(path)
     module.eval()

@@ -34,7 +34,7 @@ def render(info: FigureInfo, out: Path, *, title: str | None = None, dpi: int = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hapi_dse.provenance import atomic_path
+    from hapi_dse.atomic import atomic_path
 
     sx, sy = _scale(info.x), _scale(info.y)
     fig, ax = plt.subplots(figsize=(7.5, 5.0))

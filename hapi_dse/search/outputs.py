@@ -11,8 +11,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from hapi_dse.atomic import write_json, write_text
 from hapi_dse.cost import METRICS
-from hapi_dse.provenance import SCHEMA_VERSION, atomic_dir, provenance, write_json, write_text
+from hapi_dse.outdirs import atomic_dir
+from hapi_dse.provenance import SCHEMA_VERSION, provenance
 from hapi_dse.search.records import DeviceResult, TrialRecord, broken_slos, speedup
 from hapi_dse.search.verify import MEASURED_COLUMNS
 

@@ -52,7 +52,7 @@ def default_out(cfg: SearchConfig, run: RunDir) -> Path:
 def run_search(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> list[Any]:
     """Search every device of ``cfg``; write ``<out>/<device>/``. Returns one
     :class:`~hapi_dse.search.outputs.DeviceResult` per device."""
-    from hapi_dse.provenance import check_out_dir
+    from hapi_dse.outdirs import check_out_dir
     from hapi_dse.search.outputs import collect, write_results
 
     cfg.check()

@@ -85,9 +85,9 @@ MAX_ROUNDS = 3
 def _export_and_measure(
     batch: list[Any], result: Any, run: Any, cfg: Any, tmp: Path
 ) -> list[dict[str, Any]]:
+    from hapi_dse.atomic import write_json
     from hapi_dse.deploy.evaluate import EvalConfig, evaluate_exports
     from hapi_dse.deploy.export import ExportConfig, export_design
-    from hapi_dse.provenance import write_json
 
     exports = []
     for r in batch:

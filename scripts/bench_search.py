@@ -63,7 +63,7 @@ def main() -> None:
     args = ap.parse_args()
     started, machine_start = time.time(), machine()
 
-    from hapi_dse.cost import CostModel, Design, SegmentCosts
+    from hapi_dse.cost import CostModel, Design, SegmentCosts, parse_objectives
     from hapi_dse.profiling.table import load_table
     from hapi_dse.run import resolve_run
     from hapi_dse.search import SearchConfig, load_space, run_search
@@ -161,7 +161,7 @@ def main() -> None:
                 model=args.model,
                 profiles=args.profiles,
                 space="small",
-                objectives="accuracy,latency",
+                objectives=tuple(parse_objectives("accuracy,latency")),
                 seed=seed,
                 out=Path(tmp),
             )

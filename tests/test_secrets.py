@@ -42,9 +42,9 @@ def test_redact_removes_every_url_password(text: str, expected: str) -> None:
 
 
 def test_redact_is_the_one_implementation() -> None:
-    from hapi_dse.search import runner
+    from hapi_dse.search import config
 
-    assert runner.redact is redact and redact(None) is None
+    assert config.redact is redact and redact(None) is None
 
 
 def test_recorded_command_line_has_no_password(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,18 +81,18 @@ def test_search_with_a_password_in_storage_writes_it_nowhere(
 ) -> None:
     """A real search on a ``postgresql://`` URL with a password (served by a journal file
     here, as no server is at hand): no output file and no console line holds the password."""
-    from hapi_dse.search import runner
+    from hapi_dse.search import study
 
     url = f"postgresql://me:{SECRET}@db.example:5432/hapi"
     journal = f"journal:{tmp_path / 'study.log'}"
-    real_open = runner.open_storage
+    real_open = study.open_storage
     seen: list[str | None] = []
 
     def fake_open(u: str | None):
         seen.append(u)
         return real_open(journal if u == url else u)
 
-    monkeypatch.setattr(runner, "open_storage", fake_open)
+    monkeypatch.setattr(study, "open_storage", fake_open)
     out = tmp_path / "out"
     args = [
         "search",

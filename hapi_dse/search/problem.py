@@ -8,7 +8,7 @@ space, objectives and SLOs against it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from hapi_dse.cost import SLO, CostModel, Design, Objective, SegmentCosts, default_objectives
 from hapi_dse.errors import UsageError
 from hapi_dse.search.sampling import make_sampler
-from hapi_dse.search.space import BoundSpace, load_space
+from hapi_dse.search.space import BoundSpace, SearchSpace, load_space
 
 if TYPE_CHECKING:
     from hapi_dse.run import ExitStats, RunDir
@@ -91,28 +91,71 @@ class Problem:
         }
 
 
-def build_problem(
-    device: str, run: RunDir, val: ExitStats, test: ExitStats, cfg: SearchConfig
+def make_problem(
+    val: ExitStats,
+    costs: SegmentCosts,
+    space: SearchSpace,
+    *,
+    test: ExitStats | None = None,
+    test_costs: SegmentCosts | None = None,
+    objectives: Sequence[Objective] | None = None,
+    slos: Sequence[SLO] = (),
+    device: str = "device",
+    model_id: str = "",
 ) -> Problem:
-    """Load the device's table and check the space, objectives and SLOs against it."""
-    from hapi_dse.profiling.table import load_table
+    """A search problem from exit statistics and a device's segment costs (no files).
 
-    table = load_table(device, run.model_id, cfg.profiles)
-    costs = SegmentCosts.from_table(table, val)
-    test_costs = SegmentCosts.from_table(table, test)
-    space = load_space(cfg.space).bind(val, run.model_id)
-    objectives = (
-        list(cfg.objectives) if cfg.objectives is not None else default_objectives(costs.has_energy)
-    )
-    slos = list(cfg.slos)
+    The front is re-scored on ``test`` with ``test_costs`` (defaults: ``val``, ``costs``);
+    ``objectives`` default to accuracy and latency, plus energy when ``costs`` has it. An
+    objective or SLO on energy without energy figures is refused.
+    """
+    bound = space.bind(val, model_id)
+    objs = list(objectives) if objectives is not None else default_objectives(costs.has_energy)
     if not costs.has_energy:
-        for name in [o.metric for o in objectives] + [s.metric for s in slos]:
+        for name in [o.metric for o in objs] + [s.metric for s in slos]:
             if name == "energy_mj":
+                of = f" of {model_id}" if model_id else ""
                 raise UsageError(
-                    f"the {device} table of {run.model_id} has no energy figures, so energy "
+                    f"the {device} table{of} has no energy figures, so energy "
                     "can be neither an objective nor an SLO; profile with an energy meter "
                     "or a device spec"
                 )
+    model = CostModel(val, costs)
+    for policy in bound.space.policies:
+        model.prepare(policy, bound.space.grid(policy))
+    return Problem(
+        device=device,
+        model_id=model_id,
+        space=bound,
+        val=Evaluator(model),
+        test=Evaluator(CostModel(test if test is not None else val, test_costs or costs)),
+        objectives=objs,
+        slos=list(slos),
+        costs=costs,
+        inputs={"space": bound.space.path} if bound.space.path is not None else {},
+        table_source=str(costs.source),
+    )
+
+
+def build_problem(
+    device: str, run: RunDir, val: ExitStats, test: ExitStats, cfg: SearchConfig
+) -> Problem:
+    """Load the device's table for the run and make its problem (:func:`make_problem`),
+    recording the files it read as the search's inputs."""
+    from hapi_dse.profiling.table import load_table
+
+    table = load_table(device, run.model_id, cfg.profiles)
+    problem = make_problem(
+        val,
+        SegmentCosts.from_table(table, val),
+        load_space(cfg.space),
+        test=test,
+        test_costs=SegmentCosts.from_table(table, test),
+        objectives=cfg.objectives,
+        slos=cfg.slos,
+        device=device,
+        model_id=run.model_id,
+    )
     table_path = Path(table.path) if getattr(table, "path", None) else None
     inputs: dict[str, Path] = {
         "exits_val": run.path / "exits_val.npz",
@@ -122,25 +165,10 @@ def build_problem(
         inputs["table"] = table_path
         if table_path.with_suffix(".json").is_file():
             inputs["table_sidecar"] = table_path.with_suffix(".json")
-    if space.space.path is not None:
-        inputs["space"] = space.space.path
-    model = CostModel(val, costs)
-    for policy in space.space.policies:
-        model.prepare(policy, space.space.grid(policy))
-    return Problem(
-        device=device,
-        model_id=run.model_id,
-        space=space,
-        val=Evaluator(model),
-        test=Evaluator(CostModel(test, test_costs)),
-        objectives=objectives,
-        slos=slos,
-        costs=costs,
-        inputs=inputs,
-        table_source=str(costs.source),
-        table_sidecar=dict(table.sidecar),
-        table_path=table_path,
-    )
+    problem.inputs = inputs | problem.inputs  # the space file last, as before
+    problem.table_sidecar = dict(table.sidecar)
+    problem.table_path = table_path
+    return problem
 
 
-__all__ = ["Evaluator", "Problem", "build_problem"]
+__all__ = ["Evaluator", "Problem", "build_problem", "make_problem"]

@@ -1,0 +1,161 @@
+"""hapi from Python: the library behind every ``hapi`` command, for notebooks and scripts.
+
+Everything here takes and returns objects (exit statistics, segment costs, SLOs, designs) and
+writes nothing unless asked (``out=``). The CLI commands are thin shells over the same code,
+so a search run here with a given seed finds the same trials as ``hapi search`` does.
+
+>>> import hapi_dse.api as hapi
+>>> run = hapi.load_run()  # the bundled example (a run directory of 'hapi train')
+>>> val, test = run.stats("val"), run.stats("test")
+>>> costs = hapi.load_costs("pixel6", run, val)
+>>> result = hapi.search(
+...     val, costs, test=test, slos=["latency=0.2ms"], trials=200, seed=0, device="pixel6"
+... )
+>>> result.chosen.metrics["latency_ms"] <= 0.2
+True
+>>> len(result.front) > 1 and all(r.feasible for r in result.front)
+True
+
+Scoring one design by hand:
+
+>>> design = result.chosen.design
+>>> hapi.predict(design, val, costs)["latency_ms"] == result.chosen.metrics["latency_ms"]
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hapi_dse.cost import (
+    SLO,
+    Design,
+    Objective,
+    SegmentCosts,
+    parse_objectives,
+    parse_slo,
+    predict,
+)
+
+if TYPE_CHECKING:
+    from hapi_dse.exit_stats import ExitStats
+    from hapi_dse.plotting import FigureInfo
+    from hapi_dse.run import RunDir
+    from hapi_dse.search.records import DeviceResult
+    from hapi_dse.search.space import SearchSpace
+
+
+def load_run(path: str | Path | None = None) -> RunDir:
+    """A run directory written by ``hapi train`` (``None``: the bundled example)."""
+    from hapi_dse.run import resolve_run
+
+    return resolve_run(None if path is None else str(path))
+
+
+def load_costs(
+    device: str,
+    run: RunDir,
+    stats: ExitStats | None = None,
+    profiles: str | Path | None = None,
+) -> SegmentCosts:
+    """The device's profile table for ``run``, aligned with the exit columns of ``stats``
+    (default: the run's val split). Raises when there is no table for the device and run."""
+    from hapi_dse.profiling.table import load_table
+
+    table = load_table(device, run.model_id, profiles)
+    return SegmentCosts.from_table(table, stats if stats is not None else run.stats("val"))
+
+
+def search(
+    stats: ExitStats,
+    costs: SegmentCosts,
+    space: SearchSpace | str | Path = "default",
+    *,
+    test: ExitStats | None = None,
+    slos: Sequence[SLO | str] = (),
+    objectives: Sequence[Objective | str] | str | None = None,
+    trials: int = 1000,
+    sampler: str = "nsga2",
+    seed: int = 0,
+    population: int | None = None,
+    pick: str | None = None,
+    timeout: float | None = None,
+    device: str = "device",
+    model_id: str = "",
+    out: str | Path | None = None,
+    overwrite: bool = False,
+) -> DeviceResult:
+    """Search early-exit designs for one device; return every trial, the feasible Pareto
+    front and the chosen design.
+
+    ``stats`` are the exit statistics the search scores designs on (val), ``costs`` the
+    device's segment costs aligned with them; the front is scored again on ``test`` (default:
+    ``stats``). SLOs and objectives are objects or their command-line text
+    (``"latency=50ms"``, ``"accuracy,latency"``); ``space`` a :class:`SearchSpace`, a shipped
+    space's name or a space file. ``out``: also write ``trials.csv``, ``pareto.csv``,
+    ``design.json`` and ``search.json`` there, as ``hapi search`` does.
+    """
+    from hapi_dse.search.config import SearchConfig
+    from hapi_dse.search.outputs import write_results
+    from hapi_dse.search.picking import check_pick
+    from hapi_dse.search.problem import make_problem
+    from hapi_dse.search.records import collect
+    from hapi_dse.search.space import SearchSpace, load_space
+    from hapi_dse.search.study import run_study
+
+    slo_objs = tuple(parse_slo(s) if isinstance(s, str) else s for s in slos)
+    objs: tuple[Objective, ...] | None
+    if objectives is None:
+        objs = None
+    elif isinstance(objectives, str):
+        objs = tuple(parse_objectives(objectives))
+    else:
+        objs = tuple(o if isinstance(o, Objective) else parse_objectives(o)[0] for o in objectives)
+    cfg = SearchConfig(
+        devices=(device,),
+        space=space.name if isinstance(space, SearchSpace) else str(space),
+        slos=slo_objs,
+        objectives=objs,
+        sampler=sampler,
+        trials=trials,
+        timeout=timeout,
+        seed=seed,
+        pick=pick,
+        population=population,
+        out=Path(out) if out is not None else None,
+        overwrite=overwrite,
+    )
+    cfg.check()
+    check_pick(pick)
+    problem = make_problem(
+        stats,
+        costs,
+        space if isinstance(space, SearchSpace) else load_space(space),
+        test=test,
+        objectives=objs,
+        slos=slo_objs,
+        device=device,
+        model_id=model_id,
+    )
+    run = run_study(problem, cfg, f"hapi-{model_id or 'api'}-{device}")
+    result = collect(problem, run, cfg)
+    result.timings["search_s"] = run.search_s
+    if out is not None:
+        write_results(result, Path(out), cfg)
+    return result
+
+
+def plot_info(
+    results: Sequence[str | Path], x: str = "latency", y: str = "accuracy"
+) -> list[FigureInfo]:
+    """What ``hapi plot`` would draw for these search result directories, one
+    :class:`~hapi_dse.plotting.FigureInfo` per device (front, dominated and infeasible
+    trials, SLO lines), without matplotlib."""
+    from hapi_dse.plotting import figure_infos, find_results, metric_column
+
+    return figure_infos(find_results(list(results)), metric_column(x), metric_column(y))
+
+
+__all__ = ["Design", "load_costs", "load_run", "plot_info", "predict", "search"]

@@ -1,0 +1,111 @@
+"""The Python API (hapi_dse.api): its README section and docstrings run, a search finds what
+'hapi search' finds for the same seed, and nothing is written unless asked."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCTEST_MODULES = ["hapi_dse.api", "hapi_dse.cost.metrics", "hapi_dse.search.config"]
+
+
+def _run_examples(text: str, name: str) -> doctest.TestResults:
+    test = doctest.DocTestParser().get_doctest(text, {}, name, name, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    runner.run(test)
+    return runner.summarize(verbose=False)
+
+
+def test_readme_python_api_section_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert blocks, "README's Python API section has no python block"
+    monkeypatch.chdir(tmp_path)
+    res = _run_examples("\n".join(blocks), "README.md#python-api")
+    assert res.failed == 0 and res.attempted >= 8
+    assert list(tmp_path.iterdir()) == []  # the API wrote nothing
+
+
+@pytest.mark.parametrize("module", DOCTEST_MODULES)
+def test_docstring_examples_run(module: str) -> None:
+    res = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert res.failed == 0 and res.attempted >= 2
+
+
+def test_api_search_finds_what_the_cli_finds() -> None:
+    """The snapshot's first case (scripts/search_snapshot.py), run through the API."""
+    import hapi_dse.api as hapi
+
+    snap = json.loads((ROOT / "tests" / "data" / "search_snapshot.json").read_text())
+    cli = snap["nsga2-slo"]["pixel6"]
+    run = hapi.load_run()
+    val, test = run.stats("val"), run.stats("test")
+    result = hapi.search(
+        val,
+        hapi.load_costs("pixel6", run, val),
+        test=test,
+        slos=["latency=0.2ms"],
+        trials=300,
+        seed=3,
+        device="pixel6",
+        model_id=run.model_id,
+    )
+    assert len(result.records) == len(cli["trials"])
+    for rec, row in zip(result.records, cli["trials"], strict=True):
+        assert rec.design is not None and rec.metrics is not None
+        assert rec.design.compact() == row["exits"]
+        assert rec.metrics["latency_ms"] == pytest.approx(float(row["latency_ms"]), rel=1e-12)
+    assert [r.number for r in result.front] == [int(r["trial"]) for r in cli["pareto"]]
+    assert result.chosen is not None and result.chosen.number == cli["design"]["trial"]
+
+
+def test_api_search_writes_only_where_asked(tmp_path: Path) -> None:
+    import hapi_dse.api as hapi
+    from hapi_dse.cost import parse_slo
+
+    run = hapi.load_run()
+    val = run.stats("val")
+    before = sorted(os.listdir(tmp_path))
+    out = tmp_path / "res"
+    result = hapi.search(
+        val,
+        hapi.load_costs("pixel6", run, val),
+        space="small",
+        slos=[parse_slo("latency=0.25ms")],
+        objectives=["accuracy", "energy"],
+        trials=40,
+        seed=1,
+        pick="knee",
+        out=out,
+    )
+    assert sorted(os.listdir(tmp_path)) == [*before, "res"]
+    assert sorted(os.listdir(out)) == ["design.json", "pareto.csv", "search.json", "trials.csv"]
+    written = json.loads((out / "design.json").read_text())
+    assert result.chosen is not None and written["trial"] == result.chosen.number
+    assert written["objectives"] == ["accuracy", "energy_mj"] and written["pick"] == "knee"
+    info = hapi.plot_info([out], x="energy", y="accuracy")
+    assert len(info) == 1 and info[0].x == "energy_mj"
+    assert sorted(info[0].series[0].front["trial"]) == sorted(r.number for r in result.front)
+
+
+def test_api_refuses_bad_input_before_searching() -> None:
+    import hapi_dse.api as hapi
+    from hapi_dse.errors import UsageError
+
+    run = hapi.load_run()
+    val = run.stats("val")
+    costs = hapi.load_costs("pixel6", run, val)
+    with pytest.raises(UsageError, match="unknown SLO metric"):
+        hapi.search(val, costs, slos=["speed=3"], trials=5)
+    with pytest.raises(UsageError, match="--pick"):
+        hapi.search(val, costs, pick="fastest", trials=5)
+    with pytest.raises(UsageError, match="--trials"):
+        hapi.search(val, costs, trials=0)

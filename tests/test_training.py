@@ -14,14 +14,9 @@ from hapi_dse.data import load_splits
 from hapi_dse.models.early_exit import architecture_spec, build
 from hapi_dse.run import RUN_FILES, RunDir
 from hapi_dse.training.calibration import exit_statistics, fit_temperatures, nll_per_column
+from hapi_dse.training.loops import state_digest, train_exits
 from hapi_dse.training.losses import Distill, exit_loss
-from hapi_dse.training.trainer import (
-    TrainConfig,
-    state_digest,
-    summary_table,
-    train,
-    train_exits,
-)
+from hapi_dse.training.trainer import TrainConfig, summary_table, train
 
 
 def test_exit_training_leaves_backbone_bit_identical() -> None:

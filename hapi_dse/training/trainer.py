@@ -4,270 +4,46 @@ IC-only (Kaya et al. 2019, "Shallow-Deep Networks"): the backbone is frozen (eva
 gradients, so weights and BatchNorm statistics stay bit-identical) and all heads are trained
 together from one backbone forward per batch. Temperatures are then fitted per exit on val,
 and the statistics of every exit are cached for val and test.
+
+This module runs the steps and writes the run directory; the settings are
+:mod:`~hapi_dse.training.config`, the loops :mod:`~hapi_dse.training.loops`.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from hapi_dse.atomic import write_json, write_text
 from hapi_dse.csvio import csv_text
 from hapi_dse.data import Splits, load_splits
-from hapi_dse.errors import ArtefactError, UsageError, first_line
+from hapi_dse.errors import ArtefactError, first_line
 from hapi_dse.exit_stats import ExitStats
-from hapi_dse.models.backbones import BACKBONES
 from hapi_dse.models.early_exit import (
     EarlyExitNet,
     architecture_spec,
     build,
     weights_identity,
 )
-from hapi_dse.models.heads import HEADS
 from hapi_dse.outdirs import atomic_dir, check_out_dir
-from hapi_dse.progress import Progress
 from hapi_dse.provenance import provenance
 from hapi_dse.training.calibration import exit_statistics, fit_temperatures, nll_per_column
+from hapi_dse.training.config import TrainConfig
 from hapi_dse.training.flops import flops_table
-from hapi_dse.training.losses import Distill, exit_loss
+from hapi_dse.training.loops import (
+    all_logits,
+    seed_everything,
+    state_digest,
+    train_backbone,
+    train_exits,
+)
 
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    out: Path
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    backbone: str = "resnet32"
-    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
-    heads: tuple[str, ...] = ("linear", "conv", "mlp")
-    epochs: int = 20
-    exit_epochs: int = 8
-    batch_size: int = 128
-    lr: float = 0.1
-    exit_lr: float = 2e-3
-    weight_decay: float = 5e-4
-    distill: Distill | None = None
-    init: Path | None = None
-    augment: bool = True
-    seed: int = 0
-    threads: int | None = None
-    limit: int | None = None
-    overwrite: bool = False  # replace a previous run in ``out``
-
-    def validate(self) -> None:
-        if ":" not in self.backbone and self.backbone not in BACKBONES:
-            BACKBONES.get(self.backbone)  # raises the 'unknown backbone' error
-        for h in self.heads:
-            HEADS.get(h)
-        if not self.heads:
-            raise UsageError("--heads: expected at least one head type")
-        if self.epochs < 0 or self.exit_epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise UsageError(
-                "--epochs >= 0, --exit-epochs >= 1, --batch-size >= 1 and --lr > 0 must hold"
-            )
-        for flag, rate in (("--lr", self.lr), ("--exit-lr", self.exit_lr)):
-            if not (math.isfinite(rate) and rate > 0):  # NaN passes 'rate <= 0'
-                raise UsageError(
-                    f"{flag} {rate}: a learning rate must be a finite number > 0, e.g. "
-                    f"{flag} {0.1 if flag == '--lr' else 0.002}"
-                )
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise UsageError(f"weight decay {self.weight_decay}: must be a finite number >= 0")
-        if self.limit is not None and self.limit < 1:
-            raise UsageError(f"--limit {self.limit}: expected a number of images >= 1")
-        if self.init is None and self.epochs == 0:
-            raise UsageError("--epochs 0 needs --init CHECKPOINT (a trained backbone)")
-        if self.init is not None and not Path(self.init).is_file():
-            raise UsageError(f"--init {self.init}: no such file")
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
-    """Random crop (zero-padded shift of up to ``pad`` pixels) and horizontal flip."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad), value=float(x.min()))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    rows = (dy.view(n, 1) + torch.arange(h)).view(n, 1, h, 1).expand(n, x.shape[1], h, w + 2 * pad)
-    out = padded.gather(2, rows)
-    cols = (dx.view(n, 1) + torch.arange(w)).view(n, 1, 1, w).expand(n, x.shape[1], h, w)
-    out = out.gather(3, cols)
-    flip = torch.rand(n, generator=gen) < 0.5
-    out[flip] = out[flip].flip(-1)
-    return out
-
-
-def _batches(n: int, batch: int, gen: torch.Generator | None) -> list[torch.Tensor]:
-    idx = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
-    return list(idx.split(batch))
-
-
-def _cosine(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / max(total_steps, 1)))
-    )
-
-
-def train_backbone(
-    net: EarlyExitNet, data: Splits, cfg: TrainConfig, gen: torch.Generator
-) -> list[dict[str, float]]:
-    bb = net.backbone
-    x, y = torch.from_numpy(data.x["train"]), torch.from_numpy(data.y["train"])
-    opt = torch.optim.SGD(
-        bb.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True
-    )
-    steps = cfg.epochs * math.ceil(len(y) / cfg.batch_size)
-    sched = _cosine(opt, steps)
-    history = []
-    with Progress(steps, "backbone") as bar:
-        for epoch in range(cfg.epochs):
-            bb.train()
-            t0, total, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
-            for idx in _batches(len(y), cfg.batch_size, gen):
-                xb, yb = x[idx], y[idx]
-                if cfg.augment:
-                    xb = _augment(xb, gen)
-                logits = bb(xb.contiguous(memory_format=torch.channels_last))
-                loss = F.cross_entropy(logits, yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += len(yb)
-                correct += int((logits.argmax(1) == yb).sum())
-                loss_sum += float(loss.detach()) * len(yb)
-                bar.update(postfix=f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / total:.3f}")
-            val_acc = _accuracy(bb, data.x["val"], data.y["val"])
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "train_loss": loss_sum / total,
-                    "train_acc": correct / total,
-                    "val_acc": val_acc,
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
-            log.info(
-                "backbone epoch %d/%d: loss %.4f, train %.4f, val %.4f (%.0fs)",
-                epoch + 1,
-                cfg.epochs,
-                loss_sum / total,
-                correct / total,
-                val_acc,
-                history[-1]["seconds"],
-            )
-    return history
-
-
-@torch.no_grad()
-def _accuracy(module: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 500) -> float:
-    module.eval()
-    correct = 0
-    for i in range(0, len(y), batch):
-        xb = torch.from_numpy(x[i : i + batch]).contiguous(memory_format=torch.channels_last)
-        correct += int((module(xb).argmax(1).numpy() == y[i : i + batch]).sum())
-    return correct / max(len(y), 1)
-
-
-def freeze(module: nn.Module) -> None:
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-
-
-def train_exits(
-    net: EarlyExitNet, data: Splits, cfg: TrainConfig, gen: torch.Generator
-) -> list[dict[str, float]]:
-    """IC-only training: frozen backbone, every head trained from one forward per batch."""
-    freeze(net.backbone)
-    x, y = torch.from_numpy(data.x["train"]), torch.from_numpy(data.y["train"])
-    params = [p for p in net.heads.parameters()]
-    opt = torch.optim.AdamW(params, lr=cfg.exit_lr, weight_decay=1e-4)
-    steps = cfg.exit_epochs * math.ceil(len(y) / cfg.batch_size)
-    sched = _cosine(opt, steps)
-    cols = net.columns[:-1]
-    history = []
-    with Progress(steps, "exits") as bar:
-        for epoch in range(cfg.exit_epochs):
-            net.heads.train()
-            t0, total, loss_sum = time.perf_counter(), 0, 0.0
-            for idx in _batches(len(y), cfg.batch_size, gen):
-                xb, yb = x[idx], y[idx]
-                if cfg.augment:
-                    xb = _augment(xb, gen)
-                with torch.no_grad():
-                    feats, final = net.backbone.forward_intermediates(
-                        xb.contiguous(memory_format=torch.channels_last)
-                    )
-                loss = torch.stack(
-                    [
-                        exit_loss(net.heads[f"p{p}_{h}"](feats[p]), yb, final, cfg.distill)
-                        for p, h in cols
-                    ]
-                ).sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += len(yb)
-                loss_sum += float(loss.detach()) * len(yb) / len(cols)
-                bar.update(
-                    postfix=f"epoch {epoch + 1}/{cfg.exit_epochs} loss {loss_sum / total:.3f}"
-                )
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "mean_exit_loss": loss_sum / total,
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
-            log.info(
-                "exit epoch %d/%d: mean loss %.4f (%.0fs)",
-                epoch + 1,
-                cfg.exit_epochs,
-                loss_sum / total,
-                history[-1]["seconds"],
-            )
-    return history
-
-
-@torch.no_grad()
-def all_logits(net: EarlyExitNet, x: np.ndarray, batch: int = 500) -> torch.Tensor:
-    net.eval()
-    outs = []
-    for i in range(0, len(x), batch):
-        xb = torch.from_numpy(x[i : i + batch]).contiguous(memory_format=torch.channels_last)
-        outs.append(net.all_logits(xb)[0])
-    return torch.cat(outs)
-
-
-def state_digest(module: nn.Module) -> str:
-    """sha256 over every parameter and buffer (BatchNorm statistics included)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for k, v in sorted(module.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+__all__ = ["TrainConfig", "summary_table", "train"]
 
 
 def _load_init(net: EarlyExitNet, path: Path) -> None:

@@ -1,0 +1,65 @@
+"""``hapi train``'s settings (:class:`TrainConfig`), checked before any work starts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hapi_dse.errors import UsageError
+from hapi_dse.models.backbones import BACKBONES
+from hapi_dse.models.heads import HEADS
+from hapi_dse.training.losses import Distill
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of ``hapi train`` (recorded in ``train.json``); ``out`` is the run
+    directory to write."""
+
+    out: Path
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    backbone: str = "resnet32"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    heads: tuple[str, ...] = ("linear", "conv", "mlp")
+    epochs: int = 20
+    exit_epochs: int = 8
+    batch_size: int = 128
+    lr: float = 0.1
+    exit_lr: float = 2e-3
+    weight_decay: float = 5e-4
+    distill: Distill | None = None
+    init: Path | None = None
+    augment: bool = True
+    seed: int = 0
+    threads: int | None = None
+    limit: int | None = None
+    overwrite: bool = False  # replace a previous run in ``out``
+
+    def validate(self) -> None:
+        if ":" not in self.backbone and self.backbone not in BACKBONES:
+            BACKBONES.get(self.backbone)  # raises the 'unknown backbone' error
+        for h in self.heads:
+            HEADS.get(h)
+        if not self.heads:
+            raise UsageError("--heads: expected at least one head type")
+        if self.epochs < 0 or self.exit_epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise UsageError(
+                "--epochs >= 0, --exit-epochs >= 1, --batch-size >= 1 and --lr > 0 must hold"
+            )
+        for flag, rate in (("--lr", self.lr), ("--exit-lr", self.exit_lr)):
+            if not (math.isfinite(rate) and rate > 0):  # NaN passes 'rate <= 0'
+                raise UsageError(
+                    f"{flag} {rate}: a learning rate must be a finite number > 0, e.g. "
+                    f"{flag} {0.1 if flag == '--lr' else 0.002}"
+                )
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UsageError(f"weight decay {self.weight_decay}: must be a finite number >= 0")
+        if self.limit is not None and self.limit < 1:
+            raise UsageError(f"--limit {self.limit}: expected a number of images >= 1")
+        if self.init is None and self.epochs == 0:
+            raise UsageError("--epochs 0 needs --init CHECKPOINT (a trained backbone)")
+        if self.init is not None and not Path(self.init).is_file():
+            raise UsageError(f"--init {self.init}: no such file")

@@ -1,7 +1,8 @@
 """Device profiles: per-segment latency/energy tables, measured or modelled (DESIGN 2.2).
 
 - :mod:`hapi_dse.onnx_tools`: the only ``torch.onnx.export`` call in hapi (shared with deploy).
-- :mod:`~hapi_dse.profiling.segments`: blocks, heads and the final classifier as ONNX files.
+- :mod:`~hapi_dse.profiling.segments`: blocks, heads and the final classifier as ONNX files;
+  :mod:`~hapi_dse.profiling.manifest` describes them for a board (standard library only).
 - Profilers (one interface, :class:`Profiler`): :class:`OrtProfiler` (onnxruntime here),
   :class:`ModelledProfiler` (roofline from ``profiles/specs/DEVICE.toml``),
   :class:`FakeProfiler` (deterministic, for tests).
@@ -26,10 +27,10 @@ _EXPORTS = {
     "write_table": "table",
     "read_table": "table",
     "list_tables": "devices",
-    "Segment": "segments",
-    "Manifest": "segments",
+    "Segment": "manifest",
+    "Manifest": "manifest",
     "export_segments": "segments",
-    "load_manifest": "segments",
+    "load_manifest": "manifest",
     "Profiler": "base",
     "ProfileResult": "base",
     "OrtProfiler": "measured",

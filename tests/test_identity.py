@@ -105,7 +105,7 @@ def searched(
     tiny_run: Path, tmp_path_factory: pytest.TempPathFactory, write_table_for: Any
 ) -> dict[str, Path]:
     """A quick search of the tiny run on its own table."""
-    from hapi_dse.search.runner import SearchConfig, run_search
+    from hapi_dse.search import SearchConfig, run_search
 
     root = tmp_path_factory.mktemp("identity-search")
     profiles = root / "profiles"

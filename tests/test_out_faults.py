@@ -177,7 +177,7 @@ def test_atomic_path_maps_a_path_through_a_file(tmp_path: Path) -> None:
 # -- every command, read-only and full ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def result_dir(synth: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from hapi_dse.search.runner import SearchConfig, run_search
+    from hapi_dse.search import SearchConfig, run_search
 
     out = tmp_path_factory.mktemp("faults-result")
     cfg = SearchConfig(

@@ -438,7 +438,7 @@ def test_a_study_made_with_other_slos_is_refused(
 def test_pareto_mask_against_pairwise_dominance() -> None:
     import numpy as np
 
-    from hapi_dse.search import pareto_mask
+    from hapi_dse.cost import pareto_mask
 
     rng = np.random.default_rng(0)
     for d in (2, 3):
@@ -491,7 +491,7 @@ def test_storage_does_not_retry_other_errors(monkeypatch) -> None:
 
 
 def _record(number: int, accuracy: float, latency: float):  # -> TrialRecord
-    from hapi_dse.search.outputs import TrialRecord
+    from hapi_dse.search.records import TrialRecord
 
     return TrialRecord(
         number, "COMPLETE", Design(()), {"accuracy": accuracy, "latency_ms": latency}
@@ -500,7 +500,7 @@ def _record(number: int, accuracy: float, latency: float):  # -> TrialRecord
 
 def test_iso_accuracy_picks_the_fastest_within_d_pp_of_the_backbone() -> None:
     from hapi_dse.cost import parse_objectives
-    from hapi_dse.search.outputs import pick
+    from hapi_dse.search.picking import pick
 
     objectives = parse_objectives("accuracy,latency")
     front = [
@@ -522,7 +522,7 @@ def test_iso_accuracy_picks_the_fastest_within_d_pp_of_the_backbone() -> None:
 )
 def test_malformed_pick_values_are_refused(rule: str) -> None:
     from hapi_dse.errors import UsageError
-    from hapi_dse.search.outputs import check_pick
+    from hapi_dse.search.picking import check_pick
 
     with pytest.raises(UsageError, match="--pick"):
         check_pick(rule)

@@ -64,7 +64,7 @@ def test_verify_measures_the_designs_near_the_pick(run_cli, tiny_run, host_profi
 def _result(slo_ms: float, points=((0.95, 0.19), (0.93, 0.15), (0.90, 0.10))):
     from hapi_dse.cost import Design, parse_objectives, parse_slos
     from hapi_dse.cost.design import Exit
-    from hapi_dse.search.outputs import DeviceResult, TrialRecord
+    from hapi_dse.search.records import DeviceResult, TrialRecord
 
     front = []
     for i, (acc, lat) in enumerate(points):

@@ -4,7 +4,8 @@ No torch here (the ``gp`` sampler imports it through Optuna, only when chosen).
 """
 
 from hapi_dse.search.config import DEFAULT_TRIALS, SearchConfig
-from hapi_dse.search.outputs import DeviceResult, TrialRecord, console_report, pareto_mask
+from hapi_dse.search.console import console_report
+from hapi_dse.search.records import DeviceResult, TrialRecord
 from hapi_dse.search.runner import run_search
 from hapi_dse.search.sampling import SAMPLERS
 from hapi_dse.search.space import BoundSpace, SearchSpace, load_space, parse_space
@@ -19,7 +20,6 @@ __all__ = [
     "TrialRecord",
     "console_report",
     "load_space",
-    "pareto_mask",
     "parse_space",
     "run_search",
 ]

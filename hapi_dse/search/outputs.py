@@ -176,20 +176,4 @@ def write_results(result: DeviceResult, out_dir: Path, cfg: Any) -> None:
     result.out_dir = out_dir
 
 
-# Names still imported from this module elsewhere; they move to their own modules' imports
-# when the rest of the #11 split lands.
-from hapi_dse.cost import pareto_mask  # noqa: E402
-from hapi_dse.search.console import console_report  # noqa: E402
-from hapi_dse.search.picking import check_pick, pick  # noqa: E402
-from hapi_dse.search.records import collect  # noqa: E402
-
-__all__ = [
-    "DeviceResult",
-    "TrialRecord",
-    "check_pick",
-    "collect",
-    "console_report",
-    "pareto_mask",
-    "pick",
-    "write_results",
-]
+__all__ = ["design_json", "pareto_table", "search_json", "trials_table", "write_results"]

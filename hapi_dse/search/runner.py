@@ -22,12 +22,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hapi_dse.provenance import redact
 from hapi_dse.run import RunDir, resolve_run
-from hapi_dse.search.config import DEFAULT_TRIALS, SearchConfig
+from hapi_dse.search.config import SearchConfig
 from hapi_dse.search.problem import build_problem
-from hapi_dse.search.sampling import SAMPLERS
-from hapi_dse.search.storage import open_storage
 from hapi_dse.search.study import run_study
 
 
@@ -53,7 +50,8 @@ def run_search(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> 
     """Search every device of ``cfg``; write ``<out>/<device>/``. Returns one
     :class:`~hapi_dse.search.outputs.DeviceResult` per device."""
     from hapi_dse.outdirs import check_out_dir
-    from hapi_dse.search.outputs import collect, write_results
+    from hapi_dse.search.outputs import write_results
+    from hapi_dse.search.records import collect
 
     cfg.check()
     t0 = time.perf_counter()
@@ -84,23 +82,10 @@ def run_search(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> 
         result.timings["device_s"] = time.perf_counter() - t1
         results.append(result)
         if echo is not None:
-            from hapi_dse.search.outputs import console_report
+            from hapi_dse.search.console import console_report
 
             echo(console_report(result))
     return results
 
 
-# What code and tests still import from here: the names of the old one-module runner
-# (``redact`` and ``open_storage`` among them), and ``run_study``, which run_search calls
-# through this module so that tests can replace it here.
-__all__: Sequence[str] = [
-    "DEFAULT_TRIALS",
-    "SAMPLERS",
-    "SearchConfig",
-    "default_out",
-    "open_storage",
-    "redact",
-    "run_search",
-    "run_study",
-    "study_name_for",
-]
+__all__: Sequence[str] = ["default_out", "run_search", "study_name_for"]

@@ -125,7 +125,7 @@ def _export_and_measure(
 def _next_batch(result: Any, verified: list[Any], k: int) -> tuple[list[Any], dict[str, float]]:
     """The best ``k`` unverified front designs (by the pick rule) that meet every SLO with
     their latency predictions scaled by the worst measured/predicted ratio of ``verified``."""
-    from hapi_dse.search.outputs import pick
+    from hapi_dse.search.picking import pick
 
     ratio = {
         m: max(r.measured[m] / r.metrics[m] for r in verified if r.metrics[m] > 0)
@@ -149,7 +149,7 @@ def _next_batch(result: Any, verified: list[Any], k: int) -> tuple[list[Any], di
 def verify(result: Any, run: Any, cfg: Any, work_root: Path) -> None:
     """Export, measure and re-pick (see the module docstring); fills ``result.verify`` and
     ``result.verify_dir`` (the exports and reports, moved into the result directory)."""
-    from hapi_dse.search.outputs import pick
+    from hapi_dse.search.picking import pick
 
     k = int(cfg.verify)
     info: dict[str, Any] = {"requested": k, "split": "val"}

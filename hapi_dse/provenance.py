@@ -99,28 +99,3 @@ def provenance(
         },
         "settings": settings,
     }
-
-
-# Moved to hapi_dse.atomic and hapi_dse.outdirs; still imported from here by modules that
-# the rest of the #11 split has not reached yet.
-from hapi_dse.atomic import WriteError, atomic_path, write_json, write_text  # noqa: E402
-from hapi_dse.atomic import _json_default as _json_default  # noqa: E402
-from hapi_dse.outdirs import OUTPUT_KINDS, atomic_dir, check_out_dir, check_writable  # noqa: E402
-
-__all__ = [
-    "OUTPUT_KINDS",
-    "SCHEMA_VERSION",
-    "WriteError",
-    "atomic_dir",
-    "atomic_path",
-    "check_out_dir",
-    "check_writable",
-    "command_line",
-    "library_versions",
-    "provenance",
-    "redact",
-    "sha256_file",
-    "utc_now",
-    "write_json",
-    "write_text",
-]

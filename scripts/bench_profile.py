@@ -54,9 +54,9 @@ def main() -> None:
     a = ap.parse_args()
     started, machine_start = time.time(), machine()
 
+    from hapi_dse.profiling.manifest import load_manifest
     from hapi_dse.profiling.modelled import ModelledProfiler
     from hapi_dse.profiling.runner import compare_rows
-    from hapi_dse.profiling.segments import load_manifest
     from hapi_dse.profiling.specs import parse_spec
     from hapi_dse.profiling.table import read_table
 

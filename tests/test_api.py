@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCTEST_MODULES = ["hapi_dse.api", "hapi_dse.cost.metrics", "hapi_dse.search.config"]
+DOCTEST_MODULES = [
+    "hapi_dse.api",
+    "hapi_dse.cost.metrics",
+    "hapi_dse.search.config",
+    "hapi_dse.testing",
+]
 
 
 def _run_examples(text: str, name: str) -> doctest.TestResults:

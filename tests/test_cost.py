@@ -18,9 +18,9 @@ from hapi_dse.cost import (
     predict,
     simulate,
 )
-from hapi_dse.cost.synthetic import synthetic_costs, synthetic_stats
 from hapi_dse.errors import ArtefactError, UsageError
 from hapi_dse.run import ExitStats
+from hapi_dse.testing import synthetic_costs, synthetic_stats
 
 HEADS = ("linear", "conv")
 

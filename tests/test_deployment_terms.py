@@ -11,8 +11,8 @@ from hapi_dse.cost import Design
 from hapi_dse.cost.deployment import DeploymentTerms, path_extra_ms, path_extra_ms_one
 from hapi_dse.cost.design import Exit
 from hapi_dse.cost.model import CostModel
-from hapi_dse.cost.synthetic import synthetic_costs, synthetic_stats
 from hapi_dse.errors import ArtefactError
+from hapi_dse.testing import synthetic_costs, synthetic_stats
 
 TERMS = DeploymentTerms(
     decision_ms={"max_softmax": 0.02, "entropy": 0.025, "patience": 0.015},

@@ -16,9 +16,9 @@ import pytest
 
 from hapi_dse.cost import Design
 from hapi_dse.cost.design import POLICIES, Exit
-from hapi_dse.cost.synthetic import write_synthetic_run, write_synthetic_table
 from hapi_dse.errors import ArtefactError, UsageError
 from hapi_dse.run import RunDir
+from hapi_dse.testing import write_synthetic_run, write_synthetic_table
 
 # 7 levels: thresholds such as 0.5816666667 that 4 significant digits would round
 SPACE = """

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from test_out_safety import snapshot
 
-from hapi_dse.cost.synthetic import write_synthetic_run, write_synthetic_table
+from hapi_dse.testing import write_synthetic_run, write_synthetic_table
 
 DEVICE = "devA"
 PY = sys.executable

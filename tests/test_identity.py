@@ -242,8 +242,8 @@ def test_profile_of_another_training_writes_its_own_table(
     tiny_run: Path, other: Path, ids: dict[str, str], tmp_path: Path, write_table_for
 ) -> None:
     from hapi_dse.paths import default_profiles_out
+    from hapi_dse.profiling.names import table_path
     from hapi_dse.profiling.runner import ProfileConfig, _refuse_overwrite
-    from hapi_dse.profiling.table import table_path
 
     profiles = tmp_path / "profiles"
     mine = write_table_for(tiny_run, profiles)

@@ -13,14 +13,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from hapi_dse.cost.synthetic import write_synthetic_run, write_synthetic_table
+from hapi_dse.testing import write_synthetic_run, write_synthetic_table
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads /proc; --jobs needs fork"
@@ -40,17 +39,9 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def work(tmp_path: Path):
-    """The working directory of the searches, in RAM where possible (the journal fsyncs every
-    record: on a busy disk a trial takes ~100 ms instead of ~2 ms)."""
-    if not (SHM.is_dir() and os.access(SHM, os.W_OK)):
-        yield tmp_path
-        return
-    d = Path(tempfile.mkdtemp(prefix="hapi-test-", dir=SHM))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+def work(ram_dir: Path) -> Path:
+    """The working directory of the searches, in RAM where possible (see conftest.ram_dir)."""
+    return ram_dir
 
 
 def search_args(synth: dict[str, Path], out: Path, *extra: str) -> list[str]:

@@ -18,8 +18,8 @@ from hapi_dse.cost import (
     parse_objectives,
     parse_slo,
 )
-from hapi_dse.cost.synthetic import synthetic_costs, synthetic_stats
 from hapi_dse.errors import UsageError
+from hapi_dse.testing import synthetic_costs, synthetic_stats
 
 
 def test_every_metric_is_a_cost_model_column() -> None:

@@ -26,9 +26,9 @@ import pytest
 from test_out_safety import TRAIN, one_line_exit_2, search, snapshot
 
 from hapi_dse.atomic import _HOST, WriteError, atomic_path, write_text
-from hapi_dse.cost.synthetic import write_synthetic_run, write_synthetic_table
 from hapi_dse.errors import UsageError
 from hapi_dse.outdirs import atomic_dir, check_out_dir, check_writable
+from hapi_dse.testing import write_synthetic_run, write_synthetic_table
 
 HAPI = [sys.executable, "-m", "hapi_dse"]
 

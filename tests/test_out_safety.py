@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from hapi_dse.cost.synthetic import write_synthetic_run, write_synthetic_table
 from hapi_dse.errors import UsageError
 from hapi_dse.outdirs import atomic_dir, check_out_dir
+from hapi_dse.testing import write_synthetic_run, write_synthetic_table
 
 
 def snapshot(root: Path) -> dict[str, str]:

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from hapi_dse.errors import ArtefactError, UsageError
-from hapi_dse.profiling.segments import MANIFEST, load_manifest
-from hapi_dse.profiling.table import table_path, valid_device_name, valid_name, write_table
+from hapi_dse.profiling.manifest import MANIFEST, load_manifest
+from hapi_dse.profiling.names import table_path, valid_device_name, valid_name
+from hapi_dse.profiling.table import write_table
 
 BAD_NAMES = ["../../evil", "..", ".", "", "a/b", "/abs", ".hidden", "a\\b", "x y", "é"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hapi_dse.cost.synthetic import write_synthetic_run, write_synthetic_table
+from hapi_dse.testing import write_synthetic_run, write_synthetic_table
 
 URL = os.environ.get("HAPI_TEST_POSTGRES_URL")
 pytestmark = [

@@ -15,7 +15,8 @@ from hapi_dse.errors import ArtefactError, UsageError
 from hapi_dse.profiling.base import ProfileResult
 from hapi_dse.profiling.fake import FakeProfiler
 from hapi_dse.profiling.manifest import Manifest, Segment
-from hapi_dse.profiling.table import TABLE_COLUMNS, UNITS, load_table, read_table, write_table
+from hapi_dse.profiling.table import load_table, read_table, write_table
+from hapi_dse.profiling.table_format import TABLE_COLUMNS, UNITS
 
 MODEL_ID = "tinynet-0123abcd"
 HEADS = ("linear", "conv")

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from hapi_dse.cost.synthetic import write_synthetic_run, write_synthetic_table
 from hapi_dse.run import RunDir
 from hapi_dse.search.config import SearchConfig
 from hapi_dse.search.problem import Problem, build_problem
 from hapi_dse.search.sampling import make_sampler
 from hapi_dse.search.study import run_study
+from hapi_dse.testing import write_synthetic_run, write_synthetic_table
 
 # 2 exit counts x 2 positions x 2 heads x 5 thresholds: 120 designs (a few seconds of GP)
 TINY_SPACE = (

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from hapi_dse.cost import CostModel, Design, SegmentCosts, parse_slo, predict
-from hapi_dse.cost.synthetic import write_synthetic_run, write_synthetic_table
 from hapi_dse.errors import UsageError
 from hapi_dse.profiling.table import load_table
 from hapi_dse.run import RunDir
 from hapi_dse.search import load_space, parse_space
+from hapi_dse.testing import write_synthetic_run, write_synthetic_table
 
 METRIC_COLUMNS = [
     "accuracy",
@@ -341,20 +341,9 @@ def test_jobs_2_runs_exactly_the_requested_trials(synth, run_cli, tmp_path: Path
 
 
 @pytest.fixture
-def storage_dir(tmp_path: Path):
-    """A directory for study storages, in RAM where possible: the journal and SQLite fsync
-    every record, which on a busy disk makes a trial take ~100 ms instead of ~2 ms."""
-    import tempfile
-
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        yield tmp_path
-        return
-    d = Path(tempfile.mkdtemp(prefix="hapi-test-", dir=shm))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+def storage_dir(ram_dir: Path) -> Path:
+    """Study storages go to RAM where possible (see conftest.ram_dir)."""
+    return ram_dir
 
 
 def _complete_trials(storage: str, study: str) -> dict[int, dict]:

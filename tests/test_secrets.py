@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hapi_dse.cost.synthetic import write_synthetic_run, write_synthetic_table
 from hapi_dse.provenance import command_line, provenance, redact
+from hapi_dse.testing import write_synthetic_run, write_synthetic_table
 
 SECRET = "hunter2"
 

@@ -156,7 +156,7 @@ def test_verify_tries_designs_with_more_slack_when_none_meets(monkeypatch, tmp_p
 
 
 def test_verify_needs_a_table_measured_here(run_cli, tiny_run, tmp_path):
-    from hapi_dse.cost.synthetic import write_synthetic_table
+    from hapi_dse.testing import write_synthetic_table
 
     write_synthetic_table(tiny_run, "pixel6", tmp_path)
     res = run_cli(

@@ -1,6 +1,6 @@
 """The one interface every profiler implements.
 
-A profiler turns a :class:`~hapi_dse.profiling.segments.Manifest` (the exported segments of
+A profiler turns a :class:`~hapi_dse.profiling.manifest.Manifest` (the exported segments of
 one model) into table rows. ``hapi profile`` calls :meth:`Profiler.profile` once per table;
 the rows then go through :func:`~hapi_dse.profiling.table.write_table`. Implementations:
 :class:`~hapi_dse.profiling.measured.OrtProfiler` (onnxruntime on this machine),

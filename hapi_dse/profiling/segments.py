@@ -20,16 +20,14 @@ from hapi_dse.errors import ArtefactError
 from hapi_dse.onnx_tools import DEFAULT_OPSET
 from hapi_dse.profiling.manifest import (
     MANIFEST,
-    MANIFEST_SCHEMA,
     Manifest,
     Segment,
-    load_manifest,
 )
 
 if TYPE_CHECKING:
     from hapi_dse.run import RunDir
 
-__all__ = ["MANIFEST", "MANIFEST_SCHEMA", "Manifest", "Segment", "export_segments", "load_manifest"]
+__all__ = ["export_segments"]
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ torch nor onnxruntime is imported here; pandas only when a table is loaded.
 This module reads and writes tables; the format and its checks are
 :mod:`~hapi_dse.profiling.table_format`, plain names and paths
 :mod:`~hapi_dse.profiling.names`, finding devices and tables
-:mod:`~hapi_dse.profiling.devices` (their public names are importable from here too).
+:mod:`~hapi_dse.profiling.devices`.
 """
 
 from __future__ import annotations
@@ -37,20 +37,16 @@ from typing import TYPE_CHECKING, Any
 from hapi_dse.csvio import csv_text
 from hapi_dse.errors import ArtefactError, UsageError
 from hapi_dse.paths import default_profiles_out
-from hapi_dse.profiling.devices import TableInfo, find_table, known_devices, list_tables
+from hapi_dse.profiling.devices import find_table
 from hapi_dse.profiling.names import (
     NAME_RULE,
-    check_name,
     sidecar_path,
     table_path,
     valid_device_name,
-    valid_name,
 )
 from hapi_dse.profiling.table_format import (
-    ENERGY_SOURCES,
     EXTRA_COLUMNS,
     LATENCY_NOTE,
-    SEGMENT_KINDS,
     SOURCES,
     TABLE_COLUMNS,
     UNITS,
@@ -64,31 +60,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = [
-    "ENERGY_SOURCES",
-    "EXTRA_COLUMNS",
-    "LATENCY_NOTE",
-    "NAME_RULE",
-    "SEGMENT_KINDS",
-    "SOURCES",
-    "TABLE_COLUMNS",
-    "UNITS",
-    "ProfileTable",
-    "TableInfo",
-    "check_name",
-    "find_table",
-    "known_devices",
-    "list_tables",
-    "load_table",
-    "read_table",
-    "sidecar_path",
-    "table_path",
-    "valid_device_name",
-    "valid_name",
-    "validate_rows",
-    "validate_sidecar",
-    "write_table",
-]
+__all__ = ["ProfileTable", "load_table", "read_table", "write_table"]
 
 
 @dataclass

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hapi_dse.cost import (
     SLO,
@@ -147,6 +147,37 @@ def search(
     return result
 
 
+def export(
+    source: str | Path,
+    out: str | Path,
+    *,
+    run: RunDir | str | Path | None = None,
+    fmt: str = "onnx",
+    trial: int | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Export a searched design as ``hapi export`` does: ``source`` is a search result
+    directory (``search(..., out=DIR)`` or ``hapi search``) or a ``design.json``; ``trial``
+    picks another trial of that search than the chosen one. Writes ``out`` (a ``.onnx`` file,
+    or a directory for ``fmt="staged"``) and its sidecar, checked against the PyTorch model
+    (``run``: default the bundled example; its model id must match); returns what
+    the sidecar holds."""
+    from hapi_dse.deploy.export import ExportConfig, export_design
+
+    model = str(run.path if hasattr(run, "path") else run) if run is not None else None
+    cfg = ExportConfig(
+        source=Path(source),
+        out=Path(out),
+        model=model,
+        fmt=fmt,
+        trial=trial,
+        seed=seed,
+        overwrite=overwrite,
+    )
+    return export_design(cfg)
+
+
 def plot_info(
     results: Sequence[str | Path], x: str = "latency", y: str = "accuracy"
 ) -> list[FigureInfo]:
@@ -158,4 +189,4 @@ def plot_info(
     return figure_infos(find_results(list(results)), metric_column(x), metric_column(y))
 
 
-__all__ = ["Design", "load_costs", "load_run", "plot_info", "predict", "search"]
+__all__ = ["Design", "export", "load_costs", "load_run", "plot_info", "predict", "search"]

@@ -114,3 +114,41 @@ def test_api_refuses_bad_input_before_searching() -> None:
         hapi.search(val, costs, pick="fastest", trials=5)
     with pytest.raises(UsageError, match="--trials"):
         hapi.search(val, costs, trials=0)
+
+
+def test_api_export_of_a_searched_design_runs_as_predicted(tmp_path: Path) -> None:
+    """search(out=...) then export(): the ONNX graph takes the exits the design predicts."""
+    import numpy as np
+    import onnxruntime as ort
+
+    import hapi_dse.api as hapi
+    from hapi_dse.cost import simulate
+    from hapi_dse.deploy.inputs import load_samples
+
+    run = hapi.load_run()
+    val = run.stats("val")
+    res = tmp_path / "res"
+    result = hapi.search(
+        val,
+        hapi.load_costs("pixel6", run, val),
+        slos=["latency=0.25ms"],
+        trials=60,
+        seed=2,
+        device="pixel6",
+        model_id=run.model_id,
+        out=res,
+    )
+    assert result.chosen is not None and result.chosen.design is not None
+    info = hapi.export(res, tmp_path / "m.onnx")
+    assert info["model_id"] == run.model_id and (tmp_path / "m.onnx").is_file()
+    assert info["design"]["exits"] == result.chosen.design.to_dict()["exits"]
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    x = load_samples(run, "val").x[:64].astype(np.float32)
+    names = [o.name for o in sess.get_outputs()]
+    assert "exit_index" in names, names
+    got = [
+        int(sess.run(["exit_index"], {sess.get_inputs()[0].name: x[i : i + 1]})[0].ravel()[0])
+        for i in range(len(x))
+    ]
+    want, _ = simulate(result.chosen.design, val, hapi.load_costs("pixel6", run, val))
+    assert np.mean(np.array(got) == want[:64]) >= 0.95

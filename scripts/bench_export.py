@@ -108,19 +108,9 @@ def pick_designs(pareto: Any, k: int) -> Any:
 
 
 def session(path: Path, threads: int, level: str = "all") -> Any:
-    import onnxruntime as ort
+    from hapi_dse.onnx_tools import open_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[level]
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return open_session(path, threads=threads, optimization=level)
 
 
 def paired_medians_us(
@@ -553,15 +543,16 @@ def ort_offline(src: Path, dst: Path, threads: int) -> str:
     """Save onnxruntime's ORT_ENABLE_ALL graph offline, then try to load it again."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
+    from hapi_dse.errors import HapiError
+    from hapi_dse.onnx_tools import session_options
+
+    opts = session_options(threads)
     opts.optimized_model_filepath = str(dst)
     ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
     try:
         session(dst, threads)
-    except Exception as e:  # onnxruntime's own exception types
-        return "saved but does not load: " + str(e).strip().splitlines()[0][-200:]
+    except HapiError as e:  # open_session's one line for a graph onnxruntime cannot load
+        return "saved but does not load: " + str(e)[-200:]
     return "saved and loads"
 
 

@@ -5,14 +5,13 @@ and ``search.json`` in ``<out>/<device>/``, written together from a
 
 from __future__ import annotations
 
-import csv
-import io
 import shutil
 from pathlib import Path
 from typing import Any
 
 from hapi_dse.atomic import write_json, write_text
 from hapi_dse.cost import METRICS
+from hapi_dse.csvio import csv_text
 from hapi_dse.outdirs import atomic_dir
 from hapi_dse.provenance import SCHEMA_VERSION, provenance
 from hapi_dse.search.records import DeviceResult, TrialRecord, broken_slos, speedup
@@ -87,14 +86,6 @@ def pareto_table(result: DeviceResult) -> tuple[list[str], list[dict[str, Any]]]
     return header, rows
 
 
-def _csv(header: list[str], rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-
 def design_json(result: DeviceResult, prov: dict[str, Any]) -> dict[str, Any]:
     r = result.chosen
     assert r is not None and r.design is not None and r.metrics is not None
@@ -166,8 +157,10 @@ def write_results(result: DeviceResult, out_dir: Path, cfg: Any) -> None:
         seed=cfg.seed, inputs=result.inputs, settings=cfg.settings(), libraries=("numpy", "optuna")
     )
     with atomic_dir(out_dir, kind="search", overwrite=cfg.overwrite) as tmp:
-        write_text(tmp / "trials.csv", _csv(*trials_table(result)))
-        write_text(tmp / "pareto.csv", _csv(*pareto_table(result)))
+        header, rows = trials_table(result)
+        write_text(tmp / "trials.csv", csv_text(rows, header))
+        header, rows = pareto_table(result)
+        write_text(tmp / "pareto.csv", csv_text(rows, header))
         if result.chosen is not None:
             write_json(tmp / "design.json", design_json(result, prov))
         write_json(tmp / "search.json", search_json(result, cfg, prov))

@@ -62,7 +62,7 @@ def new_heads_run(tmp_path_factory: pytest.TempPathFactory, train_digits: Any) -
 def test_new_heads_get_exit_statistics_flops_and_profile_rows(
     new_heads_run: Path, tmp_path: Path
 ) -> None:
-    from hapi_dse.profiling.runner import ProfileConfig, run_profile
+    from hapi_dse.profiling import ProfileConfig, run_profile
     from hapi_dse.profiling.table import load_table
     from hapi_dse.run import RunDir
 

@@ -242,8 +242,9 @@ def test_profile_of_another_training_writes_its_own_table(
     tiny_run: Path, other: Path, ids: dict[str, str], tmp_path: Path, write_table_for
 ) -> None:
     from hapi_dse.paths import default_profiles_out
+    from hapi_dse.profiling.modes import ProfileConfig
     from hapi_dse.profiling.names import table_path
-    from hapi_dse.profiling.runner import ProfileConfig, _refuse_overwrite
+    from hapi_dse.profiling.runner import _refuse_overwrite
 
     profiles = tmp_path / "profiles"
     mine = write_table_for(tiny_run, profiles)
@@ -258,7 +259,8 @@ def test_profile_refuses_to_replace_a_table_of_another_model(
     run_cli, tiny_run: Path, other: Path, ids: dict[str, str], tmp_path: Path, write_table_for
 ) -> None:
     """A file under B's name whose sidecar says A: hapi did not write it for B."""
-    from hapi_dse.profiling.runner import ProfileConfig, _refuse_overwrite
+    from hapi_dse.profiling.modes import ProfileConfig
+    from hapi_dse.profiling.runner import _refuse_overwrite
 
     profiles = tmp_path / "profiles"
     mine = write_table_for(tiny_run, profiles, device="pixel6")  # pixel6: a shipped spec

@@ -15,7 +15,8 @@ import pytest
 from hapi_dse.cost.costs import SegmentCosts
 from hapi_dse.profiling.manifest import load_manifest
 from hapi_dse.profiling.modelled import ModelledProfiler
-from hapi_dse.profiling.runner import ProfileConfig, compare_rows, run_profile
+from hapi_dse.profiling.modes import ProfileConfig, ProfileMode
+from hapi_dse.profiling.runner import compare_rows, run_profile
 from hapi_dse.profiling.specs import find_spec, parse_spec
 from hapi_dse.profiling.table import load_table
 from hapi_dse.run import RunDir
@@ -29,7 +30,12 @@ def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny run's segments, exported once (legacy exporter: the fast path for tests)."""
     out = tmp_path_factory.mktemp("segments")
     run_profile(
-        ProfileConfig(model=str(tiny_run), export_dir=str(out), export_only=True, exporter="legacy")
+        ProfileConfig(
+            model=str(tiny_run),
+            export_dir=str(out),
+            mode=ProfileMode.EXPORT_ONLY,
+            exporter="legacy",
+        )
     )
     return out
 
@@ -112,7 +118,6 @@ def test_energy_command_is_used_and_labelled(exported, tmp_path):
             energy_window_s=0.001,
         )
     )
-    assert out.result is not None
     rows = out.result.rows
     assert {r["energy_source"] for r in rows} == {"command"}
     assert all(0 < r["energy_mj"] <= 1000.0 for r in rows)

@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def host_profiles(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A host table of the tiny run measured on this machine (deployment terms included)."""
-    from hapi_dse.profiling.runner import ProfileConfig, run_profile
+    from hapi_dse.profiling import ProfileConfig, run_profile
 
     out = tmp_path_factory.mktemp("profiles")
     run_profile(

@@ -118,19 +118,20 @@ def profile(
 
     Measured here with onnxruntime by default; --modelled estimates a device from its spec.
     """
-    from hapi_dse.profiling.runner import ProfileConfig, run_profile
+    from hapi_dse.profiling.modes import ProfileConfig, ProfileMode
+    from hapi_dse.profiling.runner import run_profile
     from hapi_dse.run import allow_backbone_factory
 
     cfg = ProfileConfig(
         device=device,
+        mode=ProfileMode.from_flags(
+            modelled=modelled, export_only=export_only, calibrate=calibrate
+        ),
         model=model,
         profiles=profiles,
         onnx_dir=onnx_dir,
         export_dir=export_dir,
-        export_only=export_only,
-        modelled=modelled,
         spec=spec,
-        calibrate=calibrate,
         provider=provider,
         threads=threads,
         runs=runs,
@@ -142,48 +143,7 @@ def profile(
         force=force,
     )
     with allow_backbone_factory(backbone, trust=trust_run_code):
-        out = run_profile(cfg)
-    if out.spec_path is not None:
-        rep = out.report
-        click.echo(
-            f"spec for {device} written to {out.spec_path} ({rep['graphs']} graphs, "
-            f"fit error {rep['fit_mean_abs_rel_error']:.1%}, call overhead "
-            f"{rep['call_overhead_us']:.1f} us)"
-        )
-        cmp = rep.get("comparison")
-        if cmp:
-            click.echo(
-                f"model vs measured table over {cmp['segments']} segments: "
-                f"spearman {cmp['spearman']:.3f}, MAPE {cmp['mape']:.1%}"
-            )
-        return
-    if out.path is None:
-        assert out.manifest is not None
-        click.echo(
-            f"{len(out.manifest.segments)} graphs of model {out.manifest.model_id} "
-            f"exported to {out.manifest.root}; profile them on the device with "
-            f"'hapi profile --onnx-dir DIR --device NAME'"
-        )
-        return
-    assert out.result is not None
-    rows = out.result.rows
-    side = out.result.sidecar
-
-    def total(kind: str) -> float:
-        return sum(r["latency_ms"] for r in rows if r["segment"] == kind)
-
-    click.echo(
-        f"{len(rows)} segments of {out.manifest.model_id if out.manifest else '?'} "
-        f"on {device} ({rows[0]['source']}, energy {rows[0]['energy_source']}) -> "
-        f"{out.path}"
-    )
-    line = f"blocks {total('block'):.3f} ms, call overhead {side['call_overhead_ms']:.4f} ms"
-    if side.get("monolithic_backbone_ms"):
-        line += (
-            f", monolithic backbone {side['monolithic_backbone_ms']:.3f} ms "
-            f"(sum of blocks / monolithic = {side['segments_sum_over_monolithic']:.2f})"
-        )
-    click.echo(line)
+        click.echo(run_profile(cfg).summary())
 
 
 @click.command("devices")

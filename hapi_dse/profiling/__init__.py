@@ -40,7 +40,11 @@ _EXPORTS = {
     "find_spec": "specs",
     "parse_spec": "specs",
     "TimingSettings": "timing",
-    "ProfileConfig": "runner",
+    "ProfileConfig": "modes",
+    "ProfileMode": "modes",
+    "ProfiledTable": "modes",
+    "ExportedSegments": "modes",
+    "CalibratedSpec": "modes",
     "run_profile": "runner",
 }
 

@@ -1,8 +1,15 @@
-"""``hapi profile`` as a library call: one config in, one table (or spec) out.
+"""``hapi profile`` as a library call: one config in, one result out.
 
-Steps: export the segments (or read them from ``--onnx-dir``), profile them (onnxruntime
-here, or a roofline model from a spec), write the table atomically. ``--calibrate`` instead
-fits a spec for this machine and compares it with this machine's measured table if any.
+The config's mode (:mod:`~hapi_dse.profiling.modes`) says what a run does, and each mode
+has its result type:
+
+- ``measure`` (default) and ``modelled``: export the segments (or read them from
+  ``onnx_dir``), profile them (onnxruntime here, or a roofline model from a spec), write the
+  table atomically; a :class:`~hapi_dse.profiling.modes.ProfiledTable`.
+- ``export-only``: export the segments to ``export_dir`` for a board and stop; an
+  :class:`~hapi_dse.profiling.modes.ExportedSegments`.
+- ``calibrate``: fit a spec for this machine and compare it with this machine's measured
+  table if any; a :class:`~hapi_dse.profiling.modes.CalibratedSpec`.
 """
 
 from __future__ import annotations
@@ -11,14 +18,22 @@ import contextlib
 import logging
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hapi_dse.errors import UsageError
-from hapi_dse.onnx_tools import CHECK_ATOL, DEFAULT_OPSET, check_provider
-from hapi_dse.profiling.base import Profiler, ProfileResult
+from hapi_dse.onnx_tools import CHECK_ATOL, check_provider
+from hapi_dse.profiling.base import Profiler
 from hapi_dse.profiling.manifest import MANIFEST, Manifest, load_manifest
+from hapi_dse.profiling.modes import (
+    CalibratedSpec,
+    ExportedSegments,
+    ProfileConfig,
+    ProfiledTable,
+    ProfileMode,
+    ProfileOutcome,
+)
 from hapi_dse.progress import Progress
 
 if TYPE_CHECKING:
@@ -26,66 +41,6 @@ if TYPE_CHECKING:
     from hapi_dse.run import RunDir
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ProfileConfig:
-    """Every setting of ``hapi profile`` (recorded in the sidecar)."""
-
-    device: str = "host"
-    model: str | None = None
-    profiles: str | None = None
-    onnx_dir: str | None = None
-    export_dir: str | None = None
-    export_only: bool = False
-    modelled: bool = False
-    spec: str | None = None
-    calibrate: bool = False
-    provider: str = "CPUExecutionProvider"
-    threads: int = 1
-    runs: int = 200
-    warmup: int = 20
-    rounds: int = 40
-    batch: int = 1
-    energy_cmd: str | None = None
-    energy_window_s: float = 0.2
-    exporter: str = "dynamo"
-    opset: int = DEFAULT_OPSET
-    seed: int = 0
-    force: bool = False
-
-    def validate(self) -> None:
-        if self.batch < 1:
-            raise UsageError(f"--batch {self.batch}: must be >= 1")
-        if self.threads < 1:
-            raise UsageError(f"--threads {self.threads}: must be >= 1")
-        if self.exporter not in ("dynamo", "legacy"):
-            raise UsageError(f"--exporter {self.exporter!r}: expected dynamo or legacy")
-        if self.onnx_dir and self.model:
-            raise UsageError(
-                "--onnx-dir and --model exclude each other: the segments in "
-                "--onnx-dir were exported from a model already"
-            )
-        if self.export_only and not self.export_dir:
-            raise UsageError("--export-only needs --export-dir DIR (where to put the segments)")
-        from hapi_dse.profiling.names import valid_device_name
-
-        if not valid_device_name(self.device):
-            raise UsageError(
-                f"--device {self.device!r}: use letters, digits, '-', '_' or '.' (it names "
-                "a directory)"
-            )
-        if self.modelled and self.energy_cmd:
-            raise UsageError("--energy-cmd measures energy; a --modelled table has none to meter")
-
-
-@dataclass
-class ProfileOutcome:
-    path: Path | None
-    manifest: Manifest | None
-    result: ProfileResult | None = None
-    spec_path: Path | None = None
-    report: dict[str, Any] = field(default_factory=dict)
 
 
 def _timing_settings(cfg: ProfileConfig) -> TimingSettings:
@@ -138,9 +93,10 @@ def _progress_fn(bar: Progress):  # type: ignore[no-untyped-def]
 
 
 def make_profiler(cfg: ProfileConfig) -> Profiler:
+    """The profiler of mode ``modelled`` (from the spec), else onnxruntime on this machine."""
     from hapi_dse.profiling.specs import find_spec, parse_spec
 
-    if cfg.modelled:
+    if cfg.mode is ProfileMode.MODELLED:
         from hapi_dse.profiling.modelled import ModelledProfiler
 
         spec = parse_spec(cfg.spec) if cfg.spec else find_spec(cfg.device, cfg.profiles)
@@ -209,50 +165,60 @@ def _check_writable(cfg: ProfileConfig) -> None:
 
     if cfg.export_dir:
         check_writable(Path(cfg.export_dir) / MANIFEST, "--export-dir", shown=cfg.export_dir)
-    if not cfg.export_only:
+    if cfg.mode is not ProfileMode.EXPORT_ONLY:
         out = default_profiles_out(cfg.profiles)
         check_writable(out / cfg.device / "table.csv", "--profiles", shown=out)
 
 
+def _segments(cfg: ProfileConfig, out: Path) -> tuple[Manifest, dict[str, Path]]:
+    """The segments of ``--onnx-dir``, else the model's exported to ``out``; and the input
+    files they come from (for the sidecar's provenance)."""
+    if not cfg.onnx_dir:
+        return _export(cfg, out)
+    man = load_manifest(cfg.onnx_dir)
+    if cfg.batch != 1 and cfg.batch != man.batch:
+        raise UsageError(
+            f"--batch {cfg.batch}: the segments in {cfg.onnx_dir} were "
+            f"exported for batch {man.batch}; export them again"
+        )
+    return man, {"segments.json": Path(cfg.onnx_dir) / MANIFEST}
+
+
 def run_profile(cfg: ProfileConfig) -> ProfileOutcome:
-    """Export (or read) the segments, profile them, write the table. See the module doc."""
+    """Run ``cfg``'s mode; the result's type follows from the mode. See the module doc."""
+    cfg.validate()
+    if cfg.mode is ProfileMode.CALIBRATE:
+        return run_calibrate(cfg)
+    if cfg.mode is ProfileMode.EXPORT_ONLY:
+        _check_writable(cfg)
+        with _export_dir(cfg) as out:
+            return ExportedSegments(_segments(cfg, out)[0])
+    return _profile_table(cfg)
+
+
+def _profile_table(cfg: ProfileConfig) -> ProfiledTable:
+    """Modes ``measure`` and ``modelled``: export (or read) the segments, profile them, write
+    the table."""
     from hapi_dse.profiling.table import write_table
     from hapi_dse.provenance import provenance
+    from hapi_dse.run import resolve_run
 
-    cfg.validate()
-    if cfg.calibrate:
-        return run_calibrate(cfg)
     profiler = make_profiler(cfg)  # fail fast on a bad device/spec/provider before exporting
-    if not cfg.export_only:
-        from hapi_dse.run import resolve_run
-
-        target: Manifest | RunDir
-        if cfg.onnx_dir:
-            target = load_manifest(cfg.onnx_dir)
-            of = f"the segments in {cfg.onnx_dir}"
-        else:
-            target = resolve_run(cfg.model)
-            of = f"the run {target.path}"
-        _refuse_overwrite(cfg, target.model_id, profiler.source, of)
+    target: Manifest | RunDir
+    if cfg.onnx_dir:
+        target = load_manifest(cfg.onnx_dir)
+        of = f"the segments in {cfg.onnx_dir}"
+    else:
+        target = resolve_run(cfg.model)
+        of = f"the run {target.path}"
+    _refuse_overwrite(cfg, target.model_id, profiler.source, of)
     _check_writable(cfg)  # before exporting and profiling, not after
     with _export_dir(cfg) as out:
-        if cfg.onnx_dir:
-            man = load_manifest(cfg.onnx_dir)
-            if cfg.batch != 1 and cfg.batch != man.batch:
-                raise UsageError(
-                    f"--batch {cfg.batch}: the segments in {cfg.onnx_dir} were "
-                    f"exported for batch {man.batch}; export them again"
-                )
-            inputs: dict[str, Path] = {"segments.json": Path(cfg.onnx_dir) / MANIFEST}
-        else:
-            man, inputs = _export(cfg, out)
-        if cfg.export_only:
-            return ProfileOutcome(path=None, manifest=man)
+        man, inputs = _segments(cfg, out)
         n = len(man.table_segments())
         with Progress(n, "profile") as bar:
             result = profiler.profile(man, _progress_fn(bar))
         worst = max((max(d.values(), default=0.0) for d in man.export_check.values()), default=None)
-        settings = asdict(cfg)
         sidecar = {
             **result.sidecar,
             "device": cfg.device,
@@ -269,7 +235,7 @@ def run_profile(cfg: ProfileConfig) -> ProfileOutcome:
             "provenance": provenance(
                 seed=cfg.seed,
                 inputs=inputs,
-                settings=settings,
+                settings=cfg.settings(),
                 libraries=("numpy", "onnxruntime", "onnx", "torch"),
             ),
         }
@@ -280,10 +246,10 @@ def run_profile(cfg: ProfileConfig) -> ProfileOutcome:
             model_id=man.model_id,
             profiles=cfg.profiles or None,
         )
-    return ProfileOutcome(path=path, manifest=man, result=result)
+    return ProfiledTable(cfg.device, path, man, result)
 
 
-def run_calibrate(cfg: ProfileConfig) -> ProfileOutcome:
+def run_calibrate(cfg: ProfileConfig) -> CalibratedSpec:
     """Fit this machine's spec, write it, and compare it with a measured table if one exists."""
     from hapi_dse.errors import HapiError
     from hapi_dse.profiling.calibrate import calibrate
@@ -303,17 +269,18 @@ def run_calibrate(cfg: ProfileConfig) -> ProfileOutcome:
         f"{'from the previous spec' if old else 'assumed (no meter, no spec)'}."
     )
     path = write_spec(spec, cfg.profiles, header)
-    outcome = ProfileOutcome(path=None, manifest=None, spec_path=path, report=report)
+    comparison = None
     with contextlib.suppress(HapiError):
-        outcome.report["comparison"] = compare_with_measured(cfg, spec)
-    return outcome
+        comparison = compare_with_measured(cfg, spec)
+    return CalibratedSpec(cfg.device, path, spec, report, comparison)
 
 
 def compare_with_measured(cfg: ProfileConfig, spec: Any) -> dict[str, Any]:
     """Model this machine's measured table with ``spec``: Spearman rho and MAPE over segments.
 
     The segments come from ``--onnx-dir``, else from ``--export-dir`` when it holds this
-    model's export, else the model is exported again (to a temporary directory).
+    model's export, else the model is exported again (to a temporary directory) at the
+    table's batch size.
     """
     from hapi_dse.profiling.modelled import ModelledProfiler
     from hapi_dse.profiling.table import load_table
@@ -326,12 +293,11 @@ def compare_with_measured(cfg: ProfileConfig, spec: Any) -> dict[str, Any]:
         return compare_rows(table.rows.to_dict("records"), rows)
     run = resolve_run(cfg.model)
     table = load_table(cfg.device, run.model_id, cfg.profiles)
-    with _export_dir(ProfileConfig(export_dir=cfg.export_dir)) as out:
+    with _export_dir(cfg) as out:
         if (out / MANIFEST).is_file() and load_manifest(out).model_id == run.model_id:
             man = load_manifest(out)
         else:
-            batch = int(table.rows["batch"].iat[0])
-            man = _export(ProfileConfig(model=cfg.model, batch=batch, seed=cfg.seed), out)[0]
+            man = _export(replace(cfg, batch=int(table.rows["batch"].iat[0])), out)[0]
         rows = ModelledProfiler(spec).profile(man).rows
     return compare_rows(table.rows.to_dict("records"), rows)
 

@@ -199,6 +199,10 @@ def test_devices_lists_tables_and_specs(written, tmp_path, run_cli):
     # a shipped spec, found through the search path after --profiles
     assert Path(rows["pixel6", "spec"][4]).name == "pixel6.toml"
     assert [c[0] for c in rows.values()] == sorted(c[0] for c in rows.values())
+    # the listing is the library's (the CLI only prints it)
+    from hapi_dse.profiling.devices import device_rows, format_devices
+
+    assert res.stdout == format_devices(device_rows(tmp_path)) + "\n"
 
 
 def test_table_module_imports_neither_torch_nor_onnxruntime():

@@ -156,40 +156,10 @@ def profile(
 @options.seed
 def devices(check: bool, profiles: str | None, seed: int) -> None:
     """Every known device: its tables (measured or modelled, for which models, when), its spec."""
-    from hapi_dse.profiling.devices import known_devices, list_tables
-    from hapi_dse.profiling.names import check_name
-    from hapi_dse.profiling.specs import parse_spec, spec_paths
-    from hapi_dse.profiling.table import read_table
+    from hapi_dse.profiling.devices import check_devices, device_rows, format_devices
 
-    tables = list_tables(profiles)
-    if check:  # the validation every command that loads a table runs (hapi search...)
-        for t in tables:
-            read_table(
-                t.path,
-                model_id=check_name(f"{t.path}: model_id", t.model_id),
-                device=check_name(f"{t.path}: device", t.device),
-            )
-        for p in spec_paths(profiles).values():
-            parse_spec(p)
-    specs = spec_paths(profiles)
-    names = sorted(known_devices(profiles))
-    if not names:
-        click.echo(
-            "no devices: no profile tables or specs on the search path "
-            "(--profiles, $HAPI_PROFILES, ./profiles, the installed copy)"
-        )
-        return
-    rows = [("DEVICE", "SOURCE", "MODEL", "DATE", "FILE")]
-    for name in names:
-        mine = [t for t in tables if t.device == name]
-        for t in mine:
-            rows.append((name, t.source, t.model_id, t.date[:19], str(t.path)))
-        if name in specs:
-            rows.append((name, "spec", "-", "-", str(specs[name])))
-        elif not mine:
-            rows.append((name, "-", "-", "-", "(empty directory)"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[4])
-    if check:
-        click.echo(f"{len(tables)} table(s) and {len(spec_paths(profiles))} spec(s) valid")
+    counts = check_devices(profiles) if check else None
+    rows = device_rows(profiles)
+    click.echo(format_devices(rows))
+    if counts and rows:
+        click.echo(f"{counts[0]} table(s) and {counts[1]} spec(s) valid")

@@ -2,8 +2,10 @@
 
 The search path is ``--profiles DIR``, ``$HAPI_PROFILES``, ``./profiles``, then the copy
 installed with the package (:func:`hapi_dse.paths.profile_search_path`); a device is known
-when it has a table directory or a spec file ``specs/DEVICE.toml`` there. Nothing is loaded
-or validated here (:mod:`hapi_dse.profiling.table` does that).
+when it has a table directory or a spec file ``specs/DEVICE.toml`` there. Finding loads and
+validates nothing (:mod:`hapi_dse.profiling.table` does that, and :func:`check_devices`
+for every table and spec at once); :func:`device_rows` and :func:`format_devices` are the
+``hapi devices`` listing.
 """
 
 from __future__ import annotations
@@ -90,3 +92,74 @@ def find_table(device: str, model_id: str, profiles: str | Path | None = None) -
         f"no profile table for model {model_id} on device {device!r} (looked in {where}); "
         f"tables there are for: {', '.join(have) or 'no model'}; make one with {make}"
     )
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    """One line of ``hapi devices``: a table, a spec, or a device directory with neither."""
+
+    device: str
+    source: str  # measured / modelled (a table), spec, or - (an empty directory)
+    model_id: str
+    date: str  # to the second
+    file: str
+
+
+#: The column titles of :func:`format_devices`.
+DEVICE_COLUMNS = ("DEVICE", "SOURCE", "MODEL", "DATE", "FILE")
+
+
+NO_DEVICES = (
+    "no devices: no profile tables or specs on the search path "
+    "(--profiles, $HAPI_PROFILES, ./profiles, the installed copy)"
+)
+
+
+def device_rows(profiles: str | Path | None = None) -> list[DeviceRow]:
+    """Every known device's tables, then its spec, by device name (``hapi devices``)."""
+    from hapi_dse.profiling.specs import spec_paths
+
+    tables = list_tables(profiles)
+    specs = spec_paths(profiles)
+    rows: list[DeviceRow] = []
+    for name in sorted(known_devices(profiles)):
+        mine = [t for t in tables if t.device == name]
+        rows += [DeviceRow(name, t.source, t.model_id, t.date[:19], str(t.path)) for t in mine]
+        if name in specs:
+            rows.append(DeviceRow(name, "spec", "-", "-", str(specs[name])))
+        elif not mine:
+            rows.append(DeviceRow(name, "-", "-", "-", "(empty directory)"))
+    return rows
+
+
+def format_devices(rows: list[DeviceRow]) -> str:
+    """``rows`` as aligned columns under a header (the file last, unpadded); or the line
+    saying there are none."""
+    if not rows:
+        return NO_DEVICES
+    cells = [DEVICE_COLUMNS, *((r.device, r.source, r.model_id, r.date, r.file) for r in rows)]
+    widths = [max(len(c[i]) for c in cells) for i in range(4)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(c[:4], widths, strict=True)) + "  " + c[4]
+        for c in cells
+    )
+
+
+def check_devices(profiles: str | Path | None = None) -> tuple[int, int]:
+    """Load and validate every table and spec on the search path, as every command that loads
+    one does; raise on the first bad one. Return how many tables and specs there are."""
+    from hapi_dse.profiling.names import check_name
+    from hapi_dse.profiling.specs import parse_spec, spec_paths
+    from hapi_dse.profiling.table import read_table
+
+    tables = list_tables(profiles)
+    for t in tables:
+        read_table(
+            t.path,
+            model_id=check_name(f"{t.path}: model_id", t.model_id),
+            device=check_name(f"{t.path}: device", t.device),
+        )
+    specs = spec_paths(profiles)
+    for p in specs.values():
+        parse_spec(p)
+    return len(tables), len(specs)

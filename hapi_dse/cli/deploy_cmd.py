@@ -82,7 +82,7 @@ def export(
     every exit path); the sidecar OUT.export.json (export.json in a staged directory)
     records the check, the opset, the design's sha256 and what the file needs to run.
     """
-    from hapi_dse.deploy import ExportConfig, export_design, sidecar_for
+    from hapi_dse.deploy import ExportConfig, export_design, format_export
     from hapi_dse.run import allow_backbone_factory
 
     cfg = ExportConfig(
@@ -100,21 +100,7 @@ def export(
     )
     with allow_backbone_factory(backbone, trust=trust_run_code):
         info = export_design(cfg)
-    chk = info["check"]
-    worst = max(chk["max_abs_diff"].values())
-    paths = len(chk["paths"])
-    forced = sum(p["thresholds_forced"] for p in chk["paths"])
-    click.echo(
-        f"exported {len(info['exits']) - 1} exits + final ({info['design']['policy']}) of "
-        f"{info['model_id']} to {out} [{fmt}, opset {info['opset']}]"
-    )
-    click.echo(
-        f"checked: onnx.checker {chk['onnx_checker']}; onnxruntime vs PyTorch max abs "
-        f"difference {worst:.2g} on {paths} real samples, one per exit path"
-        + (f" ({forced} with thresholds overridden)" if forced else "")
-        + (f"; {chk['paths_unchecked']} path(s) unreachable" if chk["paths_unchecked"] else "")
-    )
-    click.echo(f"sidecar: {sidecar_for(out, fmt)}")
+    click.echo(format_export(info, out, fmt))
 
 
 @click.command("eval")
@@ -196,10 +182,7 @@ def eval_(
     """Run an export with onnxruntime: accuracy, exit histogram and latency, each beside the
     cost model's prediction for this machine's profile table and its relative error, and a
     verdict for each SLO the design was searched under (met or broken, as measured)."""
-    from hapi_dse.atomic import write_json
-    from hapi_dse.deploy import EvalConfig, evaluate_export, format_report
-    from hapi_dse.deploy.evaluate import broken_slos
-    from hapi_dse.outdirs import check_writable
+    from hapi_dse.deploy import EvalConfig, broken_slos, evaluate_to_file, format_report
 
     cfg = EvalConfig(
         model=model_path,
@@ -215,15 +198,7 @@ def eval_(
         passes=passes,
         seed=seed,
     )
-    if json_out is None:
-        json_out = (
-            model_path / "eval.json"
-            if model_path.is_dir()
-            else model_path.with_suffix(".eval.json")
-        )
-    check_writable(json_out)  # before the measurement, not after it
-    rep = evaluate_export(cfg)
-    write_json(json_out, rep)
+    rep, json_out = evaluate_to_file(cfg, json_out)
     click.echo(format_report(rep))
     click.echo(f"report: {json_out}")
     broken = broken_slos(rep)

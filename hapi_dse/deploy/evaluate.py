@@ -58,6 +58,26 @@ def evaluate_export(cfg: EvalConfig) -> dict[str, Any]:
     return evaluate_exports([cfg.model], cfg)[0]
 
 
+def report_path(model: Path) -> Path:
+    """Where ``hapi eval`` writes the report of ``model`` unless told: ``MODEL.eval.json``,
+    or ``DIR/eval.json`` for a staged export directory."""
+    return model / "eval.json" if model.is_dir() else model.with_suffix(".eval.json")
+
+
+def evaluate_to_file(cfg: EvalConfig, out: Path | None = None) -> tuple[dict[str, Any], Path]:
+    """:func:`evaluate_export`, its report written to ``out`` (default
+    :func:`report_path`), which is checked writable before the measurement, not after it.
+    Returns the report and where it went."""
+    from hapi_dse.atomic import write_json
+    from hapi_dse.outdirs import check_writable
+
+    out = report_path(cfg.model) if out is None else out
+    check_writable(out)
+    rep = evaluate_export(cfg)
+    write_json(out, rep)
+    return rep, out
+
+
 def evaluate_exports(models: list[Path], cfg: EvalConfig) -> list[dict[str, Any]]:
     """:func:`evaluate_export` for several exports of one run, measured together: their
     timing rounds interleave (:func:`~hapi_dse.deploy.measure.measure_exports`), so that a

@@ -1,10 +1,14 @@
-"""The console table of ``hapi eval``: an evaluation report (:mod:`hapi_dse.deploy.evaluate`)
-as measured, predicted and relative error side by side, the exit histogram, the fidelity of
-the exported decisions and the verdict on each SLO.
+"""The console text of ``hapi eval`` and ``hapi export``.
+
+:func:`format_report`: an evaluation report (:mod:`hapi_dse.deploy.evaluate`) as measured,
+predicted and relative error side by side, the exit histogram, the fidelity of the exported
+decisions and the verdict on each SLO. :func:`format_export`: what an export holds and how
+it was checked, from its sidecar.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from hapi_dse.deploy.measure import STATISTICS
@@ -65,3 +69,26 @@ def _slo_value(metric: str, v: float | None) -> str:
     if metric == "accuracy":
         return f"{100 * v:.2f}%"
     return f"{v:.4g}"
+
+
+def format_export(info: dict[str, Any], out: Path, fmt: str) -> str:
+    """Three console lines of ``hapi export``: what went where, how it was checked, and the
+    sidecar; ``info`` is the sidecar's content (what :func:`~hapi_dse.deploy.export_design`
+    returns)."""
+    from hapi_dse.deploy.export import sidecar_for
+
+    chk = info["check"]
+    worst = max(chk["max_abs_diff"].values())
+    paths = len(chk["paths"])
+    forced = sum(p["thresholds_forced"] for p in chk["paths"])
+    return "\n".join(
+        [
+            f"exported {len(info['exits']) - 1} exits + final ({info['design']['policy']}) of "
+            f"{info['model_id']} to {out} [{fmt}, opset {info['opset']}]",
+            f"checked: onnx.checker {chk['onnx_checker']}; onnxruntime vs PyTorch max abs "
+            f"difference {worst:.2g} on {paths} real samples, one per exit path"
+            + (f" ({forced} with thresholds overridden)" if forced else "")
+            + (f"; {chk['paths_unchecked']} path(s) unreachable" if chk["paths_unchecked"] else ""),
+            f"sidecar: {sidecar_for(out, fmt)}",
+        ]
+    )

@@ -1,0 +1,107 @@
+"""``hapi plot`` as a library call: search results in, one image and its ``.plot.json`` per
+device out.
+
+:func:`load_references` finds the reference points (plain backbone, single-exit subnets) of
+each result's run and device table; :func:`plot_figures` computes every figure
+(:func:`~hapi_dse.plotting.info.figure_infos`), draws it
+(:func:`~hapi_dse.plotting.render.render`) and writes its summary
+(:func:`~hapi_dse.plotting.summary.figure_summary`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from hapi_dse.plotting.info import FigureInfo, Reference, ResultSet
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Figure", "load_references", "plot_figures"]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One image written (its ``.plot.json`` beside it) and what it shows."""
+
+    path: Path
+    info: FigureInfo
+
+    def summary(self) -> str:
+        """The console line of ``hapi plot`` for this figure."""
+        info = self.info
+        n_front = sum(len(s.front) for s in info.series)
+        return (
+            f"{self.path}: {info.device}, {len(info.series)} result(s), {n_front} Pareto "
+            f"designs, {len(info.references)} reference points"
+        )
+
+
+def load_references(
+    results: list[ResultSet], model: str | None, profiles: str | None, x: str, y: str
+) -> dict[tuple[str, str], list[Reference]]:
+    """Reference points per (device, model_id) of ``results``, predicted from the run
+    (``model``, default the bundled example) and the device's table; none, with a warning,
+    where the run or the table is unavailable or the run is another model than the results'."""
+    from hapi_dse.cost.costs import SegmentCosts
+    from hapi_dse.errors import HapiError
+    from hapi_dse.plotting.info import reference_points
+    from hapi_dse.profiling.table import load_table
+    from hapi_dse.run import resolve_run
+
+    out: dict[tuple[str, str], list[Reference]] = {}
+    for r in results:
+        key = (r.device, r.model_id)
+        if key in out:
+            continue
+        try:
+            run = resolve_run(model)
+            if r.model_id and run.model_id != r.model_id:
+                raise HapiError(
+                    f"the run {run.path} is {run.model_id}, the results are for "
+                    f"{r.model_id}; pass --model"
+                )
+            stats = run.stats("val")
+            table = load_table(r.device, run.model_id, profiles)
+            out[key] = reference_points(stats, SegmentCosts.from_table(table, stats), x, y)
+        except HapiError as e:
+            log.warning("%s: no reference points (%s)", r.path, e)
+            out[key] = []
+    return out
+
+
+def plot_figures(
+    dirs: list[str | Path],
+    out: Path,
+    *,
+    x: str = "latency",
+    y: str = "accuracy",
+    model: str | None = None,
+    profiles: str | None = None,
+    references: bool = True,
+    title: str | None = None,
+    seed: int = 0,
+) -> Iterator[Figure]:
+    """Draw the search results in ``dirs``, one figure per device (``out``, or
+    ``OUT-DEVICE.EXT`` for several devices), each with its ``.plot.json``; yield each figure
+    once it is written."""
+    from hapi_dse.atomic import write_json
+    from hapi_dse.plotting.info import figure_infos, find_results, metric_column
+    from hapi_dse.plotting.render import output_paths, render
+    from hapi_dse.plotting.summary import figure_summary
+
+    xc, yc = metric_column(x), metric_column(y)
+    results = find_results(dirs)
+    refs = load_references(results, model, profiles, xc, yc) if references else {}
+    infos = figure_infos(results, xc, yc, refs)
+    paths = output_paths(out, [i.device for i in infos])
+    settings = {"x": xc, "y": yc, "references": references}
+    for info, path in zip(infos, paths, strict=True):
+        render(info, path, title=title)
+        write_json(
+            path.with_suffix(".plot.json"),
+            figure_summary(info, results, seed=seed, settings=settings),
+        )
+        yield Figure(path, info)

@@ -42,6 +42,7 @@ from hapi_dse.cost import (
 if TYPE_CHECKING:
     from hapi_dse.exit_stats import ExitStats
     from hapi_dse.plotting import FigureInfo
+    from hapi_dse.profiling.modes import ProfiledTable
     from hapi_dse.run import RunDir
     from hapi_dse.search.records import DeviceResult
     from hapi_dse.search.space import SearchSpace
@@ -66,6 +67,49 @@ def load_costs(
 
     table = load_table(device, run.model_id, profiles)
     return SegmentCosts.from_table(table, stats if stats is not None else run.stats("val"))
+
+
+def profile(
+    run: RunDir | str | Path | None = None,
+    device: str = "host",
+    *,
+    modelled: bool = False,
+    spec: str | Path | None = None,
+    profiles: str | Path | None = None,
+    onnx_dir: str | Path | None = None,
+    runs: int = 200,
+    threads: int = 1,
+    exporter: str = "dynamo",
+    seed: int = 0,
+    force: bool = False,
+) -> ProfiledTable:
+    """Build ``device``'s profile table for ``run`` (default: the bundled example), as
+    ``hapi profile`` does: measured on this machine with onnxruntime, or with
+    ``modelled=True`` modelled from a device spec (``spec``, default the shipped spec named
+    ``device``) and labelled as modelled. The segments are exported first, unless
+    ``onnx_dir`` holds them ('hapi profile --export-only'). Writes
+    ``profiles/DEVICE/MODEL_ID.csv`` and its sidecar (default ``./profiles``) and returns
+    the written table (``.path``, ``.result.rows``, ``.summary()``)."""
+    from hapi_dse.profiling.modes import ProfileConfig, ProfiledTable, ProfileMode
+    from hapi_dse.profiling.runner import run_profile
+
+    model = None if run is None else str(run.path if hasattr(run, "path") else run)
+    cfg = ProfileConfig(
+        device=device,
+        mode=ProfileMode.MODELLED if modelled else ProfileMode.MEASURE,
+        model=None if onnx_dir is not None else model,
+        profiles=None if profiles is None else str(profiles),
+        onnx_dir=None if onnx_dir is None else str(onnx_dir),
+        spec=None if spec is None else str(spec),
+        runs=runs,
+        threads=threads,
+        exporter=exporter,
+        seed=seed,
+        force=force,
+    )
+    out = run_profile(cfg)
+    assert isinstance(out, ProfiledTable)  # the measure and modelled modes write a table
+    return out
 
 
 def search(
@@ -189,4 +233,13 @@ def plot_info(
     return figure_infos(find_results(list(results)), metric_column(x), metric_column(y))
 
 
-__all__ = ["Design", "export", "load_costs", "load_run", "plot_info", "predict", "search"]
+__all__ = [
+    "Design",
+    "export",
+    "load_costs",
+    "load_run",
+    "plot_info",
+    "predict",
+    "profile",
+    "search",
+]

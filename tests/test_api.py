@@ -152,3 +152,27 @@ def test_api_export_of_a_searched_design_runs_as_predicted(tmp_path: Path) -> No
     ]
     want, _ = simulate(result.chosen.design, val, hapi.load_costs("pixel6", run, val))
     assert np.mean(np.array(got) == want[:64]) >= 0.95
+
+
+def test_api_profile_models_a_device_the_search_then_uses(tiny_run: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    import hapi_dse.api as hapi
+    from hapi_dse.profiling.specs import find_spec
+
+    table = hapi.profile(
+        tiny_run, "pixel6", modelled=True, profiles=tmp_path / "profiles", exporter="legacy"
+    )
+    run = hapi.load_run(tiny_run)
+    assert table.path == tmp_path / "profiles" / "pixel6" / f"{run.model_id}.csv"
+    rows = table.result.rows
+    assert {r["source"] for r in rows} == {"modelled"}
+    power = find_spec("pixel6").active_power_w
+    np.testing.assert_allclose(
+        [r["energy_mj"] for r in rows], [power * r["latency_ms"] for r in rows], rtol=1e-4
+    )
+    val = run.stats("val")
+    costs = hapi.load_costs("pixel6", run, val, profiles=tmp_path / "profiles")
+    assert costs.source == "modelled" and costs.has_energy
+    result = hapi.search(val, costs, trials=20, seed=0, model_id=run.model_id)
+    assert len(result.records) == 20 and result.chosen is not None

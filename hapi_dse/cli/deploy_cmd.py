@@ -7,24 +7,20 @@ from pathlib import Path
 import click
 
 from hapi_dse.cli import options
+from hapi_dse.deploy.export import FORMATS
 from hapi_dse.onnx_tools import DEFAULT_OPSET
 
 
 @click.command("export")
 @click.argument("source", metavar="RESULT_DIR|DESIGN_JSON", type=click.Path(path_type=Path))
-@options.model
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="The .onnx file to write (a directory for --format staged).",
-)
+@options.model()
+@options.out("The .onnx file to write (a directory for --format staged).", required=True)
 @options.overwrite("a previous staged export in --out")
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["onnx", "staged"]),
-    default="onnx",
+    type=click.Choice(FORMATS),
+    default=FORMATS[0],
     show_default=True,
     help="onnx: one standard-ONNX graph, any runtime; staged: one graph per stage, "
     "a manifest and a numpy+onnxruntime runtime.",
@@ -44,12 +40,7 @@ from hapi_dse.onnx_tools import DEFAULT_OPSET
     show_default=True,
     help="Validation samples scanned for one real sample per exit path.",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(),
-    default=None,
-    help="Where the dataset files are (then $HAPI_DATA, then the system location).",
-)
+@options.data_dir
 @click.option(
     "--trial",
     type=click.IntRange(min=0),
@@ -105,43 +96,19 @@ def export(
 
 @click.command("eval")
 @click.argument("model_path", metavar="MODEL.onnx|STAGED_DIR", type=click.Path(path_type=Path))
-@click.option(
-    "--model",
-    "model",
-    type=click.Path(file_okay=False, path_type=str),
-    default=None,
-    help="Run directory from 'hapi train' [default: the run recorded in the export, else the "
-    "bundled example].",
+@options.model(
+    "Run directory from 'hapi train' [default: the run recorded in the export, else the "
+    "bundled example]."
 )
-@click.option(
-    "--dataset",
-    type=click.Choice(["fashion-mnist", "digits"]),
-    default=None,
-    help="Dataset [default: the one the model was trained on].",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(),
-    default=None,
-    help="Where the dataset files are (then $HAPI_DATA, then the system location).",
-)
+@options.dataset(default=None, help="Dataset [default: the one the model was trained on].")
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
-@click.option(
-    "--device",
-    default="host",
-    show_default=True,
-    help="Profile table for the prediction ('hapi profile --device host' measures this machine).",
+@options.device(
+    "Profile table for the prediction ('hapi profile --device host' measures this machine)."
 )
 @options.profiles
 @options.threads(1)
-@click.option("--limit", type=int, default=None, help="Evaluate the first N samples only.")
-@click.option(
-    "--warmup",
-    type=click.IntRange(min=0),
-    default=50,
-    show_default=True,
-    help="Untimed calls before timing.",
-)
+@options.limit("Evaluate the first N samples only.")
+@options.warmup(50, minimum=0, help="Untimed calls before timing.")
 @click.option(
     "--passes",
     type=click.IntRange(min=1),
@@ -155,12 +122,8 @@ def export(
     is_flag=True,
     help="Exit with status 1 when a measured figure breaks an SLO the design was searched under.",
 )
-@click.option(
-    "--out",
-    "json_out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="JSON report [default: MODEL.eval.json, or DIR/eval.json].",
+@options.out(
+    "JSON report [default: MODEL.eval.json, or DIR/eval.json].", kind="file", dest="json_out"
 )
 @options.seed
 def eval_(

@@ -1,13 +1,21 @@
-"""Options shared by several commands, defined once."""
+"""Options shared by several commands, defined once.
+
+A name, default, type and help a user sees in two commands is written here, once; a factory
+takes what differs between them (a default, a help text). Choices and names in help come
+from the registries that define them (datasets, metrics). Nothing here imports torch or
+onnxruntime: ``hapi --help`` and ``hapi search --help`` stay instant.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import click
 
 F = Callable[..., Any]
+Decorator = Callable[[F], F]
 
 
 def seed(f: F) -> F:
@@ -16,7 +24,7 @@ def seed(f: F) -> F:
     )(f)
 
 
-def threads(default: int | None = None) -> Callable[[F], F]:
+def threads(default: int | None = None) -> Decorator:
     return click.option(
         "--threads",
         type=click.IntRange(min=1),
@@ -26,14 +34,17 @@ def threads(default: int | None = None) -> Callable[[F], F]:
     )
 
 
-def model(f: F) -> F:
+def model(
+    help: str = "Run directory from 'hapi train' (default: the bundled example).",
+) -> Decorator:
+    """``--model RUN``; ``help`` says what stands in when it is left out."""
     return click.option(
         "--model",
         "model",
         type=click.Path(file_okay=False, path_type=str),
         default=None,
-        help="Run directory from 'hapi train' (default: the bundled example).",
-    )(f)
+        help=help,
+    )
 
 
 def profiles(f: F) -> F:
@@ -46,22 +57,78 @@ def profiles(f: F) -> F:
     )(f)
 
 
-def dataset(f: F) -> F:
-    from hapi_dse.data.datasets import DATASETS
+def device(help: str) -> Decorator:
+    """``--device NAME`` of one profile table (default ``host``, this machine)."""
+    return click.option("--device", default="host", show_default=True, help=help)
 
-    f = click.option(
+
+def data_dir(f: F) -> F:
+    return click.option(
         "--data-dir",
         type=click.Path(),
         default=None,
         help="Where the dataset files are (then $HAPI_DATA, then the system location).",
     )(f)
+
+
+def dataset(default: str | None = "fashion-mnist", help: str = "Dataset.") -> Decorator:
+    """``--dataset`` (a name of :data:`~hapi_dse.data.datasets.DATASETS`) and ``--data-dir``."""
+    from hapi_dse.data.datasets import DATASETS
+
+    def deco(f: F) -> F:
+        return click.option(
+            "--dataset",
+            type=click.Choice(DATASETS),
+            default=default,
+            show_default=default is not None,
+            help=help,
+        )(data_dir(f))
+
+    return deco
+
+
+def out(
+    help: str,
+    *,
+    kind: Literal["file", "dir", "any"] = "any",
+    required: bool = False,
+    dest: str = "out",
+) -> Decorator:
+    """``--out PATH`` (a :class:`~pathlib.Path`): a file, a directory, or either."""
     return click.option(
-        "--dataset",
-        type=click.Choice(DATASETS),
-        default="fashion-mnist",
+        "--out",
+        dest,
+        type=click.Path(file_okay=kind != "dir", dir_okay=kind != "file", path_type=Path),
+        required=required,
+        default=None,
+        help=help,
+    )
+
+
+def limit(help: str, *, minimum: int | None = None) -> Decorator:
+    """``--limit N``: the first N samples only (checked against ``minimum`` here, else by
+    the library)."""
+    kind = int if minimum is None else click.IntRange(min=minimum)
+    return click.option("--limit", type=kind, default=None, help=help)
+
+
+def warmup(default: int, *, minimum: int, help: str) -> Decorator:
+    """``--warmup N``: untimed calls before the timing starts."""
+    return click.option(
+        "--warmup",
+        type=click.IntRange(min=minimum),
+        default=default,
         show_default=True,
-        help="Dataset.",
-    )(f)
+        help=help,
+    )
+
+
+def metric_names(*, slo: bool = False) -> str:
+    """The metrics one may search on, pick by and plot (with ``slo``: bound with ``--slo``),
+    comma-separated, from :data:`~hapi_dse.cost.metrics.METRIC_TABLE`."""
+    from hapi_dse.cost.metrics import METRIC_TABLE
+
+    return ", ".join(m.name for m in METRIC_TABLE if (m.slo if slo else m.objective))
 
 
 def run_code(f: F) -> F:
@@ -83,7 +150,7 @@ def run_code(f: F) -> F:
     )(f)
 
 
-def overwrite(what: str) -> Callable[[F], F]:
+def overwrite(what: str) -> Decorator:
     """``--overwrite``: replace hapi's own earlier ``what`` in the output location; anything
     else there is never replaced (README "What hapi never does")."""
     return click.option(

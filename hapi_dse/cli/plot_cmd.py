@@ -11,22 +11,21 @@ from hapi_dse.cli import options
 
 @click.command("plot")
 @click.argument("dirs", nargs=-1, required=True, metavar="DIR...", type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="Image file: .png, .svg or .pdf (one per device: FILE-DEVICE.EXT when the "
+@options.out(
+    "Image file: .png, .svg or .pdf (one per device: FILE-DEVICE.EXT when the "
     "results cover several devices).",
+    kind="file",
+    required=True,
 )
 @click.option(
     "--x",
     "x",
     default="latency",
     show_default=True,
-    help="Metric on the x axis (latency, p99_latency, energy, size, accuracy...).",
+    help=f"Metric on the x axis ({options.metric_names()}).",
 )
 @click.option("--y", "y", default="accuracy", show_default=True, help="Metric on the y axis.")
-@options.model
+@options.model()
 @options.profiles
 @click.option(
     "--references/--no-references",

@@ -5,16 +5,14 @@ from __future__ import annotations
 import click
 
 from hapi_dse.cli import options
+from hapi_dse.onnx_tools import DEFAULT_EXPORTER, EXPORTERS
 
 
 @click.command("profile")
-@options.model
-@click.option(
-    "--device",
-    default="host",
-    show_default=True,
-    help="Device name: the table goes to PROFILES/DEVICE/MODEL_ID.csv. With "
-    "--modelled, the spec profiles/specs/DEVICE.toml is used.",
+@options.model()
+@options.device(
+    "Device name: the table goes to PROFILES/DEVICE/MODEL_ID.csv. With "
+    "--modelled, the spec profiles/specs/DEVICE.toml is used."
 )
 @click.option(
     "--modelled",
@@ -60,13 +58,7 @@ from hapi_dse.cli import options
     show_default=True,
     help="Timed runs per segment (at least 50).",
 )
-@click.option(
-    "--warmup",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Untimed runs per segment first.",
-)
+@options.warmup(20, minimum=1, help="Untimed runs per segment first.")
 @click.option(
     "--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size."
 )
@@ -78,8 +70,8 @@ from hapi_dse.cli import options
 )
 @click.option(
     "--exporter",
-    type=click.Choice(["dynamo", "legacy"]),
-    default="dynamo",
+    type=click.Choice(EXPORTERS),
+    default=DEFAULT_EXPORTER,
     show_default=True,
     help="torch.onnx exporter.",
 )

@@ -12,11 +12,31 @@ from pathlib import Path
 import click
 
 from hapi_dse.cli import options
+from hapi_dse.search.config import SearchConfig
+from hapi_dse.search.picking import ISO_ACCURACY_DROP_PP, PICK_RULES
 from hapi_dse.search.sampling import DEFAULT_POPULATION, SAMPLERS
 
 
+def _slo_help() -> str:
+    """``--slo``'s help: the SLO metrics of the metric table, grouped by the units they take."""
+    from hapi_dse.cost.metrics import METRIC_TABLE, UNIT_HELP
+
+    groups: dict[str, list[str]] = {}
+    for m in METRIC_TABLE:
+        if m.slo:
+            groups.setdefault(m.kind, []).append(m.name)
+    bound = {m.kind: ", a lower bound" for m in METRIC_TABLE if m.slo and m.maximize}
+    parts = [
+        f"{', '.join(names)} ({UNIT_HELP[k]}{bound.get(k, '')})" for k, names in groups.items()
+    ]
+    return f"A bound, repeatable: {', '.join(parts)}."
+
+
+_METRIC_RULES = ", ".join(r for r in PICK_RULES if r not in ("knee", "iso_accuracy"))
+
+
 @click.command("search")
-@options.model
+@options.model()
 @click.option(
     "--device",
     "devices",
@@ -31,8 +51,7 @@ from hapi_dse.search.sampling import DEFAULT_POPULATION, SAMPLERS
     "slos",
     multiple=True,
     metavar="METRIC=VALUE[UNIT]",
-    help="A bound, repeatable: latency, p90_latency, p99_latency, max_latency (us ms "
-    "s), energy (uJ mJ J), size (KB MB), accuracy (0..1 or %, a lower bound).",
+    help=_slo_help(),
 )
 @click.option(
     "--objectives",
@@ -43,7 +62,7 @@ from hapi_dse.search.sampling import DEFAULT_POPULATION, SAMPLERS
 )
 @click.option(
     "--space",
-    default="default",
+    default=SearchConfig.space,
     show_default=True,
     metavar="NAME|FILE",
     help="Search space: a name from search_spaces/ (default, small...) or a file.",
@@ -51,7 +70,7 @@ from hapi_dse.search.sampling import DEFAULT_POPULATION, SAMPLERS
 @click.option(
     "--sampler",
     type=click.Choice(SAMPLERS),
-    default="nsga2",
+    default=SearchConfig.sampler,
     show_default=True,
     help="Optuna sampler.",
 )
@@ -99,9 +118,9 @@ from hapi_dse.search.sampling import DEFAULT_POPULATION, SAMPLERS
     "--pick",
     default=None,
     metavar="RULE",
-    help="How to choose design.json among the feasible Pareto designs: the best "
-    "accuracy, latency, energy, size, goodput..., knee, or iso_accuracy[:D] (the fastest "
-    "whose val accuracy is at most D pp below the plain backbone's; D defaults to 0.5) "
+    help=f"How to choose design.json among the feasible Pareto designs: the best "
+    f"{_METRIC_RULES}, knee, or iso_accuracy[:D] (the fastest whose val accuracy is at most "
+    f"D pp below the plain backbone's; D defaults to {ISO_ACCURACY_DROP_PP}) "
     "[default: the first objective].",
 )
 @click.option(
@@ -114,12 +133,10 @@ from hapi_dse.search.sampling import DEFAULT_POPULATION, SAMPLERS
     "'hapi eval' does, and pick again among those meeting every SLO as measured (needs "
     "the device's table measured on this machine).",
 )
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Results root; each device writes OUT/DEVICE/ [default: RUN/search, or "
+@options.out(
+    "Results root; each device writes OUT/DEVICE/ [default: RUN/search, or "
     "runs/fashion-mnist/search for the bundled example].",
+    kind="dir",
 )
 @options.overwrite("previous results in OUT/DEVICE/")
 @options.run_code
@@ -152,7 +169,7 @@ def search(
     """
     from hapi_dse.cost import parse_objectives, parse_slos
     from hapi_dse.run import allow_backbone_factory
-    from hapi_dse.search.config import DEFAULT_TRIALS, SearchConfig
+    from hapi_dse.search.config import DEFAULT_TRIALS
     from hapi_dse.search.picking import check_pick
     from hapi_dse.search.runner import run_search
 

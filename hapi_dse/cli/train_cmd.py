@@ -7,48 +7,57 @@ from pathlib import Path
 import click
 
 from hapi_dse.cli import options
+from hapi_dse.models import BACKBONES, HEADS
+from hapi_dse.training.config import TrainConfig
+
+# Defaults are TrainConfig's, names the registries' (importing them imports torch, which
+# 'hapi train' needs anyway; 'hapi --help' does not import this module).
+
+
+def _learning_rate(flag: str, default: float, optimiser: str) -> options.Decorator:
+    return click.option(
+        flag,
+        type=click.FloatRange(min=0, min_open=True),
+        default=default,
+        show_default=True,
+        help=f"{optimiser} learning rate (> 0).",
+    )
 
 
 @click.command("train")
-@options.dataset
+@options.dataset(default=TrainConfig.dataset)
 @click.option(
     "--backbone",
-    default="resnet32",
+    default=TrainConfig.backbone,
     show_default=True,
-    help="Registered backbone (resnet20, resnet32, resnet56, mobilenetv2) or "
-    "package.module:factory.",
+    help=f"Registered backbone ({', '.join(BACKBONES.names())}) or package.module:factory.",
 )
 @click.option(
     "--heads",
-    default="linear,conv,mlp",
+    default=",".join(TrainConfig.heads),
     show_default=True,
-    help="Comma-separated head types, each attached after every block.",
+    help=f"Comma-separated head types ({', '.join(HEADS.names())}), each attached after "
+    "every block.",
 )
 @click.option(
-    "--epochs", type=click.IntRange(min=0), default=20, show_default=True, help="Backbone epochs."
+    "--epochs",
+    type=click.IntRange(min=0),
+    default=TrainConfig.epochs,
+    show_default=True,
+    help="Backbone epochs.",
 )
 @click.option(
     "--exit-epochs",
     type=click.IntRange(min=1),
-    default=8,
+    default=TrainConfig.exit_epochs,
     show_default=True,
     help="IC-only epochs (backbone frozen).",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option(
-    "--lr",
-    type=click.FloatRange(min=0, min_open=True),
-    default=0.1,
-    show_default=True,
-    help="Backbone SGD learning rate (> 0).",
+    "--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, show_default=True
 )
-@click.option(
-    "--exit-lr",
-    type=click.FloatRange(min=0, min_open=True),
-    default=2e-3,
-    show_default=True,
-    help="Head AdamW learning rate (> 0).",
-)
+@_learning_rate("--lr", TrainConfig.lr, "Backbone SGD")
+@_learning_rate("--exit-lr", TrainConfig.exit_lr, "Head AdamW")
 @click.option(
     "--distill",
     default=None,
@@ -62,20 +71,10 @@ from hapi_dse.cli import options
     help="Start from this backbone state dict (weights.pt of a run works too).",
 )
 @click.option("--no-augment", is_flag=True, help="No random crop / flip.")
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Train on N images (a quick subset).",
-)
+@options.limit("Train on N images (a quick subset).", minimum=1)
 @options.threads()
 @options.seed
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Run directory to write (swapped in atomically when done).",
-)
+@options.out("Run directory to write (swapped in atomically when done).", kind="dir", required=True)
 @options.overwrite("a previous run in --out")
 def train(
     dataset: str,
@@ -97,7 +96,7 @@ def train(
     overwrite: bool,
 ) -> None:
     """Train an overprovisioned early-exit network and cache every exit's statistics."""
-    from hapi_dse.training import TrainConfig, summary_table
+    from hapi_dse.training import summary_table
     from hapi_dse.training import train as run_training
     from hapi_dse.training.losses import Distill
 

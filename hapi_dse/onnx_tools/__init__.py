@@ -13,7 +13,9 @@ the functions that need them.
 from hapi_dse.onnx_tools.session import check_provider, open_session, session_options
 from hapi_dse.onnx_tools.torch_export import (
     CHECK_ATOL,
+    DEFAULT_EXPORTER,
     DEFAULT_OPSET,
+    EXPORTERS,
     ExportMismatchError,
     ExportReport,
     compare_with_torch,
@@ -22,7 +24,9 @@ from hapi_dse.onnx_tools.torch_export import (
 
 __all__ = [
     "CHECK_ATOL",
+    "DEFAULT_EXPORTER",
     "DEFAULT_OPSET",
+    "EXPORTERS",
     "ExportMismatchError",
     "ExportReport",
     "check_provider",

@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 
 #: the ONNX opset hapi exports with (and is tested with)
 DEFAULT_OPSET = 18
+#: the torch.onnx exporters hapi can use (``hapi profile --exporter``): ``dynamo``
+#: (torch.export, the default) or ``legacy`` (TorchScript tracing)
+EXPORTERS = ("dynamo", "legacy")
+DEFAULT_EXPORTER = "dynamo"
 #: the largest max abs difference between an exported graph's outputs and PyTorch's that an
 #: export's check accepts (recorded in the export and profile sidecars)
 CHECK_ATOL = 1e-4

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hapi_dse.errors import UsageError, unknown_name
-from hapi_dse.onnx_tools import DEFAULT_OPSET
+from hapi_dse.onnx_tools import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS
 
 if TYPE_CHECKING:
     from hapi_dse.profiling.base import ProfileResult
@@ -79,7 +79,7 @@ class ProfileConfig:
     batch: int = 1
     energy_cmd: str | None = None
     energy_window_s: float = 0.2
-    exporter: str = "dynamo"
+    exporter: str = DEFAULT_EXPORTER
     opset: int = DEFAULT_OPSET
     seed: int = 0
     force: bool = False
@@ -109,8 +109,8 @@ class ProfileConfig:
             raise UsageError(f"--batch {self.batch}: must be >= 1")
         if self.threads < 1:
             raise UsageError(f"--threads {self.threads}: must be >= 1")
-        if self.exporter not in ("dynamo", "legacy"):
-            raise UsageError(f"--exporter {self.exporter!r}: expected dynamo or legacy")
+        if self.exporter not in EXPORTERS:
+            raise UsageError(f"--exporter {self.exporter!r}: expected {' or '.join(EXPORTERS)}")
         if self.onnx_dir and self.model:
             raise UsageError(
                 "--onnx-dir and --model exclude each other: the segments in "

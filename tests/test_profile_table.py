@@ -213,3 +213,46 @@ def test_table_module_imports_neither_torch_nor_onnxruntime():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+# -- hapi profile's modes ----------------------------------------------------------------------
+#: what a table's sidecar records as settings, in order (as before there was a mode)
+SETTINGS_KEYS = [
+    "device", "model", "profiles", "onnx_dir", "export_dir", "export_only", "modelled", "spec",
+    "calibrate", "provider", "threads", "runs", "warmup", "rounds", "batch", "energy_cmd",
+    "energy_window_s", "exporter", "opset", "seed", "force",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "flags, mode",
+    [
+        ({}, "measure"),
+        ({"modelled": True}, "modelled"),
+        ({"export_only": True, "modelled": True}, "export-only"),
+        ({"calibrate": True, "export_only": True, "modelled": True}, "calibrate"),
+    ],
+)
+def test_profile_mode_is_recorded_as_the_flags_that_select_it(flags, mode):
+    from hapi_dse.profiling.modes import ProfileConfig, ProfileMode
+
+    cfg = ProfileConfig(mode=ProfileMode.from_flags(**flags))
+    assert cfg.mode is ProfileMode(mode) and ProfileConfig(mode=mode).mode is cfg.mode
+    settings = cfg.settings()
+    assert list(settings) == SETTINGS_KEYS
+    for flag in ("export_only", "modelled", "calibrate"):  # the mode's own flag only
+        assert settings[flag] is (flag == mode.replace("-", "_"))
+
+
+def test_profile_modes_are_checked_in_one_place():
+    from hapi_dse.profiling.modes import ProfileConfig
+    from hapi_dse.profiling.runner import profile_table
+
+    with pytest.raises(UsageError, match="did you mean 'modelled'"):
+        ProfileConfig(mode="modeled")
+    with pytest.raises(UsageError, match="--export-only needs --export-dir"):
+        ProfileConfig(mode="export-only").validate()
+    with pytest.raises(UsageError, match="--energy-cmd"):
+        ProfileConfig(mode="modelled", energy_cmd="meter").validate()
+    with pytest.raises(UsageError, match="writes no table"):
+        profile_table(ProfileConfig(mode="calibrate"))

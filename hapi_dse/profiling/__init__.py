@@ -6,6 +6,9 @@
 - Profilers (one interface, :class:`Profiler`): :class:`OrtProfiler` (onnxruntime here),
   :class:`ModelledProfiler` (roofline from ``profiles/specs/DEVICE.toml``),
   :class:`FakeProfiler` (deterministic, for tests).
+- ``hapi profile`` as a call: :func:`run_profile` (:mod:`~hapi_dse.profiling.runner`) takes a
+  :class:`ProfileConfig` whose :class:`ProfileMode` says what to do, and returns that mode's
+  result type (:mod:`~hapi_dse.profiling.modes`).
 - :mod:`~hapi_dse.profiling.table`: atomic writing and validated loading of a table; its
   format and checks are :mod:`~hapi_dse.profiling.table_format`, plain names and paths
   :mod:`~hapi_dse.profiling.names`, finding devices and tables
@@ -46,6 +49,7 @@ _EXPORTS = {
     "ExportedSegments": "modes",
     "CalibratedSpec": "modes",
     "run_profile": "runner",
+    "profile_table": "runner",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -193,16 +193,22 @@ def run_profile(cfg: ProfileConfig) -> ProfileOutcome:
         _check_writable(cfg)
         with _export_dir(cfg) as out:
             return ExportedSegments(_segments(cfg, out)[0])
-    return _profile_table(cfg)
+    return profile_table(cfg)
 
 
-def _profile_table(cfg: ProfileConfig) -> ProfiledTable:
+def profile_table(cfg: ProfileConfig) -> ProfiledTable:
     """Modes ``measure`` and ``modelled``: export (or read) the segments, profile them, write
-    the table."""
+    the table. :func:`run_profile` for a table, typed as one."""
     from hapi_dse.profiling.table import write_table
     from hapi_dse.provenance import provenance
     from hapi_dse.run import resolve_run
 
+    cfg.validate()
+    if cfg.mode not in (ProfileMode.MEASURE, ProfileMode.MODELLED):
+        raise UsageError(
+            f"profile mode {cfg.mode.value!r} writes no table: call run_profile, or use mode "
+            f"{ProfileMode.MEASURE.value!r} or {ProfileMode.MODELLED.value!r}"
+        )
     profiler = make_profiler(cfg)  # fail fast on a bad device/spec/provider before exporting
     target: Manifest | RunDir
     if cfg.onnx_dir:

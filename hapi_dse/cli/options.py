@@ -18,6 +18,12 @@ F = Callable[..., Any]
 Decorator = Callable[[F], F]
 
 
+def comma_list(text: str) -> tuple[str, ...]:
+    """A comma-separated option's items, stripped, blanks dropped: ``"a, b,,c"`` is
+    ``("a", "b", "c")``."""
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
 def seed(f: F) -> F:
     return click.option(
         "--seed", type=int, default=0, show_default=True, help="Random seed (recorded)."

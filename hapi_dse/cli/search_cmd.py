@@ -174,9 +174,8 @@ def search(
     from hapi_dse.search.runner import run_search
 
     check_pick(pick)
-    names = tuple(dict.fromkeys(d.strip() for d in devices.split(",") if d.strip()))
     cfg = SearchConfig(
-        devices=names,
+        devices=tuple(dict.fromkeys(options.comma_list(devices))),
         model=model,
         profiles=profiles,
         space=space,

@@ -105,7 +105,7 @@ def train(
         dataset=dataset,
         data_dir=data_dir,
         backbone=backbone,
-        heads=tuple(h.strip() for h in heads.split(",") if h.strip()),
+        heads=options.comma_list(heads),
         epochs=epochs,
         exit_epochs=exit_epochs,
         batch_size=batch_size,

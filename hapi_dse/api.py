@@ -90,8 +90,8 @@ def profile(
     ``onnx_dir`` holds them ('hapi profile --export-only'). Writes
     ``profiles/DEVICE/MODEL_ID.csv`` and its sidecar (default ``./profiles``) and returns
     the written table (``.path``, ``.result.rows``, ``.summary()``)."""
-    from hapi_dse.profiling.modes import ProfileConfig, ProfiledTable, ProfileMode
-    from hapi_dse.profiling.runner import run_profile
+    from hapi_dse.profiling.modes import ProfileConfig, ProfileMode
+    from hapi_dse.profiling.runner import profile_table
 
     model = None if run is None else str(run.path if hasattr(run, "path") else run)
     cfg = ProfileConfig(
@@ -107,9 +107,7 @@ def profile(
         seed=seed,
         force=force,
     )
-    out = run_profile(cfg)
-    assert isinstance(out, ProfiledTable)  # the measure and modelled modes write a table
-    return out
+    return profile_table(cfg)
 
 
 def search(

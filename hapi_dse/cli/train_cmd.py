@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 
 from hapi_dse.cli import options
-from hapi_dse.models import BACKBONES, HEADS
 from hapi_dse.training.config import TrainConfig
 
-# Defaults are TrainConfig's, names the registries' (importing them imports torch, which
-# 'hapi train' needs anyway; 'hapi --help' does not import this module).
+# Defaults are TrainConfig's (torch-free, so 'hapi train --help' is instant and works on a
+# board without torch); backbone and head names are checked against their registries when
+# the command runs, and an unknown one lists them.
 
 
 def _learning_rate(flag: str, default: float, optimiser: str) -> options.Decorator:
@@ -30,14 +30,14 @@ def _learning_rate(flag: str, default: float, optimiser: str) -> options.Decorat
     "--backbone",
     default=TrainConfig.backbone,
     show_default=True,
-    help=f"Registered backbone ({', '.join(BACKBONES.names())}) or package.module:factory.",
+    help="Registered backbone (resnet32...; an unknown name lists them) or package.module:factory.",
 )
 @click.option(
     "--heads",
     default=",".join(TrainConfig.heads),
     show_default=True,
-    help=f"Comma-separated head types ({', '.join(HEADS.names())}), each attached after "
-    "every block.",
+    help="Comma-separated head types (linear, conv...; an unknown name lists them), each "
+    "attached after every block.",
 )
 @click.option(
     "--epochs",
@@ -98,7 +98,7 @@ def train(
     """Train an overprovisioned early-exit network and cache every exit's statistics."""
     from hapi_dse.training import summary_table
     from hapi_dse.training import train as run_training
-    from hapi_dse.training.losses import Distill
+    from hapi_dse.training.config import Distill
 
     cfg = TrainConfig(
         out=out,

@@ -67,48 +67,53 @@ class ExitPolicy(ABC):
         ]
 
 
-class MaxSoftmax(ExitPolicy):
+class _ScoreThreshold(ExitPolicy):
+    """Exit when one per-sample score of the exit's column passes the threshold: at least it
+    (``at_least``) or at most it."""
+
+    at_least: bool
+
+    def _score(self, data: ColumnData, col: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _passes(self, score: np.ndarray, t: np.ndarray | float) -> np.ndarray:
+        return np.asarray(score >= t if self.at_least else score <= t)
+
+    def keys(
+        self, cols: Sequence[int], thresholds: Sequence[float], patience: int
+    ) -> list[Hashable | None]:
+        return [(self.name, c, float(t)) for c, t in zip(cols, thresholds, strict=True)]
+
+    def fires(self, key: Hashable, data: ColumnData) -> np.ndarray:
+        _, col, t = cast(tuple[str, int, float], key)
+        return self._passes(self._score(data, col), t)
+
+    def fires_many(self, keys: Sequence[Hashable], data: ColumnData) -> np.ndarray:
+        cols = {cast(tuple[str, int, float], k)[1] for k in keys}
+        if len(cols) != 1:
+            return super().fires_many(keys, data)
+        ts = np.array([cast(tuple[str, int, float], k)[2] for k in keys], np.float64)
+        return self._passes(self._score(data, cols.pop())[None, :], ts[:, None])
+
+
+class MaxSoftmax(_ScoreThreshold):
     """Exit when the calibrated max-softmax confidence is at least the threshold."""
 
     name = "max_softmax"
+    at_least = True
 
-    def keys(
-        self, cols: Sequence[int], thresholds: Sequence[float], patience: int
-    ) -> list[Hashable | None]:
-        return [("max_softmax", c, float(t)) for c, t in zip(cols, thresholds, strict=True)]
-
-    def fires(self, key: Hashable, data: ColumnData) -> np.ndarray:
-        _, col, t = cast(tuple[str, int, float], key)
-        return np.asarray(data.confidence[col] >= t)
-
-    def fires_many(self, keys: Sequence[Hashable], data: ColumnData) -> np.ndarray:
-        cols = {cast(tuple[str, int, float], k)[1] for k in keys}
-        if len(cols) != 1:
-            return super().fires_many(keys, data)
-        ts = np.array([cast(tuple[str, int, float], k)[2] for k in keys], np.float64)
-        return np.asarray(data.confidence[cols.pop()][None, :] >= ts[:, None])
+    def _score(self, data: ColumnData, col: int) -> np.ndarray:
+        return np.asarray(data.confidence[col])
 
 
-class Entropy(ExitPolicy):
+class Entropy(_ScoreThreshold):
     """Exit when the normalised entropy of the softmax is at most the threshold."""
 
     name = "entropy"
+    at_least = False
 
-    def keys(
-        self, cols: Sequence[int], thresholds: Sequence[float], patience: int
-    ) -> list[Hashable | None]:
-        return [("entropy", c, float(t)) for c, t in zip(cols, thresholds, strict=True)]
-
-    def fires(self, key: Hashable, data: ColumnData) -> np.ndarray:
-        _, col, t = cast(tuple[str, int, float], key)
-        return np.asarray(data.entropy[col] <= t)
-
-    def fires_many(self, keys: Sequence[Hashable], data: ColumnData) -> np.ndarray:
-        cols = {cast(tuple[str, int, float], k)[1] for k in keys}
-        if len(cols) != 1:
-            return super().fires_many(keys, data)
-        ts = np.array([cast(tuple[str, int, float], k)[2] for k in keys], np.float64)
-        return np.asarray(data.entropy[cols.pop()][None, :] <= ts[:, None])
+    def _score(self, data: ColumnData, col: int) -> np.ndarray:
+        return np.asarray(data.entropy[col])
 
 
 class Patience(ExitPolicy):

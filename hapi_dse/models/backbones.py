@@ -8,7 +8,7 @@ is checked against real tensors by the contract tests.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -137,20 +137,17 @@ def cifar_resnet(
     stem_stride = _auto_stride(h, w) if stem_stride is None else stem_stride
     stem = nn.Sequential(_conv_bn(c_in, widths[0], 3, stem_stride), nn.ReLU(inplace=True))
     h, w = _out(h, stem_stride), _out(w, stem_stride)
-    blocks: list[nn.Module] = []
-    exits: list[ExitPoint] = []
-    cin = widths[0]
-    for stage, cout in enumerate(widths):
-        for i in range(n):
-            stride = 2 if stage > 0 and i == 0 else 1
-            block: nn.Module = BasicBlock(cin, cout, stride)
-            if not blocks:
-                block = nn.Sequential(stem, block)
-            h, w = _out(h, stride), _out(w, stride)
-            blocks.append(block)
-            exits.append(ExitPoint(len(exits), cout, h, w))
-            cin = cout
-    return Backbone(blocks, Classifier(cin, num_classes), exits)
+
+    def layers() -> Iterator[tuple[nn.Module, int, int]]:
+        cin = widths[0]
+        for stage, cout in enumerate(widths):
+            for i in range(n):
+                stride = 2 if stage > 0 and i == 0 else 1
+                yield BasicBlock(cin, cout, stride), stride, cout
+                cin = cout
+
+    blocks, exits = _chain(stem, layers(), h, w)
+    return Backbone(blocks, Classifier(widths[-1], num_classes), exits)
 
 
 @BACKBONES.register("resnet20")
@@ -222,22 +219,36 @@ def mobilenetv2(
     cin = _make_divisible(32 * width_mult)
     stem = nn.Sequential(_conv_bn(c_in, cin, 3, stem_stride), nn.ReLU6(inplace=True))
     h, w = _out(h, stem_stride), _out(w, stem_stride)
-    blocks: list[nn.Module] = []
-    exits: list[ExitPoint] = []
-    for t, c, n, s in _MBV2_SETTINGS:
-        cout = _make_divisible(c * width_mult)
-        for i in range(n):
-            stride = s if i == 0 else 1
-            block: nn.Module = InvertedResidual(cin, cout, stride, t)
-            if not blocks:
-                block = nn.Sequential(stem, block)
-            h, w = _out(h, stride), _out(w, stride)
-            blocks.append(block)
-            exits.append(ExitPoint(len(exits), cout, h, w))
-            cin = cout
+
+    def layers() -> Iterator[tuple[nn.Module, int, int]]:
+        c_prev = cin
+        for t, c, n, s in _MBV2_SETTINGS:
+            cout = _make_divisible(c * width_mult)
+            for i in range(n):
+                stride = s if i == 0 else 1
+                yield InvertedResidual(c_prev, cout, stride, t), stride, cout
+                c_prev = cout
+
+    blocks, exits = _chain(stem, layers(), h, w)
+    cin = exits[-1].channels
     last = _make_divisible(1280 * max(1.0, width_mult))
     pre = nn.Sequential(_conv_bn(cin, last, 1), nn.ReLU6(inplace=True))
     return Backbone(blocks, Classifier(last, num_classes, pre), exits)
+
+
+def _chain(
+    stem: nn.Module, layers: Iterable[tuple[nn.Module, int, int]], h: int, w: int
+) -> tuple[list[nn.Module], list[ExitPoint]]:
+    """The backbone's blocks from ``(block, stride, channels out)`` in order, the stem in
+    front of the first, and the exit point after each (its channels and feature map size
+    from an input of ``h`` x ``w`` after the stem)."""
+    blocks: list[nn.Module] = []
+    exits: list[ExitPoint] = []
+    for block, stride, cout in layers:
+        blocks.append(nn.Sequential(stem, block) if not blocks else block)
+        h, w = _out(h, stride), _out(w, stride)
+        exits.append(ExitPoint(len(exits), cout, h, w))
+    return blocks, exits
 
 
 def _probe_exits(blocks: Sequence[nn.Module], input_shape: Sequence[int]) -> list[ExitPoint]:

@@ -244,10 +244,10 @@ def export_segments(
     from hapi_dse.atomic import write_json
     from hapi_dse.provenance import provenance
 
-    flops = _segment_flops(run)  # before any work: a run without flops.csv is refused
+    net = run.load_model().eval()  # the run's weights and flops.csv before any export
+    flops = _segment_flops(run)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    net = run.load_model().eval()
     arch = run.model["arch"]
     in_shape = (batch, *[int(d) for d in arch["input_shape"]])
     inputs_at = _check_inputs(net, in_shape, seed)

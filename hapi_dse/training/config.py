@@ -1,4 +1,5 @@
-"""``hapi train``'s settings (:class:`TrainConfig`), checked before any work starts."""
+"""``hapi train``'s settings (:class:`TrainConfig`, :class:`Distill`), checked before any
+work starts. No torch here: ``hapi train --help`` reads its defaults."""
 
 from __future__ import annotations
 
@@ -8,9 +9,29 @@ from pathlib import Path
 from typing import Any
 
 from hapi_dse.errors import UsageError
-from hapi_dse.models.backbones import BACKBONES
-from hapi_dse.models.heads import HEADS
-from hapi_dse.training.losses import Distill
+
+
+@dataclass(frozen=True)
+class Distill:
+    """Knowledge distillation (Hinton et al. 2015): soft targets at temperature ``T``."""
+
+    temperature: float
+    alpha: float
+
+    @classmethod
+    def parse(cls, text: str) -> Distill:
+        t, sep, a = text.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            out = cls(float(t), float(a))
+        except ValueError:
+            raise UsageError(f"--distill {text!r}: expected T:alpha, e.g. 3:0.5") from None
+        if not (math.isfinite(out.temperature) and out.temperature > 0) or not 0 <= out.alpha <= 1:
+            raise UsageError(
+                f"--distill {text!r}: T must be > 0 (and finite) and alpha in 0..1, e.g. 3:0.5"
+            )
+        return out
 
 
 @dataclass
@@ -39,6 +60,9 @@ class TrainConfig:
     overwrite: bool = False  # replace a previous run in ``out``
 
     def validate(self) -> None:
+        from hapi_dse.models.backbones import BACKBONES
+        from hapi_dse.models.heads import HEADS
+
         if ":" not in self.backbone and self.backbone not in BACKBONES:
             BACKBONES.get(self.backbone)  # raises the 'unknown backbone' error
         for h in self.heads:

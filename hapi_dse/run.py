@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from hapi_dse.errors import ArtefactError, first_line
+from hapi_dse.errors import ArtefactError, HapiError, first_line
 from hapi_dse.exit_stats import ExitStats
 from hapi_dse.outdirs import OUTPUT_KINDS
 from hapi_dse.provenance import sha256_file
@@ -332,3 +332,25 @@ def resolve_run(model: str | Path | None) -> RunDir:
             )
         return RunDir(p)
     return RunDir(model)
+
+
+def recorded_run(doc: Any) -> RunDir | None:
+    """The run a search result was searched on, as its ``design.json`` or ``search.json``
+    records it (the directory of the exit statistics it read), if that run is still there
+    and is the model the result names; else None."""
+    try:
+        stats = Path(doc["provenance"]["inputs"]["exits_val"]["path"])
+        run = RunDir(stats.parent)
+        return run if run.model_id == doc.get("model_id") else None
+    except (KeyError, TypeError, HapiError, OSError):
+        return None
+
+
+def run_for_result(model: str | Path | None, doc: Any) -> RunDir:
+    """``--model``; else the run recorded in the result ``doc`` (:func:`recorded_run`);
+    else the bundled example."""
+    if model is None:
+        run = recorded_run(doc)
+        if run is not None:
+            return run
+    return resolve_run(model)

@@ -20,7 +20,7 @@ import numpy as np
 from hapi_dse.cost.design import Design
 from hapi_dse.errors import ArtefactError, HapiError, UsageError
 from hapi_dse.provenance import sha256_file
-from hapi_dse.run import RunDir, resolve_run
+from hapi_dse.run import RunDir, run_for_result
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,7 @@ def load_trial(source: str | Path, trial: int) -> DesignFile:
         **design.to_dict(),
         "slos": search.get("slos") or [],  # the SLOs it was searched under (hapi eval)
         "trial": trial,
+        "provenance": search.get("provenance"),  # the run it was searched on
     }
     return DesignFile(design=design, doc=doc, path=path, sha256=sha256_file(path))
 
@@ -156,8 +157,9 @@ def _ranges(numbers: list[int], most: int = 6) -> str:
 
 
 def design_run(design: DesignFile, model: str | Path | None) -> RunDir:
-    """The run the design was searched on: ``--model`` or the bundled example; ids must match."""
-    run = resolve_run(model)
+    """The run the design was searched on: ``--model``, else the run its search recorded
+    (when still there), else the bundled example; ids must match."""
+    run = run_for_result(model, design.doc)
     mid = design.model_id
     if mid is not None and mid != run.model_id:
         where = "--model" if model is not None else "the bundled example"

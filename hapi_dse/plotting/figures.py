@@ -43,13 +43,14 @@ def load_references(
     results: list[ResultSet], model: str | None, profiles: str | None, x: str, y: str
 ) -> dict[tuple[str, str], list[Reference]]:
     """Reference points per (device, model_id) of ``results``, predicted from the run
-    (``model``, default the bundled example) and the device's table; none, with a warning,
-    where the run or the table is unavailable or the run is another model than the results'."""
+    (``model``, else the run each result's ``search.json`` records, else the bundled example)
+    and the device's table; none, with a warning, where the run or the table is unavailable
+    or the run is another model than the results'."""
     from hapi_dse.cost.costs import SegmentCosts
     from hapi_dse.errors import HapiError
     from hapi_dse.plotting.info import reference_points
     from hapi_dse.profiling.table import load_table
-    from hapi_dse.run import resolve_run
+    from hapi_dse.run import run_for_result
 
     out: dict[tuple[str, str], list[Reference]] = {}
     for r in results:
@@ -57,7 +58,7 @@ def load_references(
         if key in out:
             continue
         try:
-            run = resolve_run(model)
+            run = run_for_result(model, {"model_id": r.model_id, **r.search})
             if r.model_id and run.model_id != r.model_id:
                 raise HapiError(
                     f"the run {run.path} is {run.model_id}, the results are for "

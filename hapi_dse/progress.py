@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -11,7 +12,10 @@ T = TypeVar("T")
 
 
 def enabled() -> bool:
+    """On a terminal, unless CI, ``HAPI_NO_PROGRESS`` or ``-q`` (logging above INFO)."""
     if os.environ.get("CI") or os.environ.get("HAPI_NO_PROGRESS"):
+        return False
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
         return False
     return sys.stderr.isatty()
 

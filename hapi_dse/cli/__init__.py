@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import logging
 import signal
 import sys
 import threading
@@ -83,8 +82,9 @@ def cli(verbose: int, quiet: bool) -> None:
 
     Train once, profile each device, search each device under its SLOs, export.
     """
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    from hapi_dse.cli.options import set_verbosity
+
+    set_verbosity(verbose, quiet)
 
 
 def _terminated(signum: int, frame: Any) -> None:

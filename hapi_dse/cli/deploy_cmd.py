@@ -12,6 +12,7 @@ from hapi_dse.onnx_tools import DEFAULT_OPSET
 
 
 @click.command("export")
+@options.verbosity
 @click.argument("source", metavar="RESULT_DIR|DESIGN_JSON", type=click.Path(path_type=Path))
 @options.model()
 @options.out("The .onnx file to write (a directory for --format staged).", required=True)
@@ -91,10 +92,11 @@ def export(
     )
     with allow_backbone_factory(backbone, trust=trust_run_code):
         info = export_design(cfg)
-    click.echo(format_export(info, out, fmt))
+    options.report(format_export(info, out, fmt))
 
 
 @click.command("eval")
+@options.verbosity
 @click.argument("model_path", metavar="MODEL.onnx|STAGED_DIR", type=click.Path(path_type=Path))
 @options.model(
     "Run directory from 'hapi train' [default: the run recorded in the export, else the "
@@ -162,8 +164,8 @@ def eval_(
         seed=seed,
     )
     rep, json_out = evaluate_to_file(cfg, json_out)
-    click.echo(format_report(rep))
-    click.echo(f"report: {json_out}")
+    options.report(format_report(rep))
+    options.report(f"report: {json_out}")
     broken = broken_slos(rep)
     if check_slo and broken:
         click.echo(f"hapi eval: SLO broken as measured: {', '.join(broken)}", err=True)

@@ -164,3 +164,57 @@ def overwrite(what: str) -> Decorator:
         is_flag=True,
         help=f"Replace {what} (anything else there is never replaced).",
     )
+
+
+# -- verbosity: one logging level decides what is shown ----------------------------------------
+def set_verbosity(verbose: int, quiet: bool) -> None:
+    """``-q``: warnings and errors only (no summary, no progress bar); ``-v``: more log
+    output, ``-vv`` debug. The root logger's level is the one record of it."""
+    import logging
+    import sys
+
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+
+
+def quiet() -> bool:
+    """Whether ``-q`` was given (before or after the command's name)."""
+    import logging
+
+    return logging.getLogger().getEffectiveLevel() > logging.INFO
+
+
+def report(text: str) -> None:
+    """Print a command's summary on stdout, unless ``-q``."""
+    if not quiet():
+        click.echo(text)
+
+
+def _quiet_flag(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        set_verbosity(0, True)
+
+
+def _verbose_count(_ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    if value:
+        set_verbosity(value, False)
+
+
+def verbosity(f: F) -> F:
+    """``-v``/``-q`` after the command's name too (``hapi search ... -q``), as before it."""
+    f = click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        expose_value=False,
+        callback=_quiet_flag,
+        help="Only warnings and errors.",
+    )(f)
+    return click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        expose_value=False,
+        callback=_verbose_count,
+        help="More log output (repeatable).",
+    )(f)

@@ -10,6 +10,7 @@ from hapi_dse.cli import options
 
 
 @click.command("plot")
+@options.verbosity
 @click.argument("dirs", nargs=-1, required=True, metavar="DIR...", type=click.Path(path_type=Path))
 @options.out(
     "Image file: .png, .svg or .pdf (one per device: FILE-DEVICE.EXT when the "
@@ -63,4 +64,4 @@ def plot(
         seed=seed,
     )
     for figure in figures:
-        click.echo(figure.summary())
+        options.report(figure.summary())

@@ -9,6 +9,7 @@ from hapi_dse.onnx_tools import DEFAULT_EXPORTER, EXPORTERS
 
 
 @click.command("profile")
+@options.verbosity
 @options.model()
 @options.device(
     "Device name: the table goes to PROFILES/DEVICE/MODEL_ID.csv. With "
@@ -135,10 +136,11 @@ def profile(
         force=force,
     )
     with allow_backbone_factory(backbone, trust=trust_run_code):
-        click.echo(run_profile(cfg).summary())
+        options.report(run_profile(cfg).summary())
 
 
 @click.command("devices")
+@options.verbosity
 @click.option(
     "--check",
     is_flag=True,

@@ -36,6 +36,7 @@ _METRIC_RULES = ", ".join(r for r in PICK_RULES if r not in ("knee", "iso_accura
 
 
 @click.command("search")
+@options.verbosity
 @options.model()
 @click.option(
     "--device",
@@ -195,6 +196,12 @@ def search(
         overwrite=overwrite,
     )
     with allow_backbone_factory(backbone, trust=trust_run_code):  # --verify loads the model
-        results = run_search(cfg, echo=click.echo)
-    if not all(r.feasible for r in results):
-        sys.exit(1)  # a normal outcome, not an error: the report above says why
+        results = run_search(cfg, echo=options.report)
+    infeasible = [r.device for r in results if not r.feasible]
+    if infeasible:  # a normal outcome, not an error: the report says why
+        if options.quiet():
+            click.echo(
+                f"hapi: no feasible design for {', '.join(infeasible)} (see search.json)",
+                err=True,
+            )
+        sys.exit(1)

@@ -25,6 +25,7 @@ def _learning_rate(flag: str, default: float, optimiser: str) -> options.Decorat
 
 
 @click.command("train")
+@options.verbosity
 @options.dataset(default=TrainConfig.dataset)
 @click.option(
     "--backbone",
@@ -120,7 +121,7 @@ def train(
         overwrite=overwrite,
     )
     result = run_training(cfg)
-    click.echo(summary_table(result))
-    click.echo(
+    options.report(summary_table(result))
+    options.report(
         f"model {result['model_id']} written to {out} ({result['timings']['total_s']:.0f} s)"
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +149,21 @@ def test_staged_export_runtime_matches_single_graph(
         np.testing.assert_allclose(z, rz, atol=CHECK_ATOL)
     staged.set_thresholds([-1.0, -1.0])
     assert staged.run(x[:1])[1] == 0
+
+    # raw pixels (digits: integers 0..16) are refused by run() and normalised by normalize()
+    norm = staged.manifest["normalization"]
+    raw = np.rint((x[:1] * norm["std"] + norm["mean"]) * 16).astype(np.uint8)
+    with pytest.raises(ValueError, match="uint8.*normalize"):
+        staged.run(raw)
+    np.testing.assert_allclose(staged.normalize(raw, scale=16), x[:1], atol=1e-5)
+    staged.set_thresholds(staged.manifest["thresholds"])
+    np.save(tmp_path / "raw.npy", raw)
+    np.save(tmp_path / "x.npy", x[:1])
+    cli = [sys.executable, str(out / "staged_runtime.py")]
+    done = subprocess.run([*cli, str(tmp_path / "raw.npy")], capture_output=True, text=True)
+    assert done.returncode == 2 and "normalize" in done.stderr and "Traceback" not in done.stderr
+    done = subprocess.run([*cli, str(tmp_path / "x.npy")], capture_output=True, text=True)
+    assert json.loads(done.stdout)["class"] == staged.predict(x[:1])[0]
 
     # hapi eval runs hapi's own runtime, never the code found in the directory
     marker = tmp_path / "ran"

@@ -9,6 +9,7 @@ them there, or call ``set_thresholds``. Not thread-safe: one instance per thread
     from staged_runtime import StagedModel
     model = StagedModel("export_dir")
     logits, exit_index = model.run(x)   # x: float32 (1, C, H, W), normalised
+    logits, exit_index = model.run(model.normalize(raw))   # raw: uint8 pixels
 
 Command line: ``python staged_runtime.py input.npy`` prints the class and the exit taken.
 """
@@ -135,8 +136,29 @@ class StagedModel:
         self._thr[:, 0] = np.asarray(thresholds, np.float32)  # in place: already bound
         self._temp[:, 0] = np.asarray(temps, np.float32)
 
+    def normalize(self, raw: np.ndarray, scale: float = 255.0) -> np.ndarray:
+        """A raw image (pixels 0..``scale``, e.g. uint8) as the stage graphs take it:
+        float32 ``(1, C, H, W)``, scaled to 0..1 and normalised with the training split's
+        mean and std recorded in the manifest (``normalization``)."""
+        norm = self.manifest.get("normalization") or {"mean": 0.0, "std": 1.0}
+        x = (np.asarray(raw, np.float32) / scale - norm["mean"]) / norm["std"]
+        return x.reshape(self._x.shape).astype(np.float32)
+
     def run(self, x: np.ndarray) -> tuple[np.ndarray, int]:
-        """Logits ``(1, classes)`` of the exit taken, and its index (``num_exits`` = final)."""
+        """Logits ``(1, classes)`` of the exit taken, and its index (``num_exits`` = final).
+
+        ``x`` is a float32 image normalised as in training; a raw integer image (uint8
+        pixels) is refused, as the graphs would read its 0..255 values as normalised ones:
+        pass ``model.normalize(raw)``."""
+        if getattr(x, "dtype", None) is None or x.dtype.kind != "f":  # ~0.1 us per call
+            x = np.asarray(x)
+        if x.dtype.kind != "f":
+            norm = self.manifest.get("normalization") or {}
+            raise ValueError(
+                f"x is {x.dtype}: the stages take float32 images scaled to 0..1 and normalised "
+                f"(mean {norm.get('mean')}, std {norm.get('std')}, from manifest.json); "
+                "pass model.normalize(raw_pixels)"
+            )
         self._x[...] = x
         sessions, bindings, flags = self._sessions, self._bindings, self._flags
         last = self.num_exits
@@ -165,13 +187,18 @@ class StagedModel:
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(
-            "usage: python staged_runtime.py INPUT.npy  (float32, shape (1, C, H, W))",
+            "usage: python staged_runtime.py INPUT.npy  (float32 (1, C, H, W), normalised as "
+            "in training)",
             file=sys.stderr,
         )
         return 2
     model = StagedModel(Path(__file__).resolve().parent)
-    x = np.load(argv[1]).astype(np.float32)
-    cls, idx = model.predict(x)
+    x = np.load(argv[1], allow_pickle=False)
+    try:
+        cls, idx = model.predict(x)
+    except ValueError as e:  # raw pixels: say how to normalise them
+        print(f"{argv[1]}: {e}", file=sys.stderr)
+        return 2
     names = model.manifest.get("classes") or []
     label = names[cls] if cls < len(names) else str(cls)
     print(json.dumps({"class": cls, "label": label, "exit_index": idx}))

@@ -83,15 +83,30 @@ def find_table(device: str, model_id: str, profiles: str | Path | None = None) -
     have = sorted(
         {p.stem for root in profile_search_path(profiles) for p in (root / device).glob("*.csv")}
     )
-    has_spec = any(p.suffix == ".toml" for p in devices[device])
-    make = f"'hapi profile --device {device} --model RUN'"
-    if has_spec:
-        make += f" (or add --modelled for a table from {device}'s spec)"
     where = ", ".join(str(p) for p in profile_search_path(profiles))
     raise ArtefactError(
         f"no profile table for model {model_id} on device {device!r} (looked in {where}); "
-        f"tables there are for: {', '.join(have) or 'no model'}; make one with {make}"
+        f"tables there are for: {', '.join(have) or 'no model'}; "
+        + how_to_profile(device, has_spec=any(p.suffix == ".toml" for p in devices[device]))
     )
+
+
+def how_to_profile(device: str, *, has_spec: bool) -> str:
+    """How to make ``device``'s table: 'hapi profile' times the machine it runs on, so only
+    ``host`` is measured here; another device is measured on itself or modelled."""
+    if device == "host":
+        return "measure this machine with 'hapi profile --device host --model RUN'"
+    on_board = (
+        f"measure it on the {device} itself: 'hapi profile --export-only --model RUN "
+        f"--export-dir SEG' here, then 'hapi profile --device {device} --onnx-dir SEG' there "
+        "and copy the table back (README: Profiling on a board)"
+    )
+    if has_spec:
+        return (
+            f"model it from {device}'s spec with 'hapi profile --device {device} --modelled "
+            f"--model RUN', or {on_board}"
+        )
+    return f"{on_board}; or write a device spec and add --modelled"
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ class LazyGroup(click.Group):
         except ModuleNotFoundError as e:
             if e.name == module:
                 return None
-            raise
+            raise  # a dependency: _main says which, in one line
         cmd: click.Command = getattr(mod, attr)
         return cmd
 
@@ -142,3 +142,14 @@ def _main(argv: list[str] | None) -> Any:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except ModuleNotFoundError as e:  # e.g. torch or optuna on a board that profiles only
+        if not e.name or e.name.split(".")[0] == "hapi_dse":
+            raise
+        cmd = next((a for a in (argv if argv is not None else sys.argv[1:]) if a in COMMANDS), "")
+        click.echo(
+            f"hapi: error: 'hapi {cmd}' needs the Python package {e.name.split('.')[0]!r}, "
+            "which is not installed here; install hapi with its dependencies, or see the "
+            "README (Profiling on a board) for what runs without torch and optuna",
+            err=True,
+        )
+        sys.exit(2)

@@ -7,6 +7,28 @@ from hapi_dse.cost import Design
 from hapi_dse.search.picking import rule_words
 from hapi_dse.search.records import DeviceResult, TrialRecord, broken_slos, fmt_metric, speedup
 
+LEGEND = (
+    "* chosen; exits POSITION:HEAD@THRESHOLD (ent: entropy policy, patN: patience N, else "
+    "max_softmax); test: the SLOs checked again on the test split"
+)
+
+
+def _slack_lines(result: DeviceResult) -> list[str]:
+    """A note for each SLO that every trial meets: it shaped nothing in this search."""
+    complete = result.complete
+    out = []
+    for s in result.slos:
+        if complete and all(r.violations.get(s.name, 0.0) <= 0 for r in complete):
+            worst = max(complete, key=lambda r: r.violations[s.name])
+            assert worst.metrics is not None
+            out.append(
+                f"note: {s.text or s.describe()} binds no design: all {len(complete)} trials "
+                f"meet it (the {'lowest' if not s.upper else 'highest'} {s.metric} is "
+                f"{fmt_metric(s.metric, worst.metrics[s.metric])}); tighten it to trade "
+                "accuracy for it"
+            )
+    return out
+
 
 def console_report(result: DeviceResult, max_rows: int = 12) -> str:
     """The Pareto table and the chosen design (or the closest designs when none fits)."""
@@ -45,6 +67,8 @@ def console_report(result: DeviceResult, max_rows: int = 12) -> str:
         lines.append(_table(rows, header))
         if len(shown) < len(result.front):
             lines.append(f"({len(result.front) - len(shown)} more designs in pareto.csv)")
+        lines.append(LEGEND)
+    lines += _slack_lines(result)
     lines += _verify_lines(result)
     if result.chosen is not None:
         r = result.chosen

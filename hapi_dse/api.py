@@ -171,6 +171,10 @@ def search(
     )
     cfg.check()
     check_pick(pick)
+    if out is not None:  # before the search: a refused out must not cost one
+        from hapi_dse.outdirs import check_out_dir
+
+        check_out_dir(Path(out), "search", overwrite)
     problem = make_problem(
         stats,
         costs,
@@ -203,8 +207,8 @@ def export(
     directory (``search(..., out=DIR)`` or ``hapi search``) or a ``design.json``; ``trial``
     picks another trial of that search than the chosen one. Writes ``out`` (a ``.onnx`` file,
     or a directory for ``fmt="staged"``) and its sidecar, checked against the PyTorch model
-    (``run``: default the bundled example; its model id must match); returns what
-    the sidecar holds."""
+    (``run``: default the run the search recorded, else the bundled example; its model id
+    must match); returns what the sidecar holds."""
     from hapi_dse.deploy.export import ExportConfig, export_design
 
     model = str(run.path if hasattr(run, "path") else run) if run is not None else None

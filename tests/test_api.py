@@ -116,6 +116,18 @@ def test_api_refuses_bad_input_before_searching() -> None:
         hapi.search(val, costs, trials=0)
 
 
+def test_api_search_refuses_an_out_it_may_not_replace_before_searching(tmp_path: Path) -> None:
+    import hapi_dse.api as hapi
+    from hapi_dse.errors import UsageError
+
+    run = hapi.load_run()
+    val = run.stats("val")
+    (tmp_path / "mine.txt").write_text("not hapi's")
+    with pytest.raises(UsageError, match="never"):
+        hapi.search(val, hapi.load_costs("pixel6", run, val), trials=5, out=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+
+
 def test_api_export_of_a_searched_design_runs_as_predicted(tmp_path: Path) -> None:
     """search(out=...) then export(): the ONNX graph takes the exits the design predicts."""
     import numpy as np

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -11,11 +10,22 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """``hapi -q``: no progress bars (and, in the CLI, no summaries)."""
+    global _quiet
+    _quiet = quiet
+
+
+def is_quiet() -> bool:
+    return _quiet
+
+
 def enabled() -> bool:
-    """On a terminal, unless CI, ``HAPI_NO_PROGRESS`` or ``-q`` (logging above INFO)."""
-    if os.environ.get("CI") or os.environ.get("HAPI_NO_PROGRESS"):
-        return False
-    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+    """On a terminal, unless CI, ``HAPI_NO_PROGRESS`` or ``-q``."""
+    if _quiet or os.environ.get("CI") or os.environ.get("HAPI_NO_PROGRESS"):
         return False
     return sys.stderr.isatty()
 

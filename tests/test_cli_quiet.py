@@ -15,9 +15,12 @@ SEARCH = ["--device", "pixel6", "--trials", "40", "--seed", "2"]
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
+    from hapi_dse.progress import set_quiet
+
     level = logging.getLogger().level
     yield
     logging.getLogger().setLevel(level)
+    set_quiet(False)
 
 
 def _files(d: Path) -> dict[str, bytes]:
@@ -48,6 +51,15 @@ def test_verbose_after_the_command_logs_more(run_cli, tmp_path: Path) -> None:
     assert logging.getLogger().getEffectiveLevel() == logging.DEBUG
     run_cli("search", *SEARCH, "--out", tmp_path / "b")
     assert logging.getLogger().getEffectiveLevel() == logging.INFO
+
+
+def test_quiet_turns_progress_bars_off(run_cli, tmp_path: Path) -> None:
+    from hapi_dse import progress
+
+    run_cli("search", *SEARCH, "--out", tmp_path / "a", "-q")
+    assert progress.is_quiet() and not progress.enabled()
+    run_cli("search", *SEARCH, "--out", tmp_path / "b")
+    assert not progress.is_quiet()
 
 
 def test_every_command_takes_quiet_after_its_name(run_cli) -> None:

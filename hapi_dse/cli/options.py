@@ -169,19 +169,22 @@ def overwrite(what: str) -> Decorator:
 # -- verbosity: one logging level decides what is shown ----------------------------------------
 def set_verbosity(verbose: int, quiet: bool) -> None:
     """``-q``: warnings and errors only (no summary, no progress bar); ``-v``: more log
-    output, ``-vv`` debug. The root logger's level is the one record of it."""
+    output, ``-vv`` debug."""
     import logging
     import sys
 
+    from hapi_dse.progress import set_quiet
+
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    set_quiet(quiet)
 
 
 def quiet() -> bool:
     """Whether ``-q`` was given (before or after the command's name)."""
-    import logging
+    from hapi_dse.progress import is_quiet
 
-    return logging.getLogger().getEffectiveLevel() > logging.INFO
+    return is_quiet()
 
 
 def report(text: str) -> None:

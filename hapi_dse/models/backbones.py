@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hapi_dse.errors import UsageError
+from hapi_dse.errors import ArtefactError, UsageError
 from hapi_dse.models.registry import Registry
 
 
@@ -33,15 +33,27 @@ class ExitPoint:
 
 
 class Backbone(nn.Module):
-    """Blocks run in order; an exit may follow any of them; ``classifier`` is the final exit."""
+    """Blocks run in order; an exit may follow any of them; ``classifier`` is the final exit.
+
+    ``source`` is the user's module the blocks were split from (:mod:`~hapi_dse.models.split`),
+    its submodules shared with the blocks: its state dict (the user's own keys) loads into
+    the backbone. It is not a submodule, so the backbone's state dict has each tensor once.
+    """
+
+    source: nn.Module | None
 
     def __init__(
-        self, blocks: Sequence[nn.Module], classifier: nn.Module, exits: Sequence[ExitPoint]
+        self,
+        blocks: Sequence[nn.Module],
+        classifier: nn.Module,
+        exits: Sequence[ExitPoint],
+        source: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.classifier = classifier
         self.exits = list(exits)
+        object.__setattr__(self, "source", source)  # not registered: see the docstring
         if len(self.exits) != len(self.blocks):
             raise ValueError(f"{len(self.blocks)} blocks but {len(self.exits)} exit points")
 
@@ -288,18 +300,56 @@ def create_backbone(
     """Build a registered backbone, or a user's ``package.module:factory``.
 
     A user factory is called with ``num_classes`` and ``input_shape`` keywords and returns a
-    :class:`Backbone` or a ``(blocks, classifier)`` pair; exit metadata is then probed.
+    :class:`Backbone`, a ``(blocks, classifier)`` pair, or a plain ``nn.Module`` that
+    :func:`~hapi_dse.models.split.split_module` splits (an ``nn.Sequential`` of stages or a
+    ResNet-style network); exit metadata is then probed.
     """
     if ":" not in name:
         return BACKBONES.create(name, num_classes=num_classes, input_shape=tuple(input_shape), **kw)
     out = load_factory(name)(num_classes=num_classes, input_shape=tuple(input_shape), **kw)
     if isinstance(out, Backbone):
         return out
+    if isinstance(out, nn.Module):
+        from hapi_dse.models.split import split_module
+
+        blocks, classifier = split_module(out, input_shape, f"--backbone {name!r}")
+        return Backbone(blocks, classifier, _probe_exits(blocks, input_shape), source=out)
     try:
         blocks, classifier = out
     except (TypeError, ValueError):
         raise UsageError(
-            f"--backbone {name!r}: the factory must return a Backbone or (blocks, classifier)"
+            f"--backbone {name!r}: the factory must return an nn.Module, a Backbone or "
+            "(blocks, classifier)"
         ) from None
     blocks = list(blocks)
     return Backbone(blocks, classifier, _probe_exits(blocks, input_shape))
+
+
+def load_backbone_state(bb: Backbone, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load ``state`` into ``bb``: hapi's own keys (``blocks.0...``), or, for a backbone
+    split from a user's module, that module's keys (as ``torch.save(model.state_dict())``
+    writes them), whichever ``state`` shares more keys with. Any key missing, unexpected or
+    of another shape is refused in one line that names it."""
+    target: nn.Module = bb
+    what = "the backbone"
+    if bb.source is not None:
+        own = len(state.keys() & bb.state_dict().keys())
+        if len(state.keys() & bb.source.state_dict().keys()) > own:
+            target, what = bb.source, f"the factory's {type(bb.source).__name__}"
+    expected = target.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = [
+            f"{label} key {keys[0]!r}" + (f" (and {len(keys) - 1} more)" if len(keys) > 1 else "")
+            for label, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        ]
+        raise ArtefactError(f"{where}: does not fit {what}: {', '.join(parts)}")
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise ArtefactError(
+                f"{where}: does not fit {what}: {k!r} has shape {tuple(state[k].shape)}, "
+                f"expected {tuple(v.shape)}"
+            )
+    target.load_state_dict(state)

@@ -22,8 +22,9 @@ import torch
 from hapi_dse.atomic import write_json, write_text
 from hapi_dse.csvio import csv_text
 from hapi_dse.data import Splits, load_splits
-from hapi_dse.errors import ArtefactError, first_line
+from hapi_dse.errors import ArtefactError
 from hapi_dse.exit_stats import ExitStats
+from hapi_dse.models.backbones import load_backbone_state
 from hapi_dse.models.early_exit import (
     EarlyExitNet,
     architecture_spec,
@@ -47,18 +48,26 @@ __all__ = ["TrainConfig", "summary_table", "train"]
 
 
 def _load_init(net: EarlyExitNet, path: Path) -> None:
+    """``--init``: a state dict of the backbone (a run's ``weights.pt`` works too), or of the
+    user's own module that the backbone was split from (its keys, as saved by
+    ``torch.save(model.state_dict(), PATH)``); see :func:`load_backbone_state`."""
+    how = "save it with torch.save(model.state_dict(), PATH)"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any unreadable checkpoint is a user error here
         raise ArtefactError(
-            f"--init {path}: cannot load a state dict ({type(e).__name__})"
+            f"--init {path}: cannot load a state dict ({type(e).__name__}); {how}"
         ) from None
-    if any(k.startswith("backbone.") for k in state):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ArtefactError(
+            f"--init {path}: holds a {type(state).__name__}, not a state dict "
+            f"(parameter name -> tensor); {how}"
+        )
+    if any(k.startswith("backbone.") for k in state):  # a run's weights.pt
         state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-    try:
-        net.backbone.load_state_dict(state)
-    except RuntimeError as e:
-        raise ArtefactError(f"--init {path}: does not fit the backbone ({first_line(e)})") from None
+    load_backbone_state(net.backbone, state, f"--init {path}")
 
 
 @dataclass
@@ -85,7 +94,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t_start = time.perf_counter()
-    data = load_splits(cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed, limit=cfg.limit)
+    data = load_splits(
+        cfg.dataset,
+        data_dir=cfg.data_dir,
+        seed=cfg.seed,
+        limit=cfg.limit,
+        image_size=cfg.image_size,
+        channels=cfg.channels,
+    )
     arch = architecture_spec(
         cfg.backbone, cfg.backbone_kwargs, cfg.heads, data.input_shape, data.num_classes
     )
@@ -128,7 +144,7 @@ def _train_network(
 
 def _calibrate(net: EarlyExitNet, data: Splits) -> _Calibrated:
     """Fit one temperature per column on val; cache the statistics of val and test."""
-    logits = {s: all_logits(net, data.x[s]) for s in ("val", "test")}
+    logits = {s: all_logits(net, data.sets[s]) for s in ("val", "test")}
     labels = {s: torch.from_numpy(data.y[s]) for s in ("val", "test")}
     ones = torch.ones(logits["val"].shape[1], dtype=torch.float64)
     nll_before = nll_per_column(logits["val"].double(), labels["val"], ones)
@@ -156,9 +172,9 @@ def _model_json(
         "model_id": None,
         "weights_sha256": None,
         "arch": arch,
-        "dataset": cfg.dataset,
+        "dataset": data.name,  # a folder's or .npz's absolute path: hapi eval reads it
         "classes": list(data.classes),
-        "normalization": {"mean": data.mean, "std": data.std},
+        "normalization": {"mean": list(data.mean), "std": list(data.std)},  # per channel
         "exits": [e.to_dict() for e in net.backbone.exits],
         "columns": [{"position": p, "head": h} for p, h in net.columns],
         "temperatures": [float(t) for t in temps],
@@ -192,8 +208,11 @@ def _train_json(
     inputs = {k: v for k, v in data.files.items()}
     if cfg.init is not None:
         inputs["init"] = Path(cfg.init)
+    prov = provenance(seed=cfg.seed, inputs=inputs, settings=settings, libraries=("torch", "numpy"))
+    if data.identity is not None:  # an image folder or .npz: path, file count, content hash
+        prov["inputs"]["dataset"] = data.identity
     return {
-        **provenance(seed=cfg.seed, inputs=inputs, settings=settings, libraries=("torch", "numpy")),
+        **prov,
         "model_id": None,
         "weights_sha256": None,
         "splits": {s: len(data.y[s]) for s in ("train", "val", "test")},

@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,postgres]'
+	$(PIP) install --quiet --disable-pip-version-check -c constraints.txt -e '.[all,dev,postgres]'
 	touch $@
 
 test: install

@@ -1,5 +1,6 @@
-"""Without torch or optuna (a board that only profiles), a command that needs one says so in
-one line with exit status 2, instead of a traceback (#12); the board's commands still run."""
+"""On the base install (a board: no torch, no optuna), a command that needs an optional
+package says in one line which extra installs it, exit status 2, instead of a traceback
+(#12); the board's commands still run."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from hapi_dse.cli import missing_package
+
 RUN = """
 import sys
 for name in sys.argv[1].split(","):
@@ -16,6 +19,8 @@ for name in sys.argv[1].split(","):
 from hapi_dse.cli import main
 main(sys.argv[2:])
 """
+#: what the base install lacks
+OPTIONAL = "torch,optuna,onnxscript,sklearn,matplotlib,yaml"
 
 
 def _hapi(blocked: str, *args: object) -> subprocess.CompletedProcess[str]:
@@ -24,25 +29,49 @@ def _hapi(blocked: str, *args: object) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "args, package",
+    "args, package, extra",
     [
-        (["train", "--dataset", "digits", "--out", "OUT"], "torch"),
-        (["search", "--device", "pixel6", "--trials", "5", "--out", "OUT"], "optuna"),
+        (["train", "--dataset", "digits", "--out", "OUT"], "torch", "train"),
+        (
+            ["profile", "--device", "board", "--export-only", "--export-dir", "OUT"],
+            "torch",
+            "train",
+        ),
+        (["search", "--device", "pixel6", "--trials", "5", "--out", "OUT"], "optuna", "search"),
     ],
 )
-def test_a_missing_package_is_one_line(tmp_path: Path, args: list[str], package: str) -> None:
-    res = _hapi("torch,optuna", *[tmp_path / "out" if a == "OUT" else a for a in args])
+def test_a_missing_package_names_its_extra(
+    tmp_path: Path, args: list[str], package: str, extra: str
+) -> None:
+    res = _hapi(OPTIONAL, *[tmp_path / "out" if a == "OUT" else a for a in args])
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip() == (
-        f"hapi: error: 'hapi {args[0]}' needs the Python package {package!r}, which is not "
-        "installed here; install hapi with its dependencies, or see the README (Profiling on "
-        "a board) for what runs without torch and optuna"
+        f"hapi: error: 'hapi {args[0]}' needs {package}, which is not installed here: "
+        f"pip install 'hapi-dse[{extra}]'"
     )
     assert not (tmp_path / "out").exists()
 
 
+def test_the_line_names_the_distribution_and_what_installs_it() -> None:
+    assert missing_package("search", "yaml") == (
+        "'hapi search' needs PyYAML, which is not installed here: pip install 'hapi-dse[search]'"
+    )
+    assert missing_package("train", "sklearn.datasets").startswith(
+        "'hapi train' needs scikit-learn"
+    )
+    # a dependency of the base install itself (hapi installed with --no-deps)
+    assert missing_package("eval", "pandas") == (
+        "'hapi eval' needs pandas, which is not installed here: pip install 'hapi-dse' "
+        "(hapi's own dependencies)"
+    )
+    assert missing_package("", "zzpkg.sub").endswith(
+        "needs zzpkg, which is not installed here: pip install zzpkg"
+    )
+
+
 def test_devices_runs_without_torch_and_optuna() -> None:
-    res = _hapi("torch,optuna", "devices")
+    res = _hapi(OPTIONAL + ",pandas", "devices", "--check")
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[0].split()[:2] == ["DEVICE", "SOURCE"]
     assert "pixel6" in res.stdout
+    assert "table(s)" in res.stdout.splitlines()[-1]

@@ -1,22 +1,40 @@
-"""The wheel ships the bundled example, the shipped devices' tables and specs and the search
-spaces, never a table measured on the machine that built it (profiles/host, #12)."""
+"""The wheel ships the bundled example, the shipped devices' specs and their tables of the
+bundled example, and the search spaces; never a table measured on the machine that built it
+(profiles/host), nor a table of another model or device made in the checkout (#12). The
+extras of setup.cfg are the ones the CLI names when a package is missing."""
 
 from __future__ import annotations
 
+import configparser
+import json
+import re
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+from hapi_dse.cli import BASE_PACKAGES, EXTRAS
+
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_ID = json.loads((ROOT / "hapi_dse/examples/fashion-mnist/model.json").read_text())[
+    "model_id"
+]
 
 
 def test_wheel_contents(tmp_path: Path) -> None:
-    host = ROOT / "profiles" / "host"
-    host.mkdir(parents=True, exist_ok=True)
-    probe = host / "zz-packaging-probe.csv"  # a measured table as 'hapi profile' leaves one
-    existed = probe.exists()
-    probe.write_text("segment\n")
+    profiles = ROOT / "profiles"
+    probes = [  # tables and specs as 'hapi profile' and 'hapi import-profile' leave them
+        profiles / "host" / "zz-packaging-probe.csv",  # measured here
+        profiles / "host" / f"{EXAMPLE_ID}.csv",
+        profiles / "zz-board" / f"{EXAMPLE_ID}.csv",  # a board's table brought home
+        profiles / "pixel6" / "zz-other-model.csv",  # another model on a shipped device
+        profiles / "specs" / "zz-board.toml",
+    ]
+    made = [p for p in probes if not p.exists()]
+    dirs = [d for d in {p.parent for p in made} if not d.exists()]
+    for p in made:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("segment\n")
     try:
         subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
@@ -24,12 +42,44 @@ def test_wheel_contents(tmp_path: Path) -> None:
             check=True, capture_output=True, cwd=tmp_path,
         )  # fmt: skip
     finally:
-        if not existed:
-            probe.unlink()
+        for p in made:
+            p.unlink()
+        for d in dirs:
+            d.rmdir()
     (wheel,) = tmp_path.glob("hapi_dse-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    shipped = {n.split("/")[2] for n in names if n.startswith("hapi_dse/shipped_profiles/")}
-    assert shipped == {"jetson-nano", "pixel6", "raspberry-pi-4", "specs"}
-    assert not [n for n in names if "/host" in n or "host.toml" in n]
+    shipped = sorted(
+        n.removeprefix("hapi_dse/shipped_profiles/")
+        for n in names
+        if n.startswith("hapi_dse/shipped_profiles/")
+    )
+    devices = ("jetson-nano", "pixel6", "raspberry-pi-4")
+    assert shipped == sorted(
+        [f"{d}/{EXAMPLE_ID}.{ext}" for d in devices for ext in ("csv", "json")]
+        + [f"specs/{d}.toml" for d in devices]
+    )
     assert "hapi_dse/examples/fashion-mnist/weights.pt" in names
     assert {"hapi_dse/shipped_search_spaces/default.toml", "hapi_dse/api.py"} <= set(names)
+
+
+def _names(requirements: str) -> list[str]:
+    """Distribution names of a setup.cfg requirement list (comments and blank lines out)."""
+    lines = [ln.split("#")[0].strip() for ln in requirements.splitlines()]
+    return [re.split(r"[\s<>=!~;\[]", ln)[0] for ln in lines if ln]
+
+
+def test_the_cli_names_the_extras_of_setup_cfg() -> None:
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    extras = cfg["options.extras_require"]
+    declared = {
+        (dist, extra)
+        for extra in extras
+        if extra not in ("all", "dev")
+        for dist in _names(extras[extra])
+    }
+    assert declared == set(EXTRAS.values())
+    assert set(_names(cfg["options"]["install_requires"])) == BASE_PACKAGES
+    assert _names(extras["all"]) == ["hapi-dse"] and "[train,search]" in extras["all"]
+    # neither torch nor optuna in the base install: a board needs neither
+    assert not {"torch", "optuna"} & BASE_PACKAGES

@@ -1,0 +1,46 @@
+"""The wheel's one build rule that setup.cfg cannot state (metadata, dependencies and package
+data are in setup.cfg): of ``profiles/`` (installed as ``hapi_dse/shipped_profiles``) only the
+shipped devices' specs and their tables of the bundled example ship, so that a table made in
+this checkout for another model or device (``hapi profile``, ``hapi import-profile``, whose
+default ``--profiles`` is ``./profiles``) never ends up in the wheel. The example's
+``model_id`` is read from its ``model.json``: ``make example`` needs no edit here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePath
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+EXAMPLE_MODEL = HERE / "hapi_dse" / "examples" / "fashion-mnist" / "model.json"
+#: the devices modelled from a shipped spec (DESIGN 2.2); the Makefile's SHIPPED_DEVICES
+SHIPPED_DEVICES = ("pixel6", "raspberry-pi-4", "jetson-nano")
+
+
+def ships(path: str, model_id: str) -> bool:
+    """Whether a data file of the package goes into the wheel."""
+    parts = PurePath(path).parts
+    if "shipped_profiles" not in parts:
+        return True
+    rel = parts[parts.index("shipped_profiles") + 1 :]
+    if len(rel) != 2:
+        return False
+    folder, name = rel[0], PurePath(rel[1])
+    if folder == "specs":
+        return name.suffix == ".toml" and name.stem in SHIPPED_DEVICES
+    return folder in SHIPPED_DEVICES and name.stem == model_id
+
+
+class BuildPy(build_py):
+    def find_data_files(self, package: str, src_dir: str) -> list[str]:
+        files = super().find_data_files(package, src_dir)
+        if package != "hapi_dse":
+            return files
+        model_id = json.loads(EXAMPLE_MODEL.read_text())["model_id"]
+        return [f for f in files if ships(f, model_id)]
+
+
+setup(cmdclass={"build_py": BuildPy})

@@ -21,18 +21,38 @@ import click
 from hapi_dse import __version__
 from hapi_dse.errors import HapiError
 
-__all__ = ["Terminated", "cli", "main"]
+__all__ = ["EXTRAS", "Terminated", "cli", "main", "missing_package"]
 
 # name -> (module, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("hapi_dse.cli.train_cmd", "train", "Train an overprovisioned early-exit network."),
     "profile": ("hapi_dse.cli.profile_cmd", "profile", "Build a device latency/energy table."),
+    "import-profile": (
+        "hapi_dse.cli.import_cmd",
+        "import_profile",
+        "Install tables measured on a board.",
+    ),
     "devices": ("hapi_dse.cli.profile_cmd", "devices", "List the devices hapi knows."),
     "search": ("hapi_dse.cli.search_cmd", "search", "Search early-exit designs under SLOs."),
     "plot": ("hapi_dse.cli.plot_cmd", "plot", "Plot Pareto fronts of search results."),
     "export": ("hapi_dse.cli.deploy_cmd", "export", "Export a design to ONNX with exits inside."),
     "eval": ("hapi_dse.cli.deploy_cmd", "eval_", "Measure an exported model vs the prediction."),
 }
+
+
+#: import name -> (distribution, the extra of setup.cfg that installs it). The base install
+#: (a board: hapi profile --onnx-dir, devices, eval, import-profile) has none of these.
+EXTRAS: dict[str, tuple[str, str]] = {
+    "torch": ("torch", "train"),
+    "onnxscript": ("onnxscript", "train"),
+    "sklearn": ("scikit-learn", "train"),
+    "optuna": ("optuna", "search"),
+    "yaml": ("PyYAML", "search"),
+    "matplotlib": ("matplotlib", "search"),
+    "psycopg2": ("psycopg2-binary", "postgres"),
+}
+#: import names of the base install's own dependencies
+BASE_PACKAGES = frozenset({"click", "numpy", "onnx", "onnxruntime", "pandas", "scipy", "tomli"})
 
 
 class Terminated(KeyboardInterrupt):
@@ -142,14 +162,24 @@ def _main(argv: list[str] | None) -> Any:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
-    except ModuleNotFoundError as e:  # e.g. torch or optuna on a board that profiles only
+    except ModuleNotFoundError as e:  # e.g. torch or optuna on a board (the base install)
         if not e.name or e.name.split(".")[0] == "hapi_dse":
             raise
         cmd = next((a for a in (argv if argv is not None else sys.argv[1:]) if a in COMMANDS), "")
-        click.echo(
-            f"hapi: error: 'hapi {cmd}' needs the Python package {e.name.split('.')[0]!r}, "
-            "which is not installed here; install hapi with its dependencies, or see the "
-            "README (Profiling on a board) for what runs without torch and optuna",
-            err=True,
-        )
+        click.echo(f"hapi: error: {missing_package(cmd, e.name)}", err=True)
         sys.exit(2)
+
+
+def missing_package(command: str, module: str) -> str:
+    """The one line for ``hapi COMMAND`` failing to import ``module``: which package is
+    missing and the pip command that installs it (its extra, see :data:`EXTRAS`)."""
+    top = module.split(".")[0]
+    dist, extra = EXTRAS.get(top, (top, None))
+    where = f"'hapi {command}'" if command else "hapi"
+    if extra is not None:
+        fix = f"pip install 'hapi-dse[{extra}]'"
+    elif top in BASE_PACKAGES:  # installed with --no-deps, or uninstalled since
+        fix = "pip install 'hapi-dse' (hapi's own dependencies)"
+    else:
+        fix = f"pip install {dist}"
+    return f"{where} needs {dist}, which is not installed here: {fix}"

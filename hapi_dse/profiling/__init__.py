@@ -12,7 +12,8 @@
 - :mod:`~hapi_dse.profiling.table`: atomic writing and validated loading of a table; its
   format and checks are :mod:`~hapi_dse.profiling.table_format`, plain names and paths
   :mod:`~hapi_dse.profiling.names`, finding devices and tables
-  :mod:`~hapi_dse.profiling.devices`.
+  :mod:`~hapi_dse.profiling.devices`; installing a board's tables (``hapi import-profile``)
+  :mod:`~hapi_dse.profiling.importing`.
 
 Names are imported on first use, so ``import hapi_dse.profiling`` pulls in neither torch nor
 onnxruntime.
@@ -29,6 +30,9 @@ _EXPORTS = {
     "load_table": "table",
     "write_table": "table",
     "read_table": "table",
+    "check_table": "table",
+    "import_tables": "importing",
+    "ImportedTable": "importing",
     "list_tables": "devices",
     "Segment": "manifest",
     "Manifest": "manifest",

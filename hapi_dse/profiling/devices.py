@@ -165,11 +165,11 @@ def check_devices(profiles: str | Path | None = None) -> tuple[int, int]:
     one does; raise on the first bad one. Return how many tables and specs there are."""
     from hapi_dse.profiling.names import check_name
     from hapi_dse.profiling.specs import parse_spec, spec_paths
-    from hapi_dse.profiling.table import read_table
+    from hapi_dse.profiling.table import check_table
 
     tables = list_tables(profiles)
     for t in tables:
-        read_table(
+        check_table(
             t.path,
             model_id=check_name(f"{t.path}: model_id", t.model_id),
             device=check_name(f"{t.path}: device", t.device),

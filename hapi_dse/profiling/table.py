@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = ["ProfileTable", "load_table", "read_table", "write_table"]
+__all__ = ["ProfileTable", "check_table", "load_table", "read_table", "write_table"]
 
 
 @dataclass
@@ -211,12 +211,11 @@ def _json_default(o: Any) -> Any:
     return default(o)
 
 
-def read_table(
+def check_table(
     path: str | Path, *, model_id: str | None = None, device: str | None = None
-) -> ProfileTable:
-    """Load and validate one table file (and its sidecar)."""
-    import pandas as pd
-
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Read and validate one table file and its sidecar without pandas: the checked rows and
+    the sidecar. ``model_id`` defaults to the file's name, ``device`` to its directory's."""
     path = Path(path)
     try:
         raw = path.read_text()
@@ -260,8 +259,25 @@ def read_table(
     rows = validate_rows(records, str(path))
     if not raw.endswith("\n"):
         raise ArtefactError(f"{path}: line {len(records) + 1}: file ends mid-line (truncated?)")
+    return rows, side
+
+
+def read_table(
+    path: str | Path, *, model_id: str | None = None, device: str | None = None
+) -> ProfileTable:
+    """Load and validate one table file (and its sidecar): :func:`check_table`'s checks."""
+    import pandas as pd
+
+    path = Path(path)
+    rows, side = check_table(path, model_id=model_id, device=device)
     df = pd.DataFrame(rows, columns=[*TABLE_COLUMNS, *EXTRA_COLUMNS])
-    return ProfileTable(device=want_dev, model_id=want_id, rows=df, sidecar=side, path=path)
+    return ProfileTable(
+        device=device if device is not None else path.parent.name,
+        model_id=model_id if model_id is not None else path.stem,
+        rows=df,
+        sidecar=side,
+        path=path,
+    )
 
 
 def load_table(device: str, model_id: str, profiles: str | Path | None = None) -> ProfileTable:

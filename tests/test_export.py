@@ -40,7 +40,8 @@ def test_export_sidecar_records_check_opset_and_design_hash(single_export: dict)
     assert [p["exit_index"] for p in side["check"]["paths"]] == [0, 1, 2]
     assert side["check"]["atol"] == CHECK_ATOL
     assert max(side["check"]["max_abs_diff"].values()) <= CHECK_ATOL
-    assert side["graph"]["if_nodes"] == 2 and side["graph"]["domains"] == ["ai.onnx"]
+    # one If per exit, and one per optional input (thresholds, temperatures) picking its value
+    assert side["graph"]["if_nodes"] == 2 + 2 and side["graph"]["domains"] == ["ai.onnx"]
     assert "any ONNX runtime" in side["requires"]["runtime"]
     assert info["exits"][-1]["head"] == "final"
 
@@ -50,13 +51,16 @@ def test_export_passes_full_onnx_checker_and_keeps_weights_in_branches(single_ex
 
     model = onnx.load(str(single_export["out"]))
     onnx.checker.check_model(model, full_check=True)
-    assert {i.name for i in model.graph.input} == {"input", "thresholds", "temperatures"}
-    main_inits = {t.name for t in model.graph.initializer}
-    assert {"thresholds", "temperatures"} <= main_inits  # defaults
+    inputs = {i.name: i.type for i in model.graph.input}
+    assert list(inputs) == ["input", "thresholds", "temperatures"]
+    for name in ("thresholds", "temperatures"):  # optional inputs, not overridable initializers
+        assert inputs[name].HasField("optional_type")
+        assert inputs[name].optional_type.elem_type.tensor_type.shape.dim[0].dim_value == 2
+    assert not {"thresholds", "temperatures"} & {t.name for t in model.graph.initializer}
     branch = next(
         a.g
         for n in model.graph.node
-        if n.op_type == "If"
+        if n.op_type == "If" and not n.input[0].endswith("_is_fed")  # the first exit's
         for a in n.attribute
         if a.name == "else_branch"
     )
@@ -107,6 +111,76 @@ def test_thresholds_default_and_override_without_reexport(single_export: dict) -
     _, always = sess.run(None, {"input": x, "thresholds": np.asarray([-1, -1], np.float32)})
     _, never = sess.run(None, {"input": x, "thresholds": np.asarray([2, 2], np.float32)})
     assert (int(always[0]), int(never[0])) == (0, 2)
+
+
+@pytest.fixture(scope="module")
+def four_exit_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory, write_design):
+    """A four-exit max-softmax design of the tiny run, exported once for this module."""
+    from hapi_dse.deploy import ExportConfig, export_design
+
+    root = tmp_path_factory.mktemp("four-exits")
+    exits = [(0, "linear", 0.9), (2, "conv", 0.9), (4, "linear", 0.9), (6, "conv", 0.9)]
+    write_design(tiny_run, root / "result" / "host" / "design.json", exits)
+    out = root / "model.onnx"
+    info = export_design(
+        ExportConfig(source=root / "result", out=out, model=str(tiny_run), check_samples=64)
+    )
+    return {"out": out, "info": info, "run": tiny_run}
+
+
+def test_readme_snippet_runs_on_a_four_exit_export_with_no_runtime_warning(
+    four_exit_export: dict, tmp_path: Path
+) -> None:
+    """The README's onnxruntime snippet, run as written on stock onnxruntime (default session
+    options) in a fresh process: nothing on stderr, the optional inputs listed, the searched
+    thresholds used when omitted and overridden when fed."""
+    import re
+
+    from hapi_dse.deploy.inputs import load_samples
+    from hapi_dse.run import RunDir
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Export: `hapi export`", 1)[1].split("\n## ", 1)[0]
+    snippet = next(b for b in re.findall(r"```python\n(.*?)```", section, re.S) if "ort." in b)
+    x = load_samples(RunDir(four_exit_export["run"]), "test").x[:16]
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "model.onnx").symlink_to(four_exit_export["out"])
+    script = f"""
+import json
+import numpy as np
+xs = np.load("x.npy")
+x = xs[:1]
+{snippet}
+out = {{"inputs": [[i.name, i.type, i.shape] for i in sess.get_inputs()], "m": m,
+       "stricter": int(exit_index[0])}}
+for key, feed in {{"omitted": {{}}, "none": {{"thresholds": None, "temperatures": None}},
+                  "searched": {{"thresholds": np.full(m, 0.9, np.float32)}},
+                  "never": {{"thresholds": np.full(m, 2.0, np.float32)}},
+                  "always": {{"thresholds": np.full(m, -1.0, np.float32)}}}}.items():
+    runs = [sess.run(None, {{"input": xs[i : i + 1], **feed}}) for i in range(len(xs))]
+    out[key] = [int(r[1][0]) for r in runs]
+print(json.dumps(out))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no "Initializer thresholds appears in graph inputs" warning
+    got = json.loads(done.stdout)
+    assert got["inputs"] == [
+        ["input", "tensor(float)", [1, *x.shape[1:]]],
+        ["thresholds", "optional(tensor(float))", [4]],
+        ["temperatures", "optional(tensor(float))", [4]],
+    ]
+    assert got["m"] == 4 and 0 <= got["stricter"] <= 4
+    assert got["omitted"] == got["none"] == got["searched"]  # the defaults: the searched 0.9
+    assert got["never"] == [4] * len(x) and got["always"] == [0] * len(x)
+    side = four_exit_export["info"]["inputs"]
+    assert [(i["name"], i.get("optional", False)) for i in side] == [
+        ("input", False),
+        ("thresholds", True),
+        ("temperatures", True),
+    ]
 
 
 def test_staged_export_runtime_matches_single_graph(

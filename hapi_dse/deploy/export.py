@@ -4,9 +4,9 @@ Formats (``ExportConfig.fmt``):
 
 * ``onnx`` (default): one graph, standard ``ai.onnx`` operators only (``If`` for the exits),
   runnable by any ONNX runtime. Inputs ``input`` (1, C, H, W), and for threshold policies
-  ``thresholds`` and ``temperatures`` (float32, one per exit) that have default values
-  (initializers of the same name): omit them to use the searched values, feed them to
-  change a threshold without re-exporting. Outputs ``logits`` (1, classes) of the exit taken
+  ``thresholds`` and ``temperatures``: optional inputs (``optional(tensor(float))``, one
+  value per exit, listed by ``get_inputs()``): omit them to use the searched values, feed
+  them to change a threshold without re-exporting. Outputs ``logits`` (1, classes) of the exit taken
   and ``exit_index`` (int64, ``0..m-1`` an exit, ``m`` the final classifier).
 * ``staged``: a directory with one graph per stage (blocks, head, decision), ``manifest.json``
   (thresholds live there) and ``staged_runtime.py`` (needs only numpy and onnxruntime).

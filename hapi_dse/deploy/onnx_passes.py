@@ -6,8 +6,12 @@
   graph, so without this pass no convolution inside an ``If`` branch gets the blocked
   layout (measured: the path that takes no exit ran ~1.7x slower than the same ops without
   control flow).
-* :func:`set_input_defaults` gives graph inputs a default value (an initializer of the same
-  name, IR >= 4): callers may omit them or override them at run time.
+* :func:`make_inputs_optional` turns graph inputs into ``optional(tensor)`` inputs with a
+  default value: callers may omit them (or pass ``None``) or override them at run time, and
+  onnxruntime lists them in ``get_inputs()``. (A default as an initializer named like the
+  input, ONNX's "overridable initializer", made onnxruntime hide the input from
+  ``get_inputs()`` and warn twice that it "will not be treated as constant value/weight" at
+  every session, whatever the caller's options.)
 * :func:`set_metadata` stores string metadata (``metadata_props``).
 """
 
@@ -80,23 +84,73 @@ def strip_node_metadata(model: Any) -> None:
         node.doc_string = ""
 
 
-def set_input_defaults(model: Any, defaults: Mapping[str, Any]) -> None:
-    """Add (or replace) an initializer named like each input: its default value."""
-    import numpy as np
-    from onnx import numpy_helper
+def make_inputs_optional(model: Any, defaults: Mapping[str, Any]) -> None:
+    """Make each named float32 graph input an ``optional(tensor)`` input defaulting to its value.
 
-    inputs = {i.name for i in model.graph.input}
+    The input keeps its name, element type and shape; every node (subgraphs included) that
+    read it reads ``NAME_or_default`` instead, computed once at the start of the main graph
+    by ``If(OptionalHasElement(NAME))``: ``OptionalGetElement(NAME)`` when the caller fed
+    it, else a ``Constant`` holding the default. The same ``If`` runs whether the input is
+    fed or not, so a path costs the same either way. Sets IR >= 8 (optional types).
+    """
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    by_name = {i.name: i for i in graph.input}
+    prologue = []
     for name, value in defaults.items():
-        if name not in inputs:
+        if name not in by_name:
             raise KeyError(f"the graph has no input {name!r}")
-        kept = [t for t in model.graph.initializer if t.name != name]
-        del model.graph.initializer[:]
-        model.graph.initializer.extend(kept)
-        model.graph.initializer.append(
-            numpy_helper.from_array(np.asarray(value, dtype=np.float32), name)
+        tensor_type = by_name[name].type.tensor_type
+        if tensor_type.elem_type != TensorProto.FLOAT:
+            raise ValueError(f"input {name!r} is not float32")
+        dims = tensor_type.shape.dim
+        shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
+        used = f"{name}_or_default"
+        _rename_reads(graph, name, used)
+        kept = [t for t in graph.initializer if t.name != name]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+        by_name[name].type.CopyFrom(
+            helper.make_optional_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, shape))
         )
-    if model.ir_version < 4:
-        model.ir_version = 4
+        fed = helper.make_graph(
+            [helper.make_node("OptionalGetElement", [name], [f"{name}_fed"])],
+            f"{name}_fed",
+            [],
+            [helper.make_tensor_value_info(f"{name}_fed", TensorProto.FLOAT, shape)],
+        )
+        default = numpy_helper.from_array(np.asarray(value, dtype=np.float32))
+        omitted = helper.make_graph(
+            [helper.make_node("Constant", [], [f"{name}_default"], value=default)],
+            f"{name}_omitted",
+            [],
+            [helper.make_tensor_value_info(f"{name}_default", TensorProto.FLOAT, shape)],
+        )
+        prologue += [
+            helper.make_node("OptionalHasElement", [name], [f"{name}_is_fed"]),
+            helper.make_node(
+                "If", [f"{name}_is_fed"], [used], then_branch=fed, else_branch=omitted
+            ),
+        ]
+    nodes = [*prologue, *graph.node]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    if model.ir_version < 8:
+        model.ir_version = 8
+
+
+def _rename_reads(graph: Any, old: str, new: str) -> None:
+    """Make every node of ``graph`` and of its subgraphs read ``new`` where it read ``old``."""
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name == old:
+                node.input[k] = new
+        for sg in _subgraphs(node):
+            _rename_reads(sg, old, new)
+    if any(out.name == old for out in graph.output):
+        raise ValueError(f"{old!r} is a graph output: it cannot be renamed")
 
 
 def set_metadata(model: Any, props: Mapping[str, str]) -> None:

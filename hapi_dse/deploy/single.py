@@ -122,9 +122,10 @@ def write_single_graph(
 
     ``example`` and each of ``checks`` are ``(image,)`` or ``(image, thresholds)``; the
     temperatures are ``temps``. The searched thresholds and ``temps`` become the defaults of
-    the ``thresholds``/``temperatures`` inputs. The graph is checked (``onnx.checker``, and
-    onnxruntime against PyTorch on ``example`` and every check input, with and without the
-    default inputs) and written atomically. ``hapi export`` and the deployment probes of
+    the optional ``thresholds``/``temperatures`` inputs
+    (:func:`~hapi_dse.deploy.onnx_passes.make_inputs_optional`). The graph is checked
+    (``onnx.checker``, and onnxruntime against PyTorch on ``example`` and every check input,
+    with and without the default inputs) and written atomically. ``hapi export`` and the deployment probes of
     ``hapi profile`` both build their graphs here, so what is profiled is what is exported.
     """
     import onnx
@@ -167,12 +168,12 @@ def write_single_graph(
         model = onnx.load(str(raw))
     timings["torch_onnx_export_and_check"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
-    moved = onnx_passes.relocate_initializers(model)
-    onnx_passes.strip_node_metadata(model)
     if len(names) > 1:
-        onnx_passes.set_input_defaults(
+        onnx_passes.make_inputs_optional(
             model, {"thresholds": thr0.numpy(), "temperatures": temp_t.numpy()}
         )
+    moved = onnx_passes.relocate_initializers(model)
+    onnx_passes.strip_node_metadata(model)
     if metadata:
         onnx_passes.set_metadata(model, metadata)
     try:
@@ -220,14 +221,18 @@ def _describe_inputs(names: list[str], m: int, shape: list[int]) -> list[dict[st
                 "name": "thresholds",
                 "dtype": "float32",
                 "shape": [m],
-                "default": "initializer (the searched thresholds)",
+                "optional": True,
+                "onnx_type": "optional(tensor(float))",
+                "default": "the searched thresholds (when omitted or None)",
                 "note": "optional; feed to change the exit thresholds without re-exporting",
             },
             {
                 "name": "temperatures",
                 "dtype": "float32",
                 "shape": [m],
-                "default": "initializer (model.json temperatures)",
+                "optional": True,
+                "onnx_type": "optional(tensor(float))",
+                "default": "model.json temperatures (when omitted or None)",
                 "note": "optional; calibration temperature of each exit",
             },
         ]

@@ -76,7 +76,7 @@ class _Probe:
         self.feeds = []
         for f in entry["feeds"]:
             feed = {"input": probe_image(tuple(shape), int(f["image_seed"]))}
-            if f.get("thresholds") is not None:  # inputs with defaults: get_inputs() hides them
+            if f.get("thresholds") is not None:  # optional inputs: omitted, the defaults
                 feed["thresholds"] = np.asarray(f["thresholds"], np.float32)
                 feed["temperatures"] = np.ones(m, np.float32)
             self.feeds.append(feed)
@@ -255,7 +255,7 @@ def fit_terms(
         bounds=(lower[free] * scale, upper),
         method="bvls",
     )
-    coef[free] = fit.x / scale
+    coef[free] = np.maximum(fit.x / scale, lower[free])  # bvls may undershoot 0 by ~1e-20
     pred = base + x @ coef
     c = dict(zip(_TERM, coef.tolist(), strict=True))
     terms = DeploymentTerms(

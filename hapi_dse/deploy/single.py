@@ -125,8 +125,9 @@ def write_single_graph(
     the optional ``thresholds``/``temperatures`` inputs
     (:func:`~hapi_dse.deploy.onnx_passes.make_inputs_optional`). The graph is checked
     (``onnx.checker``, and onnxruntime against PyTorch on ``example`` and every check input,
-    with and without the default inputs) and written atomically. ``hapi export`` and the deployment probes of
-    ``hapi profile`` both build their graphs here, so what is profiled is what is exported.
+    with and without the default inputs) and written atomically. ``hapi export`` and the
+    deployment probes of ``hapi profile`` both build their graphs here, so what is profiled
+    is what is exported.
     """
     import onnx
     import torch

@@ -13,9 +13,13 @@ import pytest
 from hapi_dse.cli import missing_package
 
 RUN = """
-import sys
-for name in sys.argv[1].split(","):
-    sys.modules[name] = None  # 'import torch' now fails as on a machine without it
+import importlib.abc, sys
+ABSENT = set(sys.argv[1].split(","))
+class Absent(importlib.abc.MetaPathFinder):  # 'import torch' fails as where it is not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ABSENT:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Absent())
 from hapi_dse.cli import main
 main(sys.argv[2:])
 """
@@ -75,3 +79,18 @@ def test_devices_runs_without_torch_and_optuna() -> None:
     assert res.stdout.splitlines()[0].split()[:2] == ["DEVICE", "SOURCE"]
     assert "pixel6" in res.stdout
     assert "table(s)" in res.stdout.splitlines()[-1]
+
+
+def test_eval_of_an_export_runs_without_the_extras(shared_export, write_fake_table, tmp_path):
+    """A board's 'hapi eval' of an export: onnxruntime, numpy and pandas; scikit-learn only
+    because the tiny run's dataset is sklearn's digits."""
+    profiles = tmp_path / "profiles"
+    write_fake_table(shared_export["run"], profiles, "host")
+    report = tmp_path / "eval.json"
+    res = _hapi(
+        OPTIONAL.replace(",sklearn", ""),
+        *("eval", shared_export["out"], "--profiles", profiles, "--limit", 20),
+        *("--passes", 1, "--warmup", 0, "--out", report),
+    )
+    assert res.returncode == 0, res.stderr
+    assert report.is_file() and f"report: {report}" in res.stdout

@@ -33,6 +33,7 @@ repeating a taken position moves to the next free one.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import sys
@@ -92,12 +93,7 @@ class SearchSpace:
         if policy == "patience":
             return [0.0]
         low, high = self.thresholds[policy]
-        values = (
-            [round(low + (high - low) * i / (self.levels - 1), 10) for i in range(self.levels)]
-            if self.levels > 1
-            else [low]
-        )
-        return values if policy == "max_softmax" else values[::-1]
+        return list(_grid(low, high, self.levels, policy != "max_softmax"))
 
     def bind(self, stats: ExitStats, model_id: str = "") -> BoundSpace:
         """Check the space against a model's exit columns; resolve "all"."""
@@ -222,6 +218,18 @@ class BoundSpace:
                                     policy,
                                     patience,
                                 )
+
+
+@functools.lru_cache(maxsize=64)
+def _grid(low: float, high: float, levels: int, descending: bool) -> tuple[float, ...]:
+    """``levels`` evenly spaced thresholds from ``low`` to ``high`` (decoding a trial needs
+    them: cached, as a search decodes several designs per trial)."""
+    values = (
+        [round(low + (high - low) * i / (levels - 1), 10) for i in range(levels)]
+        if levels > 1
+        else [low]
+    )
+    return tuple(values[::-1] if descending else values)
 
 
 def _ranges(values: list[int]) -> str:

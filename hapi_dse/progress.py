@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -33,13 +34,22 @@ def enabled() -> bool:
 class Progress:
     """A minimal stderr progress bar. Draws at most ~10 times a second; no-op off a terminal."""
 
-    def __init__(self, total: int, desc: str = "", *, enabled_: bool | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        desc: str = "",
+        *,
+        enabled_: bool | None = None,
+        status: Callable[[], str] | None = None,
+    ) -> None:
         self.total = max(int(total), 1)
         self.desc = desc
         self.n = 0
         self.start = time.perf_counter()
         self._last = 0.0
         self.postfix = ""
+        #: called for the postfix only when the bar is drawn (at most ~10 times a second)
+        self.status = status
         self.on = enabled() if enabled_ is None else enabled_
 
     def update(self, n: int = 1, postfix: str | None = None) -> None:
@@ -52,6 +62,8 @@ class Progress:
             self._draw(now)
 
     def _draw(self, now: float) -> None:
+        if self.status is not None:
+            self.postfix = self.status()
         frac = min(self.n / self.total, 1.0)
         elapsed = now - self.start
         eta = elapsed / frac - elapsed if frac > 0 else float("nan")

@@ -17,8 +17,18 @@ Prints a few lines of context, then ONE JSON object as the last line:
   nadir of the whole space: the worst accuracy and the worst mean latency over every design
   of the sweep, so every design counts and no tuning constant enters. Mean and minimum over
   ``--seeds`` search seeds.
+* ``wall_s_1k`` / ``wall_s_20k``: a search of 1,000 and of 20,000 trials (default space,
+  NSGA-II, in-memory storage, no SLO, seed 0), in this process, from the call to the written
+  result (target for 20,000: <= 30 s); ``trials_per_s_ratio_20k_over_1k``: the trial rate
+  of the long search over that of the short one (target >= 0.7: a trial costs the same
+  however many the study holds);
+* ``pg_trials_per_s_1w`` / ``pg_trials_per_s_2w``: ``--pg-trials`` trials into a fresh
+  study on PostgreSQL (``--pg URL``, else ``$HAPI_TEST_POSTGRES_URL``; null without one) by
+  one worker and by two (``--jobs 2``), trials over the wall time of the search call
+  (target: two >= 1.5x one, on a machine with two cores).
 
 Usage: python scripts/bench_search.py [--model RUN] [--profiles DIR] [--device pixel6]
+       [--pg URL] [--pg-trials 1000] [--scale-trials 20000]
 """
 
 from __future__ import annotations
@@ -59,6 +69,9 @@ def main() -> None:
     ap.add_argument("--designs", type=int, default=20_000)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--batch", type=int, default=1000, help="designs per evaluate_many call")
+    ap.add_argument("--scale-trials", type=int, default=20_000)
+    ap.add_argument("--pg", default=os.environ.get("HAPI_TEST_POSTGRES_URL"))
+    ap.add_argument("--pg-trials", type=int, default=1000)
     add_record_option(ap)
     args = ap.parse_args()
     started, machine_start = time.time(), machine()
@@ -180,6 +193,44 @@ def main() -> None:
             f"({len(res.complete)} trials, {distinct} distinct designs, "
             f"{len(res.front)} on the found front)"
         )
+
+    # 4. scale: the trial rate of a long search against a short one, in memory
+    def timed_search(trials: int, **kw: object) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = SearchConfig(
+                devices=(args.device,),
+                model=args.model,
+                profiles=args.profiles,
+                trials=trials,
+                seed=0,
+                out=Path(tmp),
+                **kw,  # type: ignore[arg-type]
+            )
+            t0 = time.perf_counter()
+            run_search(cfg)
+            return time.perf_counter() - t0
+
+    wall_1k = timed_search(1000)
+    wall_big = timed_search(args.scale_trials)
+    ratio = (args.scale_trials / wall_big) / (1000 / wall_1k)
+    print(
+        f"in memory: 1,000 trials in {wall_1k:.2f} s, {args.scale_trials:,} in {wall_big:.2f} s "
+        f"(trial rate ratio {ratio:.2f})"
+    )
+
+    # 5. PostgreSQL, one worker and two, each into a fresh study
+    pg: dict[str, float | None] = {"1": None, "2": None}
+    if args.pg:
+        import uuid
+
+        for jobs in (1, 2):
+            name = f"bench-{uuid.uuid4().hex[:10]}"
+            wall_pg = timed_search(args.pg_trials, storage=args.pg, study=name, jobs=jobs)
+            pg[str(jobs)] = args.pg_trials / wall_pg
+            print(f"PostgreSQL, {jobs} worker(s): {pg[str(jobs)]:,.1f} trials/s")
+    else:
+        print("PostgreSQL: skipped (no --pg URL and no $HAPI_TEST_POSTGRES_URL)")
+
     finish(
         {
             "evals_per_s": round(evals_per_s),
@@ -190,6 +241,13 @@ def main() -> None:
             "hv_ratio": round(float(np.mean(ratios)), 4),
             "hv_ratio_min": round(float(np.min(ratios)), 4),
             "hv_seeds": args.seeds,
+            "wall_s_1k": round(wall_1k, 3),
+            "wall_s_20k": round(wall_big, 3),
+            "scale_trials": args.scale_trials,
+            "trials_per_s_ratio_20k_over_1k": round(ratio, 3),
+            "pg_trials_per_s_1w": None if pg["1"] is None else round(pg["1"], 1),
+            "pg_trials_per_s_2w": None if pg["2"] is None else round(pg["2"], 1),
+            "pg_trials": args.pg_trials if args.pg else None,
             "val_samples": val.n,
             "small_space_designs": small.size(),
             "model_id": run.model_id,

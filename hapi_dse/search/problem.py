@@ -57,19 +57,28 @@ class Problem:
     table_sidecar: dict[str, Any] = field(default_factory=dict)
     table_path: Path | None = None
 
-    #: called after each trial this process runs (progress, stopping); set by run_study.
-    #: Not an Optuna callback: optimize() deep-copies the trial for those (~1 ms each).
-    after_trial: Callable[[Any], None] | None = None
+    #: called after each trial this process runs with the study, the trial's objective values
+    #: and whether it meets every SLO (progress, stopping); set by run_study. Not an Optuna
+    #: callback: optimize() deep-copies the trial for those (~1 ms each).
+    after_trial: Callable[[Any, list[float], bool], None] | None = None
 
     def objective(self, trial: Any) -> list[float]:
         """Score the design ``trial`` suggests on val; record each SLO as a constraint."""
         design = self.space.suggest(trial)
         metrics = self.val(design)
+        feasible = True
         for slo in self.slos:
-            trial.set_constraint(slo.name, slo.violation(metrics))
+            violation = slo.violation(metrics)
+            trial.set_constraint(slo.name, violation)
+            feasible = feasible and violation <= 0
+        values = [metrics[o.metric] for o in self.objectives]
         if self.after_trial is not None:
-            self.after_trial(trial.study)
-        return [metrics[o.metric] for o in self.objectives]
+            self.after_trial(trial.study, values, feasible)
+        return values
+
+    def backbone(self) -> dict[str, float]:
+        """The plain backbone (no exit) scored on val like a design."""
+        return self.val(Design(()))
 
     def seen(self, params: Any) -> bool:
         """Whether the design these trial parameters decode to has been scored."""

@@ -25,6 +25,7 @@ from hapi_dse.errors import HapiError, UsageError, first_line
 from hapi_dse.provenance import redact
 from hapi_dse.search.config import SearchConfig
 from hapi_dse.search.interrupts import StopOnSignal, quiet_optuna
+from hapi_dse.search.live import LiveFront
 from hapi_dse.search.problem import Problem
 from hapi_dse.search.scratch import drop_scratch, make_scratch, scratch_base
 from hapi_dse.search.storage import disk_full, drop_if_empty, open_storage, store_file
@@ -111,12 +112,15 @@ def run_study(problem: Problem, cfg: SearchConfig, study_name: str) -> StudyRun:
         t0 = time.perf_counter()
         own = [0]  # trials this process ran (others may be joining the same study)
         if missing and cfg.jobs == 1:
-            with Progress(missing, f"search {problem.device}") as bar:
+            live = LiveFront(problem.objectives, problem.backbone())
+            with Progress(missing, f"search {problem.device}", status=live.status) as bar:
                 # others may join the study: stop when it is full
                 full = stop_at(cfg.trials, lambda: complete_trials(study)) if storage else None
 
-                def after_trial(study: Any) -> None:
+                def after_trial(study: Any, values: list[float], feasible: bool) -> None:
                     own[0] += 1
+                    if bar.on:
+                        live.add(values, feasible)
                     bar.update()
                     if full is not None:
                         full(study)

@@ -102,7 +102,7 @@ def worker(setup: WorkerSetup, index: int, share: int) -> None:
 
         full = stop_at(cfg.trials, counter)
 
-        def after_trial(study: Any) -> None:
+        def after_trial(study: Any, values: list[float], feasible: bool) -> None:
             full(study)
             if os.getppid() != parent:
                 study.stop()

@@ -99,7 +99,7 @@ def how_to_profile(device: str, *, has_spec: bool) -> str:
     on_board = (
         f"measure it on the {device} itself: 'hapi profile --export-only --model RUN "
         f"--export-dir SEG' here, then 'hapi profile --device {device} --onnx-dir SEG' there "
-        "and copy the table back (README: Profiling on a board)"
+        "and 'hapi import-profile' the table it writes here (README: Profiling on a board)"
     )
     if has_spec:
         return (

@@ -198,3 +198,25 @@ def test_mismatched_checkpoint_is_one_line_exit_2(run_cli, tmp_path: Path) -> No
         "'layer2.0.conv1.weight', unexpected key 'head.weight'"
     ) in r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--epochs", "0"], "--epochs 0: expected at least 1"),
+        (["--dataset", "nope"], "unknown dataset 'nope'"),
+    ],
+)
+def test_example_pretraining_bad_input_is_one_line_exit_2(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hapi_dse.examples.pretrained import main
+
+    out = tmp_path / "pretrained.pt"
+    try:
+        code = main([str(out), *args])
+    except SystemExit as e:
+        code = int(e.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err
+    assert not out.exists()

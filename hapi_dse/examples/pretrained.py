@@ -20,6 +20,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -133,10 +134,16 @@ def pretrain(
     return acc["val"], acc["test"]
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """Bad input: one line and exit status 2, as hapi's commands do."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from hapi_dse.errors import HapiError
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m hapi_dse.examples.pretrained",
         description="Pretrain the example network (hapi's stand-in for yours); save its "
         "state dict to OUT (and OUT.json, how it was made).",

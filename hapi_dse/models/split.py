@@ -2,9 +2,10 @@
 
 Two shapes of network are split, the submodules shared (not copied) with the original:
 
-- an ``nn.Sequential`` of stages: each child is a block, except a trailing tail of pooling,
-  flatten, dropout, activation and linear layers (from the first pooling, flatten or linear
-  layer of that tail), which is the final classifier;
+- an ``nn.Sequential`` of stages: each child is a block, except the trailing layers from
+  the first pooling, flatten or linear layer after the last stage on (pooling, flatten,
+  linear, dropout and activations), which are the final classifier; activations and dropout
+  between the last stage and that layer join the last stage's block;
 - a ResNet-style module: ``layer1`` .. ``layerN`` are ``nn.Sequential`` of residual blocks,
   each of them a block; the children registered before a residual block (the stem:
   conv1/bn1/relu/maxpool, or anything between two layers) run in front of it, inside its

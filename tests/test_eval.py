@@ -164,3 +164,68 @@ def test_slo_verdicts_compare_the_measured_figure_with_the_bound() -> None:
     assert broken_slos(rep) == ["latency=0.2ms"]
     measured["accuracy"] = 0.89
     assert "accuracy=90%" in broken_slos({"slos": slo_verdicts(slos, measured, None)})
+
+
+def _measure_with(monkeypatch: pytest.MonkeyPatch, load: float, cpu_s: float) -> object:
+    """measure_exports on a fake runner and a fake clock (every call takes 1 ms), with the
+    machine's load average and this process's CPU seconds over 10 wall seconds injected."""
+    import types
+
+    from hapi_dse.deploy import measure
+
+    ns = iter(range(0, 10**12, 10**6))
+    monkeypatch.setattr(measure, "time", types.SimpleNamespace(perf_counter_ns=lambda: next(ns)))
+    monkeypatch.setattr(measure, "machine_load", lambda: (load, 2))
+    readings = iter([(0.0, 0.0), (cpu_s, 10.0)])
+    monkeypatch.setattr(measure, "clocks", lambda: next(readings))
+    x = np.zeros((20, 1, 2, 2), np.float32)
+    (out,) = measure.measure_exports(
+        [lambda xi: (np.array([[0.0, 1.0]]), 1)], x, num_paths=[2], warmup=0, passes=1
+    )
+    return out
+
+
+@pytest.mark.parametrize(
+    "load, cpu_s, because",
+    [
+        (0.5, 9.9, []),
+        (5.0, 9.9, ["load"]),
+        (1.0, 4.0, ["cpu_share"]),
+        (5.0, 4.0, ["load", "cpu_share"]),
+    ],
+)
+def test_a_busy_machine_is_flagged_and_the_figures_left_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, load, cpu_s, because
+) -> None:
+    caplog.set_level("WARNING")
+    got = _measure_with(monkeypatch, load, cpu_s)
+    assert got.busy == bool(because) and got.load["busy_because"] == because
+    assert got.load["load_after"] == load and got.load["cpu_share"] == pytest.approx(cpu_s / 10)
+    warned = [r for r in caplog.records if "busy" in r.getMessage()]
+    assert len(warned) == (1 if because else 0)
+    assert got.latency_ms == {"mean": 1.0, "p50": 1.0, "p90": 1.0, "p99": 1.0, "max": 1.0}
+    assert got.path_ms == [None, 1.0] and got.raw_mean_ms == 1.0  # not corrected
+
+
+def test_eval_on_a_busy_machine_warns_once_and_records_it(
+    run_cli, monkeypatch: pytest.MonkeyPatch, tiny_run: Path, exported: Path, tmp_path: Path
+) -> None:
+    """Under an injected load reading (4.5 on 2 cores), hapi eval says so in one stderr line
+    and in its report; a quiet reading leaves both silent."""
+    from hapi_dse.deploy import measure
+
+    report = tmp_path / "eval.json"
+    args = ["eval", exported, "--model", tiny_run, "--limit", "16", "--warmup", "1"]
+    for load, busy in ((4.5, True), (0.0, False)):
+        monkeypatch.setattr(measure, "machine_load", lambda load=load: (load, 2))
+        monkeypatch.setattr(measure, "BUSY_CPU_SHARE", 0.0)  # this test's own CPU share aside
+        res = run_cli(*args, "--out", report)
+        assert res.exit_code == 0, res.stderr
+        rep = json.loads(report.read_text())
+        assert rep["machine_busy"] is busy and rep["measured"]["load"]["busy"] is busy
+        busy_lines = [ln for ln in res.stderr.splitlines() if "busy" in ln]
+        assert len(busy_lines) == (1 if busy else 0), res.stderr
+        if busy:
+            assert "4.5" in busy_lines[0] and "on 2 cores" in busy_lines[0]
+            assert rep["measured"]["load"]["load_before"] == 4.5
+            assert rep["measured"]["load"]["cpu_share"] > 0

@@ -128,6 +128,7 @@ def evaluate_exports(models: list[Path], cfg: EvalConfig) -> list[dict[str, Any]
         passes=cfg.passes,
         warmup=cfg.warmup,
         seed=cfg.seed,
+        threads=cfg.threads,
         desc="eval",
     )
     reports = []
@@ -166,6 +167,8 @@ def evaluate_exports(models: list[Path], cfg: EvalConfig) -> list[dict[str, Any]
                 "split": cfg.split,
                 "n": len(y),
                 "exits": exits,
+                # the readings behind it are measured["load"] (hapi_dse.deploy.measure)
+                "machine_busy": meas.busy,
                 "measured": measured,
                 "predicted": predicted,
                 "relative_error": rel,

@@ -18,8 +18,16 @@ of all its calls): the median of the quietest round, which other processes takin
 cores during part of the measurement do not move. Each sample's latency is its path's; the
 mean, p50, p90, p99 and max over the samples follow (percentiles with numpy's
 ``inverted_cdf``, as the cost model). The plain mean of every timed call is kept too
-(``raw_mean``), as is the load average before and after: above the number of cores the
-figures are flagged as measured on a busy machine.
+(``raw_mean``).
+
+Busy machine: the quietest-round estimator survives other processes taking the cores for
+part of the measurement, not for all of it (then every figure reads several times high).
+:func:`load_report` flags the measurement as busy when the load average before or after
+exceeds the number of cores, or when this process had the cores it asked for (``threads``)
+less than :data:`BUSY_CPU_SHARE` of the timed wall-clock time (its CPU time over wall time:
+what other processes, or a hypervisor's steal, took from it, whatever the load average
+says). The figures are never corrected: the flag, its reasons and the readings go into the
+report, and one warning line goes to stderr.
 """
 
 from __future__ import annotations
@@ -50,6 +58,8 @@ DEFAULT_PASSES = 2
 DEFAULT_ROUND_SIZE = 500
 #: a round counts for a path when it has at least this many calls on it
 MIN_CALLS = 3
+#: below this share of its cores' time during the timed loop, the measurement was starved
+BUSY_CPU_SHARE = 0.8
 
 
 @dataclass
@@ -88,16 +98,48 @@ def machine_load() -> tuple[float, int]:
     return float(load), os.cpu_count() or 1
 
 
-def load_report(before: tuple[float, int], after: tuple[float, int]) -> dict[str, Any]:
+def clocks() -> tuple[float, float]:
+    """This process's CPU time and the wall-clock time, in seconds."""
+    return time.process_time(), time.perf_counter()
+
+
+def load_report(
+    before: tuple[float, int],
+    after: tuple[float, int],
+    cpu_s: float | None = None,
+    wall_s: float | None = None,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """The machine's readings over a measurement and whether it was busy (module docstring):
+    load averages ``before``/``after`` as :func:`machine_load` gives them, and the CPU and
+    wall-clock seconds of the timed loop run with ``threads`` intra-op threads."""
     cores = before[1]
-    busy = max(before[0], after[0]) > cores
-    return {"load_before": before[0], "load_after": after[0], "cores": cores, "busy": busy}
+    reasons = []
+    if max(before[0], after[0]) > cores:
+        reasons.append("load")
+    share = None
+    if cpu_s is not None and wall_s:
+        share = round(cpu_s / (wall_s * max(min(threads, cores), 1)), 3)
+        if share < BUSY_CPU_SHARE:
+            reasons.append("cpu_share")
+    return {
+        "load_before": before[0],
+        "load_after": after[0],
+        "cores": cores,
+        "threads": threads,
+        "cpu_share": share,
+        "cpu_share_min": BUSY_CPU_SHARE,
+        "busy": bool(reasons),
+        "busy_because": reasons,
+    }
 
 
 def busy_warning(load: dict[str, Any]) -> str:
+    share = load.get("cpu_share")
+    got = "" if share is None else f", this process got {100 * share:.0f} % of its cores' time"
     return (
         f"the machine was busy while measuring (load average {load['load_before']:.1f} -> "
-        f"{load['load_after']:.1f} on {load['cores']} cores): latencies are inflated; "
+        f"{load['load_after']:.1f} on {load['cores']} cores{got}): latencies are inflated; "
         "measure again on a quiet machine"
     )
 
@@ -134,10 +176,12 @@ def measure_exports(
     round_size: int = DEFAULT_ROUND_SIZE,
     warmup: int = 50,
     seed: int = 0,
+    threads: int = 1,
     desc: str = "measure",
 ) -> list[Measurement]:
     """Measure every runner (``x (1, ...) -> (logits, exit_index)``, with ``num_paths``
-    exit paths) on every sample of ``x`` with the protocol of the module docstring."""
+    exit paths and ``threads`` intra-op threads) on every sample of ``x`` with the protocol
+    of the module docstring."""
     n, e = len(x), len(runners)
     if n == 0:
         raise ValueError("no samples to measure")
@@ -156,6 +200,7 @@ def measure_exports(
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
+    cpu0, wall0 = clocks()
     try:
         with Progress(passes * e * n, desc) as bar:
             for p in range(passes):
@@ -177,7 +222,8 @@ def measure_exports(
     finally:
         if gc_was_enabled:
             gc.enable()
-    load = load_report(before, machine_load())
+    cpu1, wall1 = clocks()
+    load = load_report(before, machine_load(), cpu1 - cpu0, wall1 - wall0, threads)
     if load["busy"]:
         log.warning(busy_warning(load))
     out = []

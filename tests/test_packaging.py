@@ -8,6 +8,7 @@ from __future__ import annotations
 import configparser
 import json
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -22,30 +23,29 @@ EXAMPLE_ID = json.loads((ROOT / "hapi_dse/examples/fashion-mnist/model.json").re
 
 
 def test_wheel_contents(tmp_path: Path) -> None:
-    profiles = ROOT / "profiles"
-    probes = [  # tables and specs as 'hapi profile' and 'hapi import-profile' leave them
-        profiles / "host" / "zz-packaging-probe.csv",  # measured here
-        profiles / "host" / f"{EXAMPLE_ID}.csv",
-        profiles / "zz-board" / f"{EXAMPLE_ID}.csv",  # a board's table brought home
-        profiles / "pixel6" / "zz-other-model.csv",  # another model on a shipped device
-        profiles / "specs" / "zz-board.toml",
-    ]
-    made = [p for p in probes if not p.exists()]
-    dirs = [d for d in {p.parent for p in made} if not d.exists()]
-    for p in made:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text("segment\n")
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-             "-w", str(tmp_path), str(ROOT)],
-            check=True, capture_output=True, cwd=tmp_path,
-        )  # fmt: skip
-    finally:
-        for p in made:
-            p.unlink()
-        for d in dirs:
-            d.rmdir()
+    # a copy of the checkout (never this one: others use its profiles/ meanwhile), with the
+    # tables and specs that 'hapi profile' and 'hapi import-profile' leave in ./profiles
+    src = tmp_path / "src"
+    skip = shutil.ignore_patterns(".*", "build", "dist", "runs", "*.egg-info", "__pycache__")
+    src.mkdir()
+    for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in ("hapi_dse", "profiles", "search_spaces"):
+        shutil.copytree(ROOT / name, src / name, symlinks=True, ignore=skip)
+    for probe in [
+        "host/zz-packaging-probe.csv",  # measured on the machine that builds the wheel
+        f"host/{EXAMPLE_ID}.csv",
+        f"zz-board/{EXAMPLE_ID}.csv",  # a board's table brought home
+        "pixel6/zz-other-model.csv",  # another model on a shipped device
+        "specs/zz-board.toml",
+    ]:
+        (src / "profiles" / probe).parent.mkdir(parents=True, exist_ok=True)
+        (src / "profiles" / probe).write_text("segment\n")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path), str(src)],
+        check=True, capture_output=True, cwd=tmp_path,
+    )  # fmt: skip
     (wheel,) = tmp_path.glob("hapi_dse-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     shipped = sorted(

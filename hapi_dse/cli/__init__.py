@@ -4,7 +4,9 @@ Commands live in their own modules and are imported only when invoked, so ``hapi
 stays instant. This module is the only place that maps errors to exit codes: a
 :class:`~hapi_dse.errors.HapiError` or a click usage error becomes one line on stderr and
 exit status 2; Ctrl-C (SIGINT) or SIGTERM becomes one line and exit status 130, after the
-same cleanup (SIGTERM is raised as :class:`Terminated`, a ``KeyboardInterrupt``).
+same cleanup (SIGTERM is raised as :class:`Terminated`, a ``KeyboardInterrupt``). A
+command that imports a package this install lacks (the base install of a board has neither
+torch nor optuna) becomes one line naming the extra that installs it (:data:`EXTRAS`).
 """
 
 from __future__ import annotations

@@ -65,6 +65,8 @@ class Problem:
     def objective(self, trial: Any) -> list[float]:
         """Score the design ``trial`` suggests on val; record each SLO as a constraint."""
         design = self.space.suggest(trial)
+        # what the parameters stand for, readable where studies are browsed (optuna-dashboard)
+        trial.set_user_attr("design", readable(design))
         metrics = self.val(design)
         feasible = True
         for slo in self.slos:
@@ -98,6 +100,15 @@ class Problem:
             "objectives": [o.metric for o in self.objectives],
             "slos": [s.describe() for s in self.slos],
         }
+
+
+def readable(design: Design) -> str:
+    """``"max_softmax 2:conv@0.91;7:linear@0.85"``, ``"patience 3 2:conv;7:linear"``, or
+    ``"backbone"`` for no exit."""
+    if not design.exits:
+        return "backbone"
+    policy = f"patience {design.patience}" if design.policy == "patience" else design.policy
+    return f"{policy} {design.compact(digits=3)}"
 
 
 def make_problem(

@@ -160,6 +160,21 @@ class BoundSpace:
                 params[f"q{i}"] = trial.suggest_int(f"q{i}", 0, s.levels - 1)
         return self.decode(params)
 
+    def legend(self) -> dict[str, str]:
+        """What each Optuna parameter means, for people browsing a study (see the module
+        docstring); each trial's ``design`` user attribute holds its decoded design."""
+        s = self.space
+        slots = ", ".join(f"{p}:{h}" for p in self.positions for h in self.heads)
+        out = {
+            "exit{i}": f"exit slot i: -1 = none, else an index into [{slots}]",
+            "q{i}": f"slot i's threshold level, 0..{s.levels - 1} (0 = most permissive)",
+        }
+        if len(s.policies) > 1:
+            out["policy"] = "the exit policy"
+        if s.patience is not None:
+            out["patience"] = "exits that must agree (patience policy)"
+        return out
+
     def decode(self, params: Mapping[str, Any]) -> Design:
         """The design a trial's parameters stand for."""
         s = self.space

@@ -9,14 +9,15 @@ as a plain list, so that a temporary storage can go.
 Trial budget: ``--trials N`` is the number of COMPLETE trials the *study* should hold. A
 rerun on the same ``--storage``/``--study`` runs only the missing ones (a killed search
 resumes; nothing done is lost). Local workers split the missing trials exactly; workers on
-other machines joining the same study stop once it holds N (each may overshoot by the one
-trial it was running).
+other machines joining the same study stop once it holds N (each looks at most once a
+second, and may overshoot by the trials it ran since).
 """
 
 from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,10 @@ def open_study(problem: Problem, storage: Any, name: str, sampler: Any) -> Any:
                 f"--study {name!r} holds trials that hapi did not make; choose another --study name"
             )
         study.set_user_attr("hapi", mine)
+        study.set_user_attr("hapi_parameters", problem.space.legend())
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, still there in 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([o.metric for o in problem.objectives])
     elif theirs != mine or [d.name.lower() for d in study.directions] != directions:
         diff = [k for k in mine if theirs.get(k) != mine[k]] or ["objectives"]
         k = diff[0]

@@ -11,6 +11,7 @@ that was the last user of the scratch journal removes it.
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -63,10 +64,23 @@ def _die_with_parent() -> None:
         pass
 
 
-def stop_at(total: int, counter: Callable[[], int]) -> Callable[[Any], None]:
-    """Stop a worker once the study holds ``total`` complete trials (this one included)."""
+#: how often a search sharing its study asks the storage how many trials it holds: a count
+#: on a database storage reloads the trials in flight, which cost as much as a trial
+FULL_CHECK_S = 1.0
+
+
+def stop_at(
+    total: int, counter: Callable[[], int], every_s: float = FULL_CHECK_S
+) -> Callable[[Any], None]:
+    """Stop a worker once the study holds ``total`` complete trials (this one included),
+    asking ``counter`` at most once every ``every_s`` seconds."""
+    last = [-math.inf]
 
     def check(study: Any) -> None:
+        now = time.monotonic()
+        if now - last[0] < every_s:
+            return
+        last[0] = now
         if counter() + 1 >= total:
             study.stop()
 

@@ -1,0 +1,60 @@
+"""A study hapi writes reads well in optuna-dashboard: objective names, each trial's design
+in words, what the parameters encode. Read through the dashboard's own HTTP API (its WSGI
+app, no socket), as its web page reads it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import optuna_dashboard
+import pytest
+
+from hapi_dse.cli import main
+from hapi_dse.testing import write_synthetic_run, write_synthetic_table
+
+
+@pytest.fixture
+def synth(tmp_path: Path) -> dict[str, Path]:
+    run = write_synthetic_run(tmp_path / "run", n_val=300, n_test=300, num_blocks=6)
+    write_synthetic_table(run, "devA", tmp_path / "profiles")
+    return {"run": run, "profiles": tmp_path / "profiles"}
+
+
+def api(app: Any, path: str, query: str = "") -> Any:
+    env: dict[str, Any] = {}
+    setup_testing_defaults(env)
+    env.update(PATH_INFO=path, QUERY_STRING=query, REQUEST_METHOD="GET")
+    status: list[str] = []
+    body = b"".join(app(env, lambda s, h, e=None: status.append(s)))
+    assert status[0].startswith("200"), (status, body[:300])
+    return json.loads(body)
+
+
+def test_a_hapi_study_opens_in_optuna_dashboard_with_readable_names(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    args = ["search", "--model", str(synth["run"]), "--profiles", str(synth["profiles"])]
+    args += ["--device", "devA", "--trials", "40", "--storage", url, "--study", "team"]
+    args += ["--slo", "latency=10ms", "--out", str(tmp_path / "out"), "-q"]
+    assert main(args) in (0, 1, None)
+
+    app = optuna_dashboard.wsgi(url)
+    (summary,) = api(app, "/api/studies")["study_summaries"]
+    assert summary["study_name"] == "team"
+    detail = api(app, f"/api/studies/{summary['study_id']}", "after=0")
+    assert detail["objective_names"] == ["accuracy", "latency_ms", "energy_mj"]
+    assert len(detail["trials"]) == 40
+    params = {p["name"] for p in detail["union_search_space"]}
+    assert {"exit0", "q0"} <= params
+    attrs = {a["key"]: a["value"] for a in detail["user_attrs"]}
+    legend = json.loads(attrs["hapi_parameters"])
+    assert "exit slot" in legend["exit{i}"] and "threshold level" in legend["q{i}"]
+    designs = [{a["key"]: a["value"] for a in t["user_attrs"]}["design"] for t in detail["trials"]]
+    # each trial's design in words: the policy, then position:head@threshold per exit
+    policies = ("backbone", "max_softmax", "entropy", "patience")
+    assert all(d.split()[0] in policies for d in designs)
+    assert any("@" in d for d in designs)

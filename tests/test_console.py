@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hapi_dse.search.console import LEGEND
 
 SEARCH = ["search", "--device", "pixel6", "--trials", "60", "--seed", "3"]
@@ -26,3 +28,50 @@ def test_a_binding_slo_gets_no_note(run_cli, tmp_path: Path) -> None:
     # the latency bound rules trials out; the 50 % accuracy floor binds none
     assert len(notes) == 1 and notes[0].startswith("note: accuracy=50% binds no design")
     assert "(the lowest accuracy is " in notes[0]
+
+
+def test_a_chosen_design_below_the_backbone_on_test_is_flagged(run_cli, tmp_path: Path) -> None:
+    """Synthetic statistics whose exits are right on val but mostly wrong on test (the
+    final classifier unchanged): the fastest design looks fine on val and loses to the
+    plain backbone on test. The console row, the summary, pareto.csv and design.json say so,
+    and pareto.csv flags exactly the designs whose test accuracy is below the backbone's."""
+    import csv
+    import json
+
+    import numpy as np
+
+    from hapi_dse.exit_stats import ExitStats
+    from hapi_dse.testing import write_synthetic_run, write_synthetic_table
+
+    run = write_synthetic_run(tmp_path / "run", n_val=400, n_test=400, num_blocks=6)
+    test = ExitStats.load(run / "exits_test.npz")
+    pred = test.prediction.copy()
+    exits = np.arange(test.k) < test.k - 1  # every column but the final classifier
+    wrong = (test.labels.astype(np.int64) + 1) % 10
+    pred[: len(pred) * 3 // 4, exits] = wrong[: len(pred) * 3 // 4, None]
+    ExitStats(test.labels, test.confidence, test.entropy, pred, test.position, test.head).save(
+        run / "exits_test.npz"
+    )
+    write_synthetic_table(run, "devA", tmp_path / "profiles")
+    out = tmp_path / "out"
+    res = run_cli(
+        "search", "--model", run, "--profiles", tmp_path / "profiles", "--device", "devA",
+        "--trials", "80", "--seed", "1", "--pick", "latency", "--out", out,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    design = json.loads((out / "devA" / "design.json").read_text())
+    backbone_test = design["backbone_predicted"]["test"]["accuracy"]
+    gap = 100 * (backbone_test - design["predicted_test"]["accuracy"])
+    assert gap > 0 and design["test_below_backbone"] is True
+    assert design["test_below_backbone_pp"] == pytest.approx(gap)
+    with open(out / "devA" / "pareto.csv", newline="") as f:
+        pareto = list(csv.DictReader(f))
+    for p in pareto:
+        below = float(p["test_accuracy"]) < backbone_test - 1e-12
+        assert p["test_below_backbone"] == str(below)
+        assert (p["test_below_backbone_pp"] != "") == below
+    row = next(ln for ln in res.stdout.splitlines() if ln.startswith(f"{design['trial']}*"))
+    assert row.endswith(f"{gap:.2f}pp below backbone") and " ok" not in row
+    warning = f"is {gap:.2f} pp below the plain backbone's {100 * backbone_test:.2f}"
+    assert any(ln.startswith("warning: on the test split its accuracy") and warning in ln
+               for ln in res.stdout.splitlines())  # fmt: skip

@@ -4,13 +4,24 @@ closest designs when none meets every SLO."""
 from __future__ import annotations
 
 from hapi_dse.cost import Design
-from hapi_dse.search.picking import rule_words
+from hapi_dse.search.picking import below_backbone_pp, rule_words
 from hapi_dse.search.records import DeviceResult, TrialRecord, broken_slos, fmt_metric, speedup
 
 LEGEND = (
     "* chosen; exits POSITION:HEAD@THRESHOLD (ent: entropy policy, patN: patience N, else "
-    "max_softmax); test: the SLOs checked again on the test split"
+    "max_softmax); test: the SLOs checked again on the test split, and how far the test "
+    "accuracy falls below the plain backbone's"
 )
+
+
+def _test_verdict(result: DeviceResult, r: TrialRecord) -> str:
+    """The ``test`` cell of a row: ``ok``, or the SLOs it breaks and its accuracy gap to the
+    plain backbone on the test split."""
+    flags = ["breaks " + ",".join(r.test_broken)] if r.test_broken else []
+    gap = below_backbone_pp(r.test, result.backbone)
+    if gap is not None:
+        flags.append(f"{gap:.2f}pp below backbone")
+    return "; ".join(flags) or "ok"
 
 
 def _slack_lines(result: DeviceResult) -> list[str]:
@@ -61,7 +72,7 @@ def console_report(result: DeviceResult, max_rows: int = 12) -> str:
                     _short(r.design),
                     *[fmt_metric(m, r.metrics[m]) for m in metrics],
                     fmt_metric("accuracy", r.test["accuracy"]),
-                    "breaks " + ",".join(r.test_broken) if r.test_broken else "ok",
+                    _test_verdict(result, r),
                 ]
             )
         lines.append(_table(rows, header))
@@ -94,6 +105,13 @@ def console_report(result: DeviceResult, max_rows: int = 12) -> str:
             )
         if r.test_broken:
             lines.append(f"warning: on the test split it breaks {', '.join(r.test_broken)}")
+        gap = below_backbone_pp(r.test, result.backbone)
+        if gap is not None:
+            lines.append(
+                f"warning: on the test split its accuracy "
+                f"{fmt_metric('accuracy', r.test['accuracy'])} is {gap:.2f} pp below the plain "
+                f"backbone's {fmt_metric('accuracy', result.backbone['test']['accuracy'])}"
+            )
     elif result.verify and result.verify.get("verified_trials"):
         lines.append(
             f"no feasible design for {result.device}: no verified design meets every SLO "

@@ -14,6 +14,7 @@ from hapi_dse.cost import METRICS
 from hapi_dse.csvio import csv_text
 from hapi_dse.outdirs import atomic_dir
 from hapi_dse.provenance import SCHEMA_VERSION, provenance
+from hapi_dse.search.picking import below_backbone_pp
 from hapi_dse.search.records import DeviceResult, TrialRecord, broken_slos, speedup
 from hapi_dse.search.verify import MEASURED_COLUMNS
 
@@ -69,6 +70,8 @@ def pareto_table(result: DeviceResult) -> tuple[list[str], list[dict[str, Any]]]
         *[f"measured_{m}" for m in MEASURED_COLUMNS],
         "measured_broken_slos",
         "chosen",
+        "test_below_backbone",
+        "test_below_backbone_pp",
     ]
     rows = []
     for r in result.front:
@@ -82,6 +85,9 @@ def pareto_table(result: DeviceResult) -> tuple[list[str], list[dict[str, Any]]]
             row[f"measured_{m}"] = r.measured[m] if r.measured else ""
         row["measured_broken_slos"] = ";".join(r.measured_broken)
         row["chosen"] = r is result.chosen
+        gap = below_backbone_pp(r.test, result.backbone)
+        row["test_below_backbone"] = gap is not None
+        row["test_below_backbone_pp"] = "" if gap is None else gap
         rows.append(row)
     return header, rows
 
@@ -89,6 +95,7 @@ def pareto_table(result: DeviceResult) -> tuple[list[str], list[dict[str, Any]]]
 def design_json(result: DeviceResult, prov: dict[str, Any]) -> dict[str, Any]:
     r = result.chosen
     assert r is not None and r.design is not None and r.metrics is not None
+    gap = below_backbone_pp(r.test, result.backbone)
     return {
         "schema_version": SCHEMA_VERSION,
         "model_id": result.model_id,
@@ -97,6 +104,9 @@ def design_json(result: DeviceResult, prov: dict[str, Any]) -> dict[str, Any]:
         "predicted_val": r.metrics,
         "predicted_test": r.test,
         "test_broken_slos": r.test_broken,
+        # test accuracy below the plain backbone's (backbone_predicted["test"]), in pp
+        "test_below_backbone": gap is not None,
+        "test_below_backbone_pp": gap,
         "measured_val": r.measured,
         "slos": [s.to_dict() for s in result.slos],
         "objectives": [o.metric for o in result.objectives],

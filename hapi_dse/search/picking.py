@@ -7,7 +7,7 @@ one metric, ties broken by the objectives in order), ``knee`` and ``iso_accuracy
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -80,6 +80,20 @@ def pick(
         return (first, *r.objective_vector(objectives), r.number)
 
     return min(front, key=key)
+
+
+def below_backbone_pp(
+    test: Mapping[str, float] | None, backbone: Mapping[str, Mapping[str, float]]
+) -> float | None:
+    """How many percentage points a design's test accuracy falls below the plain backbone's
+    test accuracy (``backbone["test"]``), or ``None`` when it does not (or either is unknown).
+
+    The pick reads the val split; a design can look fine there and lose to the plain
+    backbone on test: the console, ``pareto.csv`` and ``design.json`` flag it."""
+    if test is None or "test" not in backbone:
+        return None
+    gap = 100.0 * (backbone["test"]["accuracy"] - test["accuracy"])
+    return gap if gap > 1e-9 else None
 
 
 def check_pick(rule: str | None) -> None:

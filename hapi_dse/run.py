@@ -134,14 +134,22 @@ def _check_model_json(p: Path, data: dict[str, Any]) -> None:
         raise fail(
             "temperatures", f"a list of {len(cols)} finite numbers > 0 (one per column)", temps
         )
+
+    def per_channel(v: Any, positive: bool) -> bool:  # a number, or one per channel
+        values = v if isinstance(v, list) and v else [v]
+        return all(is_num(x) and (x > 0 or not positive) for x in values)
+
     norm = data.get("normalization")
     if norm is not None and not (
         isinstance(norm, dict)
-        and is_num(norm.get("mean", 0.0))
-        and is_num(norm.get("std", 1.0))
-        and norm.get("std", 1.0) > 0
+        and per_channel(norm.get("mean", 0.0), False)
+        and per_channel(norm.get("std", 1.0), True)
     ):
-        raise fail("normalization", "{mean, std} with finite numbers and std > 0", norm)
+        raise fail(
+            "normalization",
+            "{mean, std}, each a finite number or a list of one per channel, std > 0",
+            norm,
+        )
     for key in ("dataset",):
         if key in data and data[key] is not None and not isinstance(data[key], str):
             raise fail(key, "a string", data[key])

@@ -89,11 +89,11 @@ def test_fmnist_fake_full_size_splits_fixed_by_seed(tmp_path: Path) -> None:
     b = load_splits("fashion-mnist", data_dir=tmp_path, seed=3)
     c = load_splits("fashion-mnist", data_dir=tmp_path, seed=4)
     assert {k: len(v) for k, v in a.y.items()} == {"train": 55_000, "val": 5_000, "test": 10_000}
-    np.testing.assert_array_equal(a.x["val"], b.x["val"])
-    assert not np.array_equal(a.x["val"], c.x["val"])
+    np.testing.assert_array_equal(a.sets["val"].all(), b.sets["val"].all())
+    assert not np.array_equal(a.sets["val"].all(), c.sets["val"].all())
     np.testing.assert_array_equal(a.y["test"], c.y["test"])  # test never depends on the seed
     assert a.input_shape == (1, 28, 28)
-    assert abs(float(a.x["train"].mean())) < 1e-3  # normalised with train statistics
+    assert abs(float(a.sets["train"].all().mean())) < 1e-3  # normalised with train statistics
 
 
 def test_missing_file_names_it(tmp_path: Path) -> None:
@@ -109,7 +109,7 @@ def test_digits_limit_and_disjoint_splits() -> None:
     assert s.input_shape == (1, 8, 8) and s.num_classes == 10
     full = load_splits("digits", seed=0)
     rows = {
-        split: {r.tobytes() for r in full.x[split].reshape(len(full.y[split]), -1)}
+        split: {r.tobytes() for r in full.sets[split].all().reshape(len(full.y[split]), -1)}
         for split in ("train", "val", "test")
     }
     assert not rows["train"] & rows["test"] and not rows["val"] & rows["test"]

@@ -60,7 +60,7 @@ def test_cached_predictions_match_the_weights_on_real_data() -> None:
     with torch.no_grad():
         logits = torch.cat(
             [
-                net.all_logits(torch.from_numpy(data.x["test"][i : i + 1000]))[0]
+                net.all_logits(torch.from_numpy(data.sets["test"].take(np.arange(i, i + 1000))))[0]
                 for i in range(0, 10_000, 1000)
             ]
         )

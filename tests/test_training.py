@@ -130,7 +130,7 @@ def test_statistics_match_the_saved_model(tiny_run: Path) -> None:
     data = load_splits("digits", seed=0, limit=400)
     stats = run.stats("val")
     with torch.no_grad():
-        logits, _ = net.all_logits(torch.from_numpy(data.x["val"]))
+        logits, _ = net.all_logits(torch.from_numpy(data.sets["val"].all()))
     conf, _, pred = exit_statistics(logits, np.array(run.model["temperatures"], dtype=np.float32))
     np.testing.assert_array_equal(stats.labels, data.y["val"])
     np.testing.assert_array_equal(stats.prediction, pred)

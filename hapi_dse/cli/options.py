@@ -78,16 +78,18 @@ def data_dir(f: F) -> F:
 
 
 def dataset(default: str | None = "fashion-mnist", help: str = "Dataset.") -> Decorator:
-    """``--dataset`` (a name of :data:`~hapi_dse.data.datasets.DATASETS`) and ``--data-dir``."""
+    """``--dataset``: a name of :data:`~hapi_dse.data.datasets.DATASETS`, an image folder or a
+    ``.npz`` file (checked when loaded); and ``--data-dir``."""
     from hapi_dse.data.datasets import DATASETS
 
     def deco(f: F) -> F:
         return click.option(
             "--dataset",
-            type=click.Choice(DATASETS),
+            metavar="NAME|DIR|FILE.npz",
             default=default,
             show_default=default is not None,
-            help=help,
+            help=f"{help} {', '.join(DATASETS)}, an image folder (one subfolder per class, "
+            "optionally inside train/ val/ test/) or a .npz file (x, y...).",
         )(data_dir(f))
 
     return deco

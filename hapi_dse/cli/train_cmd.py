@@ -72,6 +72,20 @@ def _learning_rate(flag: str, default: float, optimiser: str) -> options.Decorat
     help="Start from this backbone state dict (weights.pt of a run works too).",
 )
 @click.option("--no-augment", is_flag=True, help="No random crop / flip.")
+@click.option(
+    "--image-size",
+    default=None,
+    metavar="SIZE|WxH",
+    help="Image folders: resize every image to SIZE x SIZE or W x H pixels, e.g. 64 or 64x48 "
+    "[default: keep the size, which must then be the same for all].",
+)
+@click.option(
+    "--channels",
+    type=click.Choice(["1", "3"]),
+    default=None,
+    help="Image folders: 1 (grey) or 3 (RGB; alpha dropped) [default: 3 if any image has "
+    "colour, else 1].",
+)
 @options.limit("Train on N images (a quick subset).", minimum=1)
 @options.threads()
 @options.seed
@@ -90,6 +104,8 @@ def train(
     distill: str | None,
     init: Path | None,
     no_augment: bool,
+    image_size: str | None,
+    channels: str | None,
     limit: int | None,
     threads: int | None,
     seed: int,
@@ -118,6 +134,8 @@ def train(
         seed=seed,
         threads=threads,
         limit=limit,
+        image_size=image_size,
+        channels=int(channels) if channels else None,
         overwrite=overwrite,
     )
     result = run_training(cfg)

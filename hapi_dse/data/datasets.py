@@ -3,8 +3,10 @@
 ``fashion-mnist`` is read from the four standard IDX files, looked up in ``--data-dir``, then
 ``$HAPI_DATA``, then ``/usr/share/datasets/fashion-mnist`` (Debian package
 ``dataset-fashion-mnist``). ``digits`` is scikit-learn's bundled 8x8 digits (fast, but too easy
-to show early-exit trade-offs). Splits train/val/test are fixed by seed; the search tunes on
-val, test is only reported.
+to show early-exit trade-offs). Any other ``--dataset`` is an image folder
+(:mod:`~hapi_dse.data.folders`) or a ``.npz`` file (:mod:`~hapi_dse.data.npz`). Splits
+train/val/test are fixed by seed; the search tunes on val, test is only reported. Images are
+normalised per channel with the training split's mean and std.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from hapi_dse.data.folders import parse_image_size, read_image_folder
 from hapi_dse.data.idx import read_idx
-from hapi_dse.errors import DataError, unknown_name
+from hapi_dse.data.images import ArraySet, ImageSet, channel_stats
+from hapi_dse.data.npz import read_npz
+from hapi_dse.errors import DataError, UsageError
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = {
@@ -40,25 +45,31 @@ FMNIST_CLASSES = (
     "Ankle boot",
 )
 DATASETS = ("fashion-mnist", "digits")
+# the training images the per-channel mean and std are computed on, at most (drawn by seed)
+STATS_SAMPLE = 20_000
 
 
 @dataclass
 class Splits:
-    """Images as float32 ``(n, 1, H, W)`` normalised with train statistics; int64 labels."""
+    """The train/val/test splits, each an :class:`~hapi_dse.data.images.ImageSet` whose images
+    come normalised per channel with the training split's ``mean`` and ``std``."""
 
     name: str
-    x: dict[str, np.ndarray]
-    y: dict[str, np.ndarray]
+    sets: dict[str, ImageSet]
     classes: tuple[str, ...]
-    mean: float
-    std: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     files: dict[str, Path] = field(default_factory=dict)
     seed: int = 0
+    identity: dict[str, object] | None = None  # a folder's or .npz's path, files, sha256
+
+    @property
+    def y(self) -> dict[str, np.ndarray]:
+        return {k: s.labels for k, s in self.sets.items()}
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.x["train"].shape[1:]
-        return int(c), int(h), int(w)
+        return self.sets["train"].shape
 
     @property
     def num_classes(self) -> int:
@@ -112,30 +123,38 @@ def read_fashion_mnist(data_dir: str | Path | None = None) -> tuple[dict[str, np
 
 
 def load_splits(
-    name: str, *, data_dir: str | Path | None = None, seed: int = 0, limit: int | None = None
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    image_size: str | None = None,
+    channels: int | None = None,
 ) -> Splits:
     """Load a dataset with its fixed train/val/test split.
 
-    ``limit`` keeps a quick subset: ``limit`` training images and proportionally fewer
-    validation and test images (at least 200 each), drawn with the same seed.
+    ``name`` is a built-in dataset (:data:`DATASETS`), an image folder or a ``.npz`` file
+    (``image_size`` and ``channels`` apply to image folders). ``limit`` keeps a quick subset:
+    ``limit`` training images and proportionally fewer validation and test images (at least
+    200 each), drawn with the same seed.
     """
     rng = np.random.default_rng(seed)
+    path = Path(name)
+    if (channels is not None or image_size is not None) and not path.is_dir():
+        raise UsageError(f"--image-size and --channels apply to image folders, not to {name}")
+    files: dict[str, Path] = {}
+    identity = None
+    sets: dict[str, ImageSet]
     if name == "fashion-mnist":
         arrays, files = read_fashion_mnist(data_dir)
         perm = rng.permutation(FMNIST_COUNTS["train"])
         val_idx, train_idx = perm[:FMNIST_VAL], perm[FMNIST_VAL:]
-        x = {
-            "train": arrays["train_images"][train_idx],
-            "val": arrays["train_images"][val_idx],
-            "test": arrays["test_images"],
-        }
-        y = {
-            "train": arrays["train_labels"][train_idx],
-            "val": arrays["train_labels"][val_idx],
-            "test": arrays["test_labels"],
+        sets = {
+            "train": _raw(arrays["train_images"][train_idx], arrays["train_labels"][train_idx]),
+            "val": _raw(arrays["train_images"][val_idx], arrays["train_labels"][val_idx]),
+            "test": _raw(arrays["test_images"], arrays["test_labels"]),
         }
         classes: tuple[str, ...] = FMNIST_CLASSES
-        scale = 255.0
     elif name == "digits":
         from sklearn.datasets import load_digits
 
@@ -148,28 +167,50 @@ def load_splits(
             "val": perm[n_test : n_test + n_val],
             "train": perm[n_test + n_val :],
         }
-        x = {k: images[v] for k, v in parts.items()}
-        y = {k: labels[v] for k, v in parts.items()}
+        sets = {k: _raw(images[v], labels[v], scale=16.0) for k, v in parts.items()}
         classes = tuple(str(i) for i in range(10))
-        files = {}
-        scale = 16.0
+    elif path.is_dir():
+        sets_f, classes, identity = read_image_folder(
+            path, seed=seed, image_size=parse_image_size(image_size), channels=channels
+        )
+        sets = dict(sets_f)
+    elif path.suffix == ".npz" and path.is_file():
+        sets_a, classes, identity = read_npz(path, seed=seed)
+        sets = dict(sets_a)
+    elif path.suffix == ".npz" or os.sep in name or "/" in name:
+        raise DataError(f"--dataset {name}: no such directory or .npz file")
     else:
-        raise unknown_name("dataset", name, DATASETS)
+        raise UsageError(
+            f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}, an image "
+            "folder (one subfolder per class) or a .npz file"
+        )
 
     if limit is not None:
         if limit < 1:
             raise DataError(f"--limit {limit}: expected a positive number of training images")
-        n_train = len(y["train"])
+        n_train = len(sets["train"])
         frac = min(limit / n_train, 1.0)
-        for split in x:
-            n = len(y[split])
+        for split, s in sets.items():
+            n = len(s)
             keep = limit if split == "train" else max(min(200, n), round(n * frac))
-            sel = np.sort(rng.permutation(n)[: min(keep, n)])
-            x[split], y[split] = x[split][sel], y[split][sel]
+            sets[split] = s.subset(np.sort(rng.permutation(n)[: min(keep, n)]))
 
-    xf = {k: (v.astype(np.float32) / scale)[:, None, :, :] for k, v in x.items()}
-    mean = float(xf["train"].mean())
-    std = float(xf["train"].std()) or 1.0
-    xf = {k: (v - mean) / std for k, v in xf.items()}
-    yl = {k: v.astype(np.int64) for k, v in y.items()}
-    return Splits(name, xf, yl, classes, mean, std, files=files, seed=seed)
+    mean, std = channel_stats(sets["train"], STATS_SAMPLE, seed)
+    normed = {k: s.normalised(mean, std) for k, s in sets.items()}
+    order = {k: normed[k] for k in ("train", "val", "test")}
+    return Splits(
+        str(path.resolve()) if identity else name,
+        order,
+        classes,
+        tuple(float(m) for m in mean),
+        tuple(float(s) for s in std),
+        files=files,
+        seed=seed,
+        identity=identity,
+    )
+
+
+def _raw(images: np.ndarray, labels: np.ndarray, scale: float = 255.0) -> ArraySet:
+    """An in-memory split: float32 ``(n, 1, H, W)`` scaled by ``1 / scale``, int64 labels."""
+    x = (images.astype(np.float32) / np.float32(scale))[:, None, :, :]
+    return ArraySet(x, labels.astype(np.int64))

@@ -203,6 +203,11 @@ def train_settings(run: RunDir) -> dict[str, Any]:
     return dict(settings)
 
 
+def _per_channel(values: float | list[float] | tuple[float, ...]) -> np.ndarray:
+    """A recorded mean or std (a number, or one per channel) as float32 ``(1, C, 1, 1)``."""
+    return np.asarray(values, np.float32).reshape(1, -1, 1, 1)
+
+
 @dataclass
 class Samples:
     x: np.ndarray  # (n, C, H, W) float32, normalised as in training
@@ -228,28 +233,30 @@ def load_samples(
     if not name:
         raise ArtefactError(f"{run.path}/model.json: no dataset recorded; pass --dataset")
     trained_on = run.model.get("dataset")
-    same = trained_on in (None, name)
+    same = trained_on in (None, name) or Path(name).resolve() == Path(str(trained_on)).resolve()
     data = load_splits(
         name,
         data_dir=data_dir or settings.get("data_dir"),
         seed=int(settings.get("seed", 0)) if same else 0,
         limit=settings.get("limit") if same else None,
+        image_size=settings.get("image_size") if same else None,
+        channels=settings.get("channels") if same else None,
     )
-    x = data.x[split]
-    norm = run.model.get("normalization") or {}
-    same = (float(norm.get("mean", data.mean)), float(norm.get("std", data.std))) == (
-        data.mean,
-        data.std,
-    )
-    if not same:  # bit-identical inputs when the run's split is reproduced exactly
-        raw = x * np.float32(data.std) + np.float32(data.mean)
-        x = ((raw - np.float32(norm["mean"])) / np.float32(norm["std"])).astype(np.float32)
+    x = data.sets[split].all()
     shape = tuple(int(d) for d in run.model["arch"]["input_shape"])
     if tuple(x.shape[1:]) != shape:
         raise UsageError(
             f"--dataset {name}: images of shape {tuple(x.shape[1:])}, but model "
             f"{run.model_id} takes {shape}"
         )
+    norm = run.model.get("normalization") or {}
+    mean = _per_channel(norm.get("mean", data.mean))
+    std = _per_channel(norm.get("std", data.std))
+    ours = _per_channel(data.mean), _per_channel(data.std)
+    if not (np.array_equal(mean, ours[0]) and np.array_equal(std, ours[1])):
+        # bit-identical inputs when the run's split is reproduced exactly, else renormalised
+        raw = x * ours[1] + ours[0]
+        x = ((raw - mean) / std).astype(np.float32)
     return Samples(
         x=np.ascontiguousarray(x, np.float32), y=data.y[split], dataset=name, split=split
     )

@@ -137,12 +137,19 @@ class StagedModel:
         self._temp[:, 0] = np.asarray(temps, np.float32)
 
     def normalize(self, raw: np.ndarray, scale: float = 255.0) -> np.ndarray:
-        """A raw image (pixels 0..``scale``, e.g. uint8) as the stage graphs take it:
-        float32 ``(1, C, H, W)``, scaled to 0..1 and normalised with the training split's
-        mean and std recorded in the manifest (``normalization``)."""
+        """A raw image (pixels 0..``scale``, e.g. uint8; ``(C, H, W)``, or ``(H, W, C)`` as
+        image libraries give it) as the stage graphs take it: float32 ``(1, C, H, W)``, scaled
+        to 0..1 and normalised with the training split's mean and std recorded in the
+        manifest (``normalization``: a number, or one per channel)."""
         norm = self.manifest.get("normalization") or {"mean": 0.0, "std": 1.0}
-        x = (np.asarray(raw, np.float32) / scale - norm["mean"]) / norm["std"]
-        return x.reshape(self._x.shape).astype(np.float32)
+        x = np.asarray(raw, np.float32)
+        c = self._x.shape[1]
+        if x.ndim == 3 and x.shape[-1] == c and x.shape[0] != c:  # (H, W, C)
+            x = x.transpose(2, 0, 1)
+        x = x.reshape(self._x.shape)
+        mean = np.asarray(norm["mean"], np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(norm["std"], np.float32).reshape(1, -1, 1, 1)
+        return ((x / np.float32(scale) - mean) / std).astype(np.float32)
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         """Logits ``(1, classes)`` of the exit taken, and its index (``num_exits`` = final).

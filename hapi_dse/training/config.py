@@ -57,6 +57,8 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     limit: int | None = None
+    image_size: str | None = None  # image folders: SIZE or WIDTHxHEIGHT to resize to
+    channels: int | None = None  # image folders: 1 (grey) or 3 (RGB); default from the files
     overwrite: bool = False  # replace a previous run in ``out``
 
     def validate(self) -> None:
@@ -83,6 +85,12 @@ class TrainConfig:
             raise UsageError(f"weight decay {self.weight_decay}: must be a finite number >= 0")
         if self.limit is not None and self.limit < 1:
             raise UsageError(f"--limit {self.limit}: expected a number of images >= 1")
+        if self.channels not in (None, 1, 3):
+            raise UsageError(f"--channels {self.channels}: expected 1 (grey) or 3 (RGB)")
+        if self.image_size is not None:
+            from hapi_dse.data.folders import parse_image_size
+
+            parse_image_size(self.image_size)
         if self.init is None and self.epochs == 0:
             raise UsageError("--epochs 0 needs --init CHECKPOINT (a trained backbone)")
         if self.init is not None and not Path(self.init).is_file():

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hapi_dse.data import Splits
+from hapi_dse.data import ImageSet, Splits
 from hapi_dse.models.early_exit import EarlyExitNet
 from hapi_dse.progress import Progress
 from hapi_dse.training.config import TrainConfig
@@ -49,9 +50,14 @@ def _augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tenso
     return out
 
 
-def _batches(n: int, batch: int, gen: torch.Generator | None) -> list[torch.Tensor]:
-    idx = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
-    return list(idx.split(batch))
+def _train_batches(
+    images: ImageSet, batch: int, gen: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch in an order drawn from ``gen``, a batch of images fetched (decoded) at a
+    time."""
+    labels = torch.from_numpy(images.labels)
+    for idx in torch.randperm(len(images), generator=gen).split(batch):
+        yield torch.from_numpy(images.take(idx.numpy())), labels[idx]
 
 
 def _cosine(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
@@ -64,19 +70,18 @@ def train_backbone(
     net: EarlyExitNet, data: Splits, cfg: TrainConfig, gen: torch.Generator
 ) -> list[dict[str, float]]:
     bb = net.backbone
-    x, y = torch.from_numpy(data.x["train"]), torch.from_numpy(data.y["train"])
+    train = data.sets["train"]
     opt = torch.optim.SGD(
         bb.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True
     )
-    steps = cfg.epochs * math.ceil(len(y) / cfg.batch_size)
+    steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
     sched = _cosine(opt, steps)
     history = []
     with Progress(steps, "backbone") as bar:
         for epoch in range(cfg.epochs):
             bb.train()
             t0, total, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
-            for idx in _batches(len(y), cfg.batch_size, gen):
-                xb, yb = x[idx], y[idx]
+            for xb, yb in _train_batches(train, cfg.batch_size, gen):
                 if cfg.augment:
                     xb = _augment(xb, gen)
                 logits = bb(xb.contiguous(memory_format=torch.channels_last))
@@ -89,7 +94,7 @@ def train_backbone(
                 correct += int((logits.argmax(1) == yb).sum())
                 loss_sum += float(loss.detach()) * len(yb)
                 bar.update(postfix=f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / total:.3f}")
-            val_acc = _accuracy(bb, data.x["val"], data.y["val"])
+            val_acc = _accuracy(bb, data.sets["val"])
             history.append(
                 {
                     "epoch": epoch + 1,
@@ -112,13 +117,13 @@ def train_backbone(
 
 
 @torch.no_grad()
-def _accuracy(module: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 500) -> float:
+def _accuracy(module: nn.Module, images: ImageSet, batch: int = 500) -> float:
     module.eval()
     correct = 0
-    for i in range(0, len(y), batch):
-        xb = torch.from_numpy(x[i : i + batch]).contiguous(memory_format=torch.channels_last)
-        correct += int((module(xb).argmax(1).numpy() == y[i : i + batch]).sum())
-    return correct / max(len(y), 1)
+    for x, y in images.batches(batch):
+        xb = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+        correct += int((module(xb).argmax(1).numpy() == y).sum())
+    return correct / max(len(images), 1)
 
 
 def freeze(module: nn.Module) -> None:
@@ -132,10 +137,10 @@ def train_exits(
 ) -> list[dict[str, float]]:
     """IC-only training: frozen backbone, every head trained from one forward per batch."""
     freeze(net.backbone)
-    x, y = torch.from_numpy(data.x["train"]), torch.from_numpy(data.y["train"])
+    train = data.sets["train"]
     params = [p for p in net.heads.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.exit_lr, weight_decay=1e-4)
-    steps = cfg.exit_epochs * math.ceil(len(y) / cfg.batch_size)
+    steps = cfg.exit_epochs * math.ceil(len(train) / cfg.batch_size)
     sched = _cosine(opt, steps)
     cols = net.columns[:-1]
     history = []
@@ -143,8 +148,7 @@ def train_exits(
         for epoch in range(cfg.exit_epochs):
             net.heads.train()
             t0, total, loss_sum = time.perf_counter(), 0, 0.0
-            for idx in _batches(len(y), cfg.batch_size, gen):
-                xb, yb = x[idx], y[idx]
+            for xb, yb in _train_batches(train, cfg.batch_size, gen):
                 if cfg.augment:
                     xb = _augment(xb, gen)
                 with torch.no_grad():
@@ -184,11 +188,12 @@ def train_exits(
 
 
 @torch.no_grad()
-def all_logits(net: EarlyExitNet, x: np.ndarray, batch: int = 500) -> torch.Tensor:
+def all_logits(net: EarlyExitNet, images: ImageSet, batch: int = 500) -> torch.Tensor:
+    """Every column's logits ``(n, k, classes)`` for the images of a split, in order."""
     net.eval()
     outs = []
-    for i in range(0, len(x), batch):
-        xb = torch.from_numpy(x[i : i + batch]).contiguous(memory_format=torch.channels_last)
+    for x, _ in images.batches(batch):
+        xb = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
         outs.append(net.all_logits(xb)[0])
     return torch.cat(outs)
 

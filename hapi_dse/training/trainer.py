@@ -94,7 +94,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t_start = time.perf_counter()
-    data = load_splits(cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed, limit=cfg.limit)
+    data = load_splits(
+        cfg.dataset,
+        data_dir=cfg.data_dir,
+        seed=cfg.seed,
+        limit=cfg.limit,
+        image_size=cfg.image_size,
+        channels=cfg.channels,
+    )
     arch = architecture_spec(
         cfg.backbone, cfg.backbone_kwargs, cfg.heads, data.input_shape, data.num_classes
     )
@@ -137,7 +144,7 @@ def _train_network(
 
 def _calibrate(net: EarlyExitNet, data: Splits) -> _Calibrated:
     """Fit one temperature per column on val; cache the statistics of val and test."""
-    logits = {s: all_logits(net, data.x[s]) for s in ("val", "test")}
+    logits = {s: all_logits(net, data.sets[s]) for s in ("val", "test")}
     labels = {s: torch.from_numpy(data.y[s]) for s in ("val", "test")}
     ones = torch.ones(logits["val"].shape[1], dtype=torch.float64)
     nll_before = nll_per_column(logits["val"].double(), labels["val"], ones)
@@ -165,9 +172,9 @@ def _model_json(
         "model_id": None,
         "weights_sha256": None,
         "arch": arch,
-        "dataset": cfg.dataset,
+        "dataset": data.name,  # a folder's or .npz's absolute path: hapi eval reads it
         "classes": list(data.classes),
-        "normalization": {"mean": data.mean, "std": data.std},
+        "normalization": {"mean": list(data.mean), "std": list(data.std)},  # per channel
         "exits": [e.to_dict() for e in net.backbone.exits],
         "columns": [{"position": p, "head": h} for p, h in net.columns],
         "temperatures": [float(t) for t in temps],
@@ -201,8 +208,11 @@ def _train_json(
     inputs = {k: v for k, v in data.files.items()}
     if cfg.init is not None:
         inputs["init"] = Path(cfg.init)
+    prov = provenance(seed=cfg.seed, inputs=inputs, settings=settings, libraries=("torch", "numpy"))
+    if data.identity is not None:  # an image folder or .npz: path, file count, content hash
+        prov["inputs"]["dataset"] = data.identity
     return {
-        **provenance(seed=cfg.seed, inputs=inputs, settings=settings, libraries=("torch", "numpy")),
+        **prov,
         "model_id": None,
         "weights_sha256": None,
         "splits": {s: len(data.y[s]) for s in ("train", "val", "test")},

@@ -35,6 +35,7 @@ typecheck: install
 # taken is printed.
 EXAMPLE_HEADS := linear,conv,mlp,sdn,conv2
 SHIPPED_DEVICES := pixel6 raspberry-pi-4 jetson-nano
+SHIPPED := hapi_dse/shipped_profiles
 example: install
 	start=$$(date +%s) && \
 	old=$$($(BIN)/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["model_id"])' \
@@ -45,13 +46,13 @@ example: install
 	seg=$$(mktemp -d) && trap 'rm -rf "$$seg"' EXIT && \
 	$(BIN)/hapi profile --model $(EXAMPLE) --export-only --export-dir "$$seg/seg" && \
 	for d in $(SHIPPED_DEVICES); do \
-		$(BIN)/hapi profile --device $$d --modelled --onnx-dir "$$seg/seg" --profiles profiles \
+		$(BIN)/hapi profile --device $$d --modelled --onnx-dir "$$seg/seg" --profiles $(SHIPPED) \
 			--seed $(SEED) || exit 1; \
 	done && \
 	new=$$($(BIN)/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["model_id"])' \
 		$(EXAMPLE)/model.json) && \
 	if [ "$$new" != "$$old" ]; then for d in $(SHIPPED_DEVICES); do \
-		rm -f profiles/$$d/"$$old".csv profiles/$$d/"$$old".json; done; fi && \
+		rm -f $(SHIPPED)/$$d/"$$old".csv $(SHIPPED)/$$d/"$$old".json; done; fi && \
 	$(BIN)/python scripts/readme_figures.py && \
 	echo "make example: rebuilt in $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s"
 

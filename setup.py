@@ -1,8 +1,8 @@
 """The wheel's one build rule that setup.cfg cannot state (metadata, dependencies and package
-data are in setup.cfg): of ``profiles/`` (installed as ``hapi_dse/shipped_profiles``) only the
-shipped devices' specs and their tables of the bundled example ship, so that a table made in
-this checkout for another model or device (``hapi profile``, ``hapi import-profile``, whose
-default ``--profiles`` is ``./profiles``) never ends up in the wheel. The example's
+data are in setup.cfg): of ``hapi_dse/shipped_profiles`` only the shipped devices' specs and
+their tables of the bundled example ship, so that a table written there for another model or
+device (by hand, or ``--profiles hapi_dse/shipped_profiles``) never ends up in the wheel; the
+user's own tables go to ``./profiles``, outside the package. The example's
 ``model_id`` is read from its ``model.json``: ``make example`` needs no edit here.
 """
 

@@ -1,8 +1,11 @@
 """Where hapi looks for the files it ships and the files users bring.
 
-The repository's top-level ``profiles/`` and ``search_spaces/`` are installed with the package
-(``hapi_dse/shipped_*`` link to them), so they are found from a source checkout, an editable
-install and a wheel alike.
+What ships is in the package: ``hapi_dse/shipped_profiles/`` (the shipped devices' specs and
+their tables of the bundled example; ``make example`` rewrites them) and
+``hapi_dse/shipped_search_spaces`` (a link to the repository's ``search_spaces/``), so they
+are found from a source checkout, an editable install and a wheel alike. ``./profiles`` is
+the user's own (git-ignored in this repository): what ``hapi profile`` and ``hapi
+import-profile`` write, read before the shipped copy.
 """
 
 from __future__ import annotations

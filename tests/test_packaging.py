@@ -23,14 +23,14 @@ EXAMPLE_ID = json.loads((ROOT / "hapi_dse/examples/fashion-mnist/model.json").re
 
 
 def test_wheel_contents(tmp_path: Path) -> None:
-    # a copy of the checkout (never this one: others use its profiles/ meanwhile), with the
-    # tables and specs that 'hapi profile' and 'hapi import-profile' leave in ./profiles
+    # a copy of the checkout (never this one: others read its tables meanwhile), with tables
+    # and specs for other machines and models put among the shipped ones
     src = tmp_path / "src"
     skip = shutil.ignore_patterns(".*", "build", "dist", "runs", "*.egg-info", "__pycache__")
     src.mkdir()
     for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
-    for name in ("hapi_dse", "profiles", "search_spaces"):
+    for name in ("hapi_dse", "search_spaces"):
         shutil.copytree(ROOT / name, src / name, symlinks=True, ignore=skip)
     for probe in [
         "host/zz-packaging-probe.csv",  # measured on the machine that builds the wheel
@@ -39,8 +39,9 @@ def test_wheel_contents(tmp_path: Path) -> None:
         "pixel6/zz-other-model.csv",  # another model on a shipped device
         "specs/zz-board.toml",
     ]:
-        (src / "profiles" / probe).parent.mkdir(parents=True, exist_ok=True)
-        (src / "profiles" / probe).write_text("segment\n")
+        path = src / "hapi_dse" / "shipped_profiles" / probe
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("segment\n")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
          "-w", str(tmp_path), str(src)],

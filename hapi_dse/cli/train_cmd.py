@@ -8,6 +8,7 @@ import click
 
 from hapi_dse.cli import options
 from hapi_dse.training.config import TrainConfig
+from hapi_dse.training.device import ACCELERATORS
 
 # Defaults are TrainConfig's (torch-free, so 'hapi train --help' is instant and works on a
 # board without torch); backbone and head names are checked against their registries when
@@ -87,6 +88,19 @@ def _learning_rate(flag: str, default: float, optimiser: str) -> options.Decorat
     "colour, else 1].",
 )
 @options.limit("Train on N images (a quick subset).", minimum=1)
+@click.option(
+    "--accelerator",
+    type=click.Choice(ACCELERATORS),
+    default=TrainConfig.accelerator,
+    show_default=True,
+    help="Where to train: auto is cuda when torch sees a GPU, else cpu.",
+)
+@click.option(
+    "--amp/--no-amp",
+    default=None,
+    help="Mixed precision (bfloat16 autocast; float16 with loss scaling on GPUs without "
+    "bf16) [default: on for cuda; CPU runs are float32].",
+)
 @options.threads()
 @options.seed
 @options.out("Run directory to write (swapped in atomically when done).", kind="dir", required=True)
@@ -107,6 +121,8 @@ def train(
     image_size: str | None,
     channels: str | None,
     limit: int | None,
+    accelerator: str,
+    amp: bool | None,
     threads: int | None,
     seed: int,
     out: Path,
@@ -136,6 +152,8 @@ def train(
         limit=limit,
         image_size=image_size,
         channels=int(channels) if channels else None,
+        accelerator=accelerator,
+        amp=amp,
         overwrite=overwrite,
     )
     result = run_training(cfg)

@@ -8,10 +8,12 @@ and all heads are trained together from one backbone forward per batch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +24,7 @@ from hapi_dse.data import ImageSet, Splits
 from hapi_dse.models.early_exit import EarlyExitNet
 from hapi_dse.progress import Progress
 from hapi_dse.training.config import TrainConfig
+from hapi_dse.training.device import Accelerator
 from hapi_dse.training.losses import exit_loss
 
 log = logging.getLogger(__name__)
@@ -66,9 +69,50 @@ def _cosine(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_sche
     )
 
 
+class Precision:
+    """The training steps on ``acc``'s device: batches moved there, autocast when it has a
+    mixed-precision dtype, loss scaling for float16 (:mod:`~hapi_dse.training.device`). On
+    the CPU every method is the plain float32 step."""
+
+    def __init__(self, acc: Accelerator | None = None) -> None:
+        acc = acc or Accelerator("cpu", "cpu")
+        self.device = torch.device(acc.device)
+        self.dtype = getattr(torch, acc.amp_dtype) if acc.amp_dtype else None
+        self.scaler = torch.amp.GradScaler("cuda") if acc.amp_dtype == "float16" else None
+
+    def to(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.device.type == "cpu" else x.to(self.device, non_blocking=True)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        """Backward and optimiser step (gradients cleared before)."""
+        opt.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(opt)
+            self.scaler.update()
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
 def train_backbone(
-    net: EarlyExitNet, data: Splits, cfg: TrainConfig, gen: torch.Generator
+    net: EarlyExitNet,
+    data: Splits,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    precision: Precision | None = None,
 ) -> list[dict[str, float]]:
+    """The backbone alone (SGD, Nesterov, cosine schedule), one history row per epoch."""
+    run = precision or Precision()
     bb = net.backbone
     train = data.sets["train"]
     opt = torch.optim.SGD(
@@ -83,12 +127,12 @@ def train_backbone(
             t0, total, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
             for xb, yb in _train_batches(train, cfg.batch_size, gen):
                 if cfg.augment:
-                    xb = _augment(xb, gen)
-                logits = bb(xb.contiguous(memory_format=torch.channels_last))
-                loss = F.cross_entropy(logits, yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                    xb = _augment(xb, gen)  # on the CPU: the same random draws everywhere
+                xb, yb = run.to(xb.contiguous(memory_format=torch.channels_last)), run.to(yb)
+                with run.autocast():
+                    logits = bb(xb)
+                    loss = F.cross_entropy(logits, yb)
+                run.step(loss, opt)
                 sched.step()
                 total += len(yb)
                 correct += int((logits.argmax(1) == yb).sum())
@@ -120,9 +164,10 @@ def train_backbone(
 def _accuracy(module: nn.Module, images: ImageSet, batch: int = 500) -> float:
     module.eval()
     correct = 0
+    device = _device(module)
     for x, y in images.batches(batch):
-        xb = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-        correct += int((module(xb).argmax(1).numpy() == y).sum())
+        xb = torch.from_numpy(x).contiguous(memory_format=torch.channels_last).to(device)
+        correct += int((module(xb).argmax(1).cpu().numpy() == y).sum())
     return correct / max(len(images), 1)
 
 
@@ -133,9 +178,14 @@ def freeze(module: nn.Module) -> None:
 
 
 def train_exits(
-    net: EarlyExitNet, data: Splits, cfg: TrainConfig, gen: torch.Generator
+    net: EarlyExitNet,
+    data: Splits,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    precision: Precision | None = None,
 ) -> list[dict[str, float]]:
     """IC-only training: frozen backbone, every head trained from one forward per batch."""
+    run = precision or Precision()
     freeze(net.backbone)
     train = data.sets["train"]
     params = [p for p in net.heads.parameters()]
@@ -150,20 +200,18 @@ def train_exits(
             t0, total, loss_sum = time.perf_counter(), 0, 0.0
             for xb, yb in _train_batches(train, cfg.batch_size, gen):
                 if cfg.augment:
-                    xb = _augment(xb, gen)
-                with torch.no_grad():
-                    feats, final = net.backbone.forward_intermediates(
-                        xb.contiguous(memory_format=torch.channels_last)
-                    )
-                loss = torch.stack(
-                    [
-                        exit_loss(net.heads[f"p{p}_{h}"](feats[p]), yb, final, cfg.distill)
-                        for p, h in cols
-                    ]
-                ).sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                    xb = _augment(xb, gen)  # on the CPU: the same random draws everywhere
+                xb, yb = run.to(xb.contiguous(memory_format=torch.channels_last)), run.to(yb)
+                with run.autocast():
+                    with torch.no_grad():
+                        feats, final = net.backbone.forward_intermediates(xb)
+                    loss = torch.stack(
+                        [
+                            exit_loss(net.heads[f"p{p}_{h}"](feats[p]), yb, final, cfg.distill)
+                            for p, h in cols
+                        ]
+                    ).sum()
+                run.step(loss, opt)
                 sched.step()
                 total += len(yb)
                 loss_sum += float(loss.detach()) * len(yb) / len(cols)
@@ -192,9 +240,10 @@ def all_logits(net: EarlyExitNet, images: ImageSet, batch: int = 500) -> torch.T
     """Every column's logits ``(n, k, classes)`` for the images of a split, in order."""
     net.eval()
     outs = []
+    device = _device(net)
     for x, _ in images.batches(batch):
-        xb = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-        outs.append(net.all_logits(xb)[0])
+        xb = torch.from_numpy(x).contiguous(memory_format=torch.channels_last).to(device)
+        outs.append(net.all_logits(xb)[0].cpu())
     return torch.cat(outs)
 
 

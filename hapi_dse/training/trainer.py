@@ -35,8 +35,10 @@ from hapi_dse.outdirs import atomic_dir, check_out_dir
 from hapi_dse.provenance import provenance
 from hapi_dse.training.calibration import exit_statistics, fit_temperatures, nll_per_column
 from hapi_dse.training.config import TrainConfig
+from hapi_dse.training.device import select_accelerator
 from hapi_dse.training.flops import flops_table
 from hapi_dse.training.loops import (
+    Precision,
     all_logits,
     seed_everything,
     state_digest,
@@ -89,6 +91,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     Returns ``train.json``.
     """
     cfg.validate()
+    acc = select_accelerator(cfg.accelerator, cfg.amp)
     check_out_dir(cfg.out, "run", cfg.overwrite)  # before training, not after it
     seed_everything(cfg.seed)
     if cfg.threads:
@@ -105,22 +108,27 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     arch = architecture_spec(
         cfg.backbone, cfg.backbone_kwargs, cfg.heads, data.input_shape, data.num_classes
     )
-    net = build(arch).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    net = build(arch).to(acc.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     timings: dict[str, float] = {}
-    history, digest = _train_network(net, data, cfg, timings)
+    history, digest = _train_network(net, data, cfg, timings, Precision(acc))
     t = time.perf_counter()
     cal = _calibrate(net, data)
     timings["statistics_s"] = time.perf_counter() - t
-    net = net.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    net = net.to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     model_json = _model_json(cfg, arch, data, net, cal.temps)
     timings["total_s"] = time.perf_counter() - t_start
     train_json = _train_json(cfg, data, net.columns, cal, history, digest, timings)
+    train_json["accelerator"] = acc.to_dict()
     _write_run(cfg, net, arch, data.input_shape, model_json, train_json, cal.stats)
     return train_json
 
 
 def _train_network(
-    net: EarlyExitNet, data: Splits, cfg: TrainConfig, timings: dict[str, float]
+    net: EarlyExitNet,
+    data: Splits,
+    cfg: TrainConfig,
+    timings: dict[str, float],
+    precision: Precision,
 ) -> tuple[dict[str, list[dict[str, float]]], str]:
     """The backbone (``--init`` and/or trained), then IC-only training of the exits.
 
@@ -130,12 +138,12 @@ def _train_network(
     t = time.perf_counter()
     if cfg.init is not None:
         _load_init(net, Path(cfg.init))
-    backbone_history = train_backbone(net, data, cfg, gen) if cfg.epochs > 0 else []
+    backbone_history = train_backbone(net, data, cfg, gen, precision) if cfg.epochs > 0 else []
     timings["backbone_s"] = time.perf_counter() - t
 
     before = state_digest(net.backbone)
     t = time.perf_counter()
-    exit_history = train_exits(net, data, cfg, gen)
+    exit_history = train_exits(net, data, cfg, gen, precision)
     timings["exits_s"] = time.perf_counter() - t
     after = state_digest(net.backbone)
     assert before == after, "IC-only training changed the frozen backbone"

@@ -144,7 +144,8 @@ def test_readme_snippet_runs_on_a_four_exit_export_with_no_runtime_warning(
     snippet = next(b for b in re.findall(r"```python\n(.*?)```", section, re.S) if "ort." in b)
     x = load_samples(RunDir(four_exit_export["run"]), "test").x[:16]
     np.save(tmp_path / "x.npy", x)
-    (tmp_path / "model.onnx").symlink_to(four_exit_export["out"])
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "model.onnx").symlink_to(four_exit_export["out"])  # the README's path
     script = f"""
 import json
 import numpy as np

@@ -39,16 +39,20 @@ def seed_everything(seed: int) -> None:
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
-    """Random crop (zero-padded shift of up to ``pad`` pixels) and horizontal flip."""
+    """Random crop (zero-padded shift of up to ``pad`` pixels) and horizontal flip.
+
+    The random draws come from ``gen`` on the CPU (the same on every device); the images
+    are shifted where they are (a GPU's batch stays there)."""
     n, _, h, w = x.shape
+    dev = x.device
     padded = F.pad(x, (pad, pad, pad, pad), value=float(x.min()))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    rows = (dy.view(n, 1) + torch.arange(h)).view(n, 1, h, 1).expand(n, x.shape[1], h, w + 2 * pad)
-    out = padded.gather(2, rows)
-    cols = (dx.view(n, 1) + torch.arange(w)).view(n, 1, 1, w).expand(n, x.shape[1], h, w)
-    out = out.gather(3, cols)
-    flip = torch.rand(n, generator=gen) < 0.5
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(dev)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(dev)
+    rows = (dy.view(n, 1) + torch.arange(h, device=dev)).view(n, 1, h, 1)
+    out = padded.gather(2, rows.expand(n, x.shape[1], h, w + 2 * pad))
+    cols = (dx.view(n, 1) + torch.arange(w, device=dev)).view(n, 1, 1, w)
+    out = out.gather(3, cols.expand(n, x.shape[1], h, w))
+    flip = (torch.rand(n, generator=gen) < 0.5).to(dev)
     out[flip] = out[flip].flip(-1)
     return out
 
@@ -126,9 +130,10 @@ def train_backbone(
             bb.train()
             t0, total, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
             for xb, yb in _train_batches(train, cfg.batch_size, gen):
+                xb, yb = run.to(xb), run.to(yb)
                 if cfg.augment:
-                    xb = _augment(xb, gen)  # on the CPU: the same random draws everywhere
-                xb, yb = run.to(xb.contiguous(memory_format=torch.channels_last)), run.to(yb)
+                    xb = _augment(xb, gen)
+                xb = xb.contiguous(memory_format=torch.channels_last)
                 with run.autocast():
                     logits = bb(xb)
                     loss = F.cross_entropy(logits, yb)
@@ -199,9 +204,10 @@ def train_exits(
             net.heads.train()
             t0, total, loss_sum = time.perf_counter(), 0, 0.0
             for xb, yb in _train_batches(train, cfg.batch_size, gen):
+                xb, yb = run.to(xb), run.to(yb)
                 if cfg.augment:
-                    xb = _augment(xb, gen)  # on the CPU: the same random draws everywhere
-                xb, yb = run.to(xb.contiguous(memory_format=torch.channels_last)), run.to(yb)
+                    xb = _augment(xb, gen)
+                xb = xb.contiguous(memory_format=torch.channels_last)
                 with run.autocast():
                     with torch.no_grad():
                         feats, final = net.backbone.forward_intermediates(xb)

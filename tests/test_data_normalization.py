@@ -32,6 +32,9 @@ def test_recorded_per_channel_and_old_scalar_runs_read_alike(
     norm = json.loads((tiny_run / "model.json").read_text())["normalization"]
     assert isinstance(norm["mean"], list) and len(norm["mean"]) == 1  # digits: one channel
     x = load_samples(RunDir(tiny_run), "test").x
+    head = load_samples(RunDir(tiny_run), "test", first=5)
+    np.testing.assert_array_equal(head.x, x[:5])
+    assert len(head.y) == 5
     scalar = {"mean": norm["mean"][0], "std": norm["std"][0]}
     old = _with_normalization(tiny_run, tmp_path / "old", scalar)
     np.testing.assert_array_equal(load_samples(old, "test").x, x)  # bit-identical

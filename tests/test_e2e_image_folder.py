@@ -52,7 +52,8 @@ def _pipeline(run_cli, tmp_path: Path, profile: Callable[[Path, Path], None]) ->
 
     res = run_cli(
         "train", "--dataset", data, "--backbone", "resnet20", "--heads", "linear",
-        "--epochs", "1", "--exit-epochs", "1", "--batch-size", "16", "--out", run, *common,
+        "--epochs", "1", "--exit-epochs", "1", "--batch-size", "16", "--seed", "3", "--out", run,
+        *common,
     )  # fmt: skip
     assert res.exit_code == 0, res.stderr
     model = json.loads((run / "model.json").read_text())
@@ -93,6 +94,16 @@ def _pipeline(run_cli, tmp_path: Path, profile: Callable[[Path, Path], None]) ->
     assert sum(rep["measured"]["exit_histogram"]) == n_test
     assert 0.0 <= rep["measured"]["accuracy"] <= 1.0
     assert rep["fidelity"]["prediction_agreement"] >= 0.99
+
+    # the folder moved: named again, it is recognised by its content and split as in training
+    from hapi_dse.deploy.inputs import load_samples
+    from hapi_dse.run import RunDir
+
+    before = load_samples(RunDir(run), "test")
+    moved = data.rename(tmp_path / "moved")
+    after = load_samples(RunDir(run), "test", dataset=str(moved))
+    np.testing.assert_array_equal(after.x, before.x)
+    np.testing.assert_array_equal(after.y, before.y)
 
 
 def test_image_folder_through_every_command(run_cli, tmp_path: Path, write_fake_table) -> None:  # type: ignore[no-untyped-def]

@@ -194,6 +194,15 @@ def exit_temperatures(design: Design, run: RunDir) -> list[float]:
     return [float(temps[cols.index((e.position, e.head))]) for e in design.exits]
 
 
+def _dataset_sha256(run: RunDir) -> str | None:
+    """The content hash of the image folder or ``.npz`` the run was trained on, if any."""
+    try:
+        doc = json.loads((run.path / "train.json").read_text())
+        return str(doc["inputs"]["dataset"]["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def train_settings(run: RunDir) -> dict[str, Any]:
     p = run.path / "train.json"
     try:
@@ -222,8 +231,11 @@ def load_samples(
     *,
     dataset: str | None = None,
     data_dir: str | Path | None = None,
+    first: int | None = None,
 ) -> Samples:
-    """The run's ``split`` (same seed and limit as training), normalised like the model."""
+    """The run's ``split`` (same seed and limit as training), normalised like the model;
+    with ``first``, only its first ``first`` samples are read (an image folder's split is
+    decoded into memory here)."""
     from hapi_dse.data import load_splits
 
     if split not in ("train", "val", "test"):
@@ -234,15 +246,27 @@ def load_samples(
         raise ArtefactError(f"{run.path}/model.json: no dataset recorded; pass --dataset")
     trained_on = run.model.get("dataset")
     same = trained_on in (None, name) or Path(name).resolve() == Path(str(trained_on)).resolve()
-    data = load_splits(
-        name,
-        data_dir=data_dir or settings.get("data_dir"),
-        seed=int(settings.get("seed", 0)) if same else 0,
-        limit=settings.get("limit") if same else None,
-        image_size=settings.get("image_size") if same else None,
-        channels=settings.get("channels") if same else None,
-    )
-    x = data.sets[split].all()
+    recorded = _dataset_sha256(run)
+    # an image folder or .npz elsewhere may be the run's own, moved: its content hash says
+    maybe_same = same or (recorded is not None and Path(name).exists())
+    folder = Path(name).is_dir()
+
+    def load(reproduce: bool) -> Any:  # the run's split, or the dataset's own by seed 0
+        return load_splits(
+            name,
+            data_dir=data_dir or settings.get("data_dir"),
+            seed=int(settings.get("seed", 0)) if reproduce else 0,
+            limit=settings.get("limit") if reproduce else None,
+            image_size=settings.get("image_size") if folder else None,  # the model's input
+            channels=settings.get("channels") if folder else None,
+        )
+
+    data = load(maybe_same)
+    if maybe_same and not same and (data.identity or {}).get("sha256") != recorded:
+        data = load(False)
+    images = data.sets[split]
+    n = len(images) if first is None else min(first, len(images))
+    x = images.take(np.arange(n))
     shape = tuple(int(d) for d in run.model["arch"]["input_shape"])
     if tuple(x.shape[1:]) != shape:
         raise UsageError(
@@ -258,5 +282,5 @@ def load_samples(
         raw = x * ours[1] + ours[0]
         x = ((raw - mean) / std).astype(np.float32)
     return Samples(
-        x=np.ascontiguousarray(x, np.float32), y=data.y[split], dataset=name, split=split
+        x=np.ascontiguousarray(x, np.float32), y=data.y[split][:n], dataset=name, split=split
     )

@@ -22,8 +22,8 @@ from hapi_dse.training.trainer import TrainConfig
     [
         ("auto", None, False, None, ("cpu", None)),
         ("cpu", None, True, True, ("cpu", None)),
-        ("auto", None, True, True, ("cuda", "bfloat16")),
-        ("cuda", None, True, False, ("cuda", "float16")),
+        ("auto", None, True, True, ("cuda", None)),  # mixed precision only when asked
+        ("cuda", True, True, False, ("cuda", "float16")),
         ("cuda", False, True, True, ("cuda", None)),
         ("auto", True, True, True, ("cuda", "bfloat16")),
     ],

@@ -98,8 +98,8 @@ def _learning_rate(flag: str, default: float, optimiser: str) -> options.Decorat
 @click.option(
     "--amp/--no-amp",
     default=None,
-    help="Mixed precision (bfloat16 autocast; float16 with loss scaling on GPUs without "
-    "bf16) [default: on for cuda; CPU runs are float32].",
+    help="Mixed precision on CUDA (bfloat16 autocast; float16 with loss scaling on GPUs "
+    "without bf16) [default: off: small networks train no faster with it].",
 )
 @options.threads()
 @options.seed

@@ -60,7 +60,7 @@ class TrainConfig:
     image_size: str | None = None  # image folders: SIZE or WIDTHxHEIGHT to resize to
     channels: int | None = None  # image folders: 1 (grey) or 3 (RGB); default from the files
     accelerator: str = "auto"  # auto (cuda when available), cpu or cuda
-    amp: bool | None = None  # mixed precision; None: on for cuda, off on the CPU
+    amp: bool | None = None  # mixed precision on CUDA (None: off); refused on the CPU
     overwrite: bool = False  # replace a previous run in ``out``
 
     def validate(self) -> None:

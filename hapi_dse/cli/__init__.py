@@ -54,7 +54,9 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "psycopg2": ("psycopg2-binary", "postgres"),
 }
 #: import names of the base install's own dependencies
-BASE_PACKAGES = frozenset({"click", "numpy", "onnx", "onnxruntime", "pandas", "scipy", "tomli"})
+BASE_PACKAGES = frozenset(
+    {"click", "numpy", "onnx", "onnxruntime", "pandas", "Pillow", "scipy", "tomli"}
+)
 
 
 class Terminated(KeyboardInterrupt):

@@ -117,7 +117,9 @@ def evaluate_exports(models: list[Path], cfg: EvalConfig) -> list[dict[str, Any]
         runs.append(run)
         designs.append(design)
     run = runs[0]
-    samples = load_samples(run, cfg.split, dataset=cfg.dataset, data_dir=cfg.data_dir)
+    samples = load_samples(
+        run, cfg.split, dataset=cfg.dataset, data_dir=cfg.data_dir, first=cfg.limit
+    )
     x, y = samples.x, samples.y
     if cfg.limit is not None:
         x, y = x[: cfg.limit], y[: cfg.limit]

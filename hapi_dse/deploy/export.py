@@ -99,7 +99,8 @@ def export_design(cfg: ExportConfig) -> dict[str, Any]:
     dfile = load_design(cfg.source, trial=cfg.trial)
     run = design_run(dfile, cfg.model)
     temps = exit_temperatures(dfile.design, run)
-    samples = load_samples(run, "val", data_dir=cfg.data_dir)
+    # only the images the check uses: a big image folder is not decoded whole
+    samples = load_samples(run, "val", data_dir=cfg.data_dir, first=cfg.check_samples)
     x = samples.x[: cfg.check_samples]
 
     import torch

@@ -49,6 +49,16 @@ BENCH_ROWS: list[tuple[str, str, str, str, str]] = [
     ("search", "evals_per_s", "cost model, designs/s on the val split", "{:,.0f}", ">= 20,000"),
     ("search", "default_search_wall_s", "default 1,000-trial search", "{:.2f}", "< 5"),
     ("search", "hv_ratio", "small space vs exhaustive sweep", "{:.4f}", ">= 0.995"),
+    ("search", "wall_s_20k", "20,000-trial search in memory, s", "{:.1f}", "<= 30"),
+    (
+        "search",
+        "trials_per_s_ratio_20k_over_1k",
+        "trial rate, 20,000 trials over 1,000",
+        "{:.2f}",
+        ">= 0.7",
+    ),
+    ("search", "pg_trials_per_s_1w", "PostgreSQL, one worker, trials/s", "{:.1f}", ""),
+    ("search", "pg_trials_per_s_2w", "PostgreSQL, two workers, trials/s", "{:.1f}", ">= 1.5x one"),
     ("export", "latency_median_abs_err", "predicted vs measured mean latency", "{:.3f}", "<= 0.05"),
     ("export", "latency_share_within_10pct", "designs within 10 %", "{:.2f}", ">= 0.95"),
     (

@@ -9,8 +9,8 @@ as a plain list, so that a temporary storage can go.
 Trial budget: ``--trials N`` is the number of COMPLETE trials the *study* should hold. A
 rerun on the same ``--storage``/``--study`` runs only the missing ones (a killed search
 resumes; nothing done is lost). Local workers split the missing trials exactly; workers on
-other machines joining the same study stop once it holds N (each looks at most once a
-second, and may overshoot by the trials it ran since).
+other machines joining the same study stop once it holds N (each may overshoot by the one
+trial it was running).
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ that was the last user of the scratch journal removes it.
 from __future__ import annotations
 
 import contextlib
-import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -64,23 +63,10 @@ def _die_with_parent() -> None:
         pass
 
 
-#: how often a search sharing its study asks the storage how many trials it holds: a count
-#: on a database storage reloads the trials in flight, which cost as much as a trial
-FULL_CHECK_S = 1.0
-
-
-def stop_at(
-    total: int, counter: Callable[[], int], every_s: float = FULL_CHECK_S
-) -> Callable[[Any], None]:
-    """Stop a worker once the study holds ``total`` complete trials (this one included),
-    asking ``counter`` at most once every ``every_s`` seconds."""
-    last = [-math.inf]
+def stop_at(total: int, counter: Callable[[], int]) -> Callable[[Any], None]:
+    """Stop a worker once the study holds ``total`` complete trials (this one included)."""
 
     def check(study: Any) -> None:
-        now = time.monotonic()
-        if now - last[0] < every_s:
-            return
-        last[0] = now
         if counter() + 1 >= total:
             study.stop()
 
@@ -109,10 +95,11 @@ def worker(setup: WorkerSetup, index: int, share: int) -> None:
         storage = open_storage(setup.url)
         sampler = problem.sampler(cfg.sampler, cfg.seed + 1000 * (index + 1), setup.population)
         study = optuna.load_study(study_name=setup.study, storage=storage, sampler=sampler)
-        study_id = storage.get_study_id_from_name(setup.study)
 
         def counter() -> int:
-            return int(storage.get_n_trials(study_id, state=(TrialState.COMPLETE,)))
+            # through the study: on a database its storage is Optuna's cache, which reads
+            # only the trials that changed; the bare storage would reload every trial
+            return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
         full = stop_at(cfg.trials, counter)
 
@@ -170,6 +157,12 @@ def stop_workers(procs: list[Any], grace_s: float = WORKER_STOP_GRACE_S) -> None
             signal.signal(signum, handler)
 
 
+def _load_study(url: str | None, name: str) -> Any:
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=open_storage(url))
+
+
 def run_workers(
     problem: Problem,
     cfg: SearchConfig,
@@ -211,16 +204,17 @@ def run_workers(
         for p in procs:
             p.start()
         with Progress(missing, f"search {problem.device} ({jobs} workers)") as bar:
-            storage = open_storage(url) if bar.on else None
+            # a terminal is watching: poll the shared study (through Optuna's cache of it,
+            # which reads only the trials that changed)
+            shared = _load_study(url, study_name) if bar.on else None
             while any(p.is_alive() for p in procs):
                 multiprocessing.connection.wait([p.sentinel for p in procs if p.is_alive()], 0.2)
                 if any(p.exitcode not in (None, 0) for p in procs):
                     break  # a worker failed: stop the others rather than finish without it
-                if storage is not None:  # a terminal is watching: poll the shared study
+                if shared is not None:
                     from optuna.trial import TrialState
 
-                    sid = storage.get_study_id_from_name(study_name)
-                    done = int(storage.get_n_trials(sid, state=(TrialState.COMPLETE,)))
+                    done = len(shared.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
                     bar.update(max(min(done - before, missing) - bar.n, 0))
         stop_workers(procs)  # reaps them (all done, unless one failed)
     except BaseException:

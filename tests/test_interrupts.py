@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,16 @@ pytestmark = pytest.mark.skipif(
 HAPI = [sys.executable, "-m", "hapi_dse"]
 SHM = Path("/dev/shm")
 COMPLETE, SET_TRIAL_STATE_VALUES = 1, 6  # Optuna's TrialState and JournalOperation codes
+
+
+@pytest.fixture(autouse=True)
+def interrupts_not_ignored() -> Any:
+    """Ctrl-C as on a terminal. A suite started in the background by a shell without job
+    control (``make test &``) inherits SIGINT ignored, and hapi rightly leaves an ignored
+    signal ignored: these tests would then test nothing and time out."""
+    prev = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, prev)
 
 
 @pytest.fixture(scope="module")

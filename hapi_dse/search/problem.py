@@ -79,8 +79,9 @@ class Problem:
         return values
 
     def backbone(self) -> dict[str, float]:
-        """The plain backbone (no exit) scored on val like a design."""
-        return self.val(Design(()))
+        """The plain backbone (no exit) scored on val like a design; not through the cache,
+        which says which designs the search has scored (:meth:`seen`)."""
+        return self.val.model.evaluate(Design(()))
 
     def seen(self, params: Any) -> bool:
         """Whether the design these trial parameters decode to has been scored."""

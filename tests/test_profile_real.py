@@ -59,7 +59,7 @@ def test_measured_profile_has_one_row_per_segment(exported, tiny_run, tmp_path):
             onnx_dir=str(exported),
             device="host",
             profiles=str(tmp_path),
-            runs=6,
+            runs=10,
             warmup=2,
             rounds=2,
         )
@@ -69,7 +69,7 @@ def test_measured_profile_has_one_row_per_segment(exported, tiny_run, tmp_path):
     assert t.path == out.path
     heads = run.model["arch"]["heads"]
     assert len(t.rows) == run.num_blocks * (1 + len(heads)) + 1
-    assert set(t.rows["source"]) == {"measured"} and set(t.rows["runs"]) == {6}
+    assert set(t.rows["source"]) == {"measured"} and set(t.rows["runs"]) == {10}
     assert (t.rows["latency_ms"] > 0).all()
     assert (t.rows["latency_p90_ms"] >= t.rows["latency_ms"]).all()
     assert t.block_latency_ms().shape == (run.num_blocks,)
@@ -91,6 +91,8 @@ def test_measured_profile_has_one_row_per_segment(exported, tiny_run, tmp_path):
     assert set(dep["decision_ms"]) == {"max_softmax", "entropy", "patience"}
     assert len(dep["fit"]["probes"]) == 5 and "probe_backbone" in dep["fit"]["probes"]
     assert dep["fit"]["block_offset_from"] == "probe_backbone"
+    # the probes took a round after each of the segments' rounds, not a burst of their own
+    assert dep["fit"]["probe_rounds"] == 2
     assert SegmentCosts.from_table(t, run.stats("val")).terms.source == "measured"
     # flops come from the run's flops.csv
     flops = {(r["segment"], r["position"]): r["flops"] for r in run.flops()}

@@ -1,8 +1,9 @@
 """Fit the deployment terms (:mod:`hapi_dse.cost.deployment`) on real one-graph exports.
 
 Needs onnxruntime and numpy only, so a board can do it from ``--onnx-dir``. The probes
-(:mod:`hapi_dse.deploy.probes`) are timed after the segments, in interleaved rounds like
-them: in each round every probe runs a random stream of its feeds, so each path is timed
+(:mod:`hapi_dse.deploy.probes`) are timed in rounds interleaved with the segments' rounds
+(:class:`ProbeTimer`): in each round every probe runs a random stream of its feeds, so each
+path is timed
 both right after itself (warm) and right after shallower paths (its deeper blocks cold).
 Each call is grouped by (probe, path taken, path of the previous call); a group's latency
 is the smallest over the rounds of its per-round median, the profile's estimator.
@@ -18,10 +19,9 @@ The coefficients are the terms; the sidecar keeps them with the fit's residual e
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -83,51 +83,60 @@ class _Probe:
         self.paths = [int(self.session.run(None, f)[1][0]) for f in self.feeds]
 
 
-def time_probes(
-    manifest: Manifest,
-    entries: Sequence[Mapping[str, Any]],
-    settings: TimingSettings,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> dict[tuple[str, int, int], float]:
-    """Latency (ms) per (probe, path, previous path): min over rounds of per-round medians."""
-    probes = [_Probe(manifest, e, settings) for e in entries]
-    rng = np.random.default_rng(settings.seed)
-    rounds = max(settings.rounds // 4, 3)
-    for p in probes:
-        for _ in range(max(settings.warmup // 2, 2)):
-            for f in p.feeds:
-                p.session.run(None, f)
-    per_round: dict[tuple[str, int, int], list[float]] = {}
-    clock = time.perf_counter_ns
-    total = rounds * len(probes)
-    gc_was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        for r in range(rounds):
-            for k, j in enumerate(rng.permutation(len(probes))):
-                p = probes[j]
-                order = rng.integers(len(p.feeds), size=CALLS_PER_FEED * len(p.feeds) + 1)
-                ns = np.empty(len(order), np.int64)
-                run = p.session.run
-                for c, i in enumerate(order):
-                    feed = p.feeds[i]
-                    t0 = clock()
-                    run(None, feed)
-                    ns[c] = clock() - t0
-                groups: dict[tuple[str, int, int], list[int]] = {}
-                for c in range(1, len(order)):  # the first call has no known predecessor
-                    key = (p.name, p.paths[order[c]], p.paths[order[c - 1]])
-                    groups.setdefault(key, []).append(int(ns[c]))
-                for key, vals in groups.items():
-                    if len(vals) >= MIN_GROUP_CALLS:
-                        per_round.setdefault(key, []).append(float(np.median(vals)) / 1e6)
-                if on_progress:
-                    on_progress(r * len(probes) + k + 1, total)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return {key: min(v) for key, v in per_round.items()}
+class ProbeTimer:
+    """The manifest's probes, timed one round at a time (:meth:`run_round`).
+
+    The profile runs a round after each round of its segments
+    (:func:`~hapi_dse.profiling.timing.time_sessions`' ``between_rounds``), so the probes'
+    rounds are spread over the whole timing window, as the segments' are. Timed on their
+    own after the segments, in a window of a few seconds, they read 25-30 % slow in 3 of
+    14 profiles on a shared 2-core VM whose speed swings by that much for seconds at a
+    time: a term fitted on slow probes against quick segments goes into every prediction.
+
+    In each round every probe, in a random order, runs a random stream of its feeds
+    (:data:`CALLS_PER_FEED` calls per feed), each call timed; the calls are grouped by
+    (probe, path taken, path of the previous call), and :meth:`latencies` gives each group
+    the smallest over the rounds of its per-round median.
+    """
+
+    def __init__(
+        self, manifest: Manifest, entries: Sequence[Mapping[str, Any]], settings: TimingSettings
+    ) -> None:
+        self.entries = list(entries)
+        self._probes = [_Probe(manifest, e, settings) for e in self.entries]
+        self._rng = np.random.default_rng(settings.seed)
+        self._per_round: dict[tuple[str, int, int], list[float]] = {}
+        self.rounds = 0
+        for p in self._probes:
+            for _ in range(max(settings.warmup // 2, 2)):
+                for f in p.feeds:
+                    p.session.run(None, f)
+
+    def run_round(self) -> None:
+        """One round of every probe (the caller pauses the garbage collector)."""
+        clock = time.perf_counter_ns
+        for j in self._rng.permutation(len(self._probes)):
+            p = self._probes[j]
+            order = self._rng.integers(len(p.feeds), size=CALLS_PER_FEED * len(p.feeds) + 1)
+            ns = np.empty(len(order), np.int64)
+            run = p.session.run
+            for c, i in enumerate(order):
+                feed = p.feeds[i]
+                t0 = clock()
+                run(None, feed)
+                ns[c] = clock() - t0
+            groups: dict[tuple[str, int, int], list[int]] = {}
+            for c in range(1, len(order)):  # the first call has no known predecessor
+                key = (p.name, p.paths[order[c]], p.paths[order[c - 1]])
+                groups.setdefault(key, []).append(int(ns[c]))
+            for key, vals in groups.items():
+                if len(vals) >= MIN_GROUP_CALLS:
+                    self._per_round.setdefault(key, []).append(float(np.median(vals)) / 1e6)
+        self.rounds += 1
+
+    def latencies(self) -> dict[tuple[str, int, int], float]:
+        """Latency (ms) per (probe, path, previous path): min over rounds of the medians."""
+        return {key: min(v) for key, v in self._per_round.items()}
 
 
 def _segment_costs(
@@ -282,19 +291,3 @@ def fit_terms(
         },
         "note": "what one-graph exports add to the sum of segments; see hapi_dse.cost.deployment",
     }
-
-
-def measure_terms(
-    manifest: Manifest,
-    rows: Sequence[Mapping[str, Any]],
-    call_overhead_ms: float,
-    settings: TimingSettings,
-    on_progress: Callable[[int, int], None] | None = None,
-    monolithic_ms: float | None = None,
-) -> dict[str, Any] | None:
-    """Time the manifest's probes and fit the terms (``None`` when it has no probes)."""
-    entries = manifest.probes
-    if not entries:
-        return None
-    measured = time_probes(manifest, entries, settings, on_progress)
-    return fit_terms(manifest, entries, measured, rows, call_overhead_ms, monolithic_ms)

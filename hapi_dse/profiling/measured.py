@@ -1,9 +1,9 @@
 """Measured profiles: onnxruntime on this machine (needs onnxruntime and numpy, not torch).
 
 Every table segment, the monolithic backbone graph and a no-op graph are timed together with
-the interleaved protocol of :mod:`hapi_dse.profiling.timing`; then the deployment probes
-(real one-graph exports) give the sidecar's ``deployment`` terms
-(:mod:`hapi_dse.profiling.graph_terms`). Energy is measured with a
+the interleaved protocol of :mod:`hapi_dse.profiling.timing`; the deployment probes (real
+one-graph exports) take a round of their own after each of those rounds, and give the
+sidecar's ``deployment`` terms (:mod:`hapi_dse.profiling.graph_terms`). Energy is measured with a
 meter from :mod:`hapi_dse.profiling.energy` when one exists (a separate pass: each segment
 runs back to back for a window while the counter is read before and after), otherwise
 modelled as ``active_power_w * latency`` from a spec, labelled ``modelled``.
@@ -17,6 +17,7 @@ from typing import Any
 
 from hapi_dse.profiling.base import Profiler, ProfileResult, ProgressFn, make_row
 from hapi_dse.profiling.energy import EnergyMeter, check_counter_moved
+from hapi_dse.profiling.graph_terms import ProbeTimer, fit_terms
 from hapi_dse.profiling.manifest import Manifest
 from hapi_dse.profiling.specs import DEFAULT_ACTIVE_POWER_W
 from hapi_dse.profiling.timing import (
@@ -60,7 +61,13 @@ class OrtProfiler(Profiler):
         extra = [s for s in (manifest.get("backbone"), manifest.get("noop")) if s is not None]
         graphs = [*segs, *extra]
         sessions = [make_session(manifest.path(s), self.settings) for s in graphs]
-        timings = time_sessions(sessions, self.settings, on_progress=progress)
+        probes = ProbeTimer(manifest, manifest.probes, self.settings) if manifest.probes else None
+        timings = time_sessions(
+            sessions,
+            self.settings,
+            on_progress=progress,
+            between_rounds=probes.run_round if probes is not None else None,
+        )
         by_kind = {s.kind: t for s, t in zip(graphs, timings, strict=True)}
 
         energy: list[float]
@@ -132,17 +139,17 @@ class OrtProfiler(Profiler):
                 }
             ),
         }
-        from hapi_dse.profiling.graph_terms import measure_terms
-
-        terms = measure_terms(
-            manifest,
-            rows,
-            side["call_overhead_ms"],
-            self.settings,
-            monolithic_ms=by_kind["backbone"].median_ms if "backbone" in by_kind else None,
-        )
-        if terms is not None:
-            side["deployment"] = terms
+        if probes is not None:
+            side["deployment"] = fit_terms(
+                manifest,
+                probes.entries,
+                probes.latencies(),
+                rows,
+                side["call_overhead_ms"],
+                monolithic_ms=by_kind["backbone"].median_ms if "backbone" in by_kind else None,
+            )
+            side["deployment"]["fit"]["probe_rounds"] = probes.rounds
+            side["deployment"]["fit"]["probe_timing"] = "a round after each round of the segments"
         if "backbone" in by_kind:
             mono = by_kind["backbone"].median_ms
             side["monolithic_backbone_ms"] = mono

@@ -77,8 +77,13 @@ def time_sessions(
     sessions: Sequence[Any],
     settings: TimingSettings,
     on_progress: Callable[[int, int], None] | None = None,
+    between_rounds: Callable[[], None] | None = None,
 ) -> list[TimingResult]:
-    """Time several sessions with the interleaved protocol (see module docstring)."""
+    """Time several sessions with the interleaved protocol (see module docstring).
+
+    ``between_rounds`` runs after every round, with the garbage collector still paused:
+    other timings that must see the same quiet and busy spells of the machine as these
+    sessions (the deployment probes) take their rounds there."""
     if settings.estimator not in ("min_round_median", "median"):
         raise ValueError(f"unknown estimator {settings.estimator!r}")
     rng = np.random.default_rng(settings.seed)
@@ -118,6 +123,8 @@ def time_sessions(
                 done += k
                 if on_progress:
                     on_progress(done, total)
+            if between_rounds is not None:
+                between_rounds()
     finally:
         if gc_was_enabled:
             gc.enable()

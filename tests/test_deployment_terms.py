@@ -21,6 +21,7 @@ TERMS = DeploymentTerms(
     nested_factor=0.05,
     cold_ms_per_mb=0.3,
     evicted_ms_per_mb=0.1,
+    graph_entry_ms=0.011,
     source="measured",
 )
 
@@ -82,6 +83,13 @@ def test_each_term_moves_predictions_the_expected_way(stats):
     ev = with_(evicted_ms_per_mb=1.0)
     assert ev[0]["latency_ms"] == pytest.approx(base[0]["latency_ms"])
     assert ev[2]["latency_ms"] > base[2]["latency_ms"]
+    # entering a graph with exits (its optional inputs) costs every path of such a design
+    # exactly once, and the plain backbone nothing
+    entry = with_(graph_entry_ms=0.011)
+    for d, b, x in zip(designs(), base, entry, strict=True):
+        added = 0.011 if d.exits else 0.0
+        for k in ("latency_ms", "p90_latency_ms", "max_latency_ms"):
+            assert x[k] == pytest.approx(b[k] + added, abs=1e-12), (d, k)
     # stage entries and nested blocks cost nothing without exits
     for kw in ({"stage_entry_ms": 0.05}, {"nested_factor": 0.2}):
         got = with_(**kw)
@@ -139,6 +147,7 @@ def test_terms_round_trip_and_bad_sidecars_are_refused():
         {"decision_ms": {"max_softmax": -1.0}},
         {"stage_entry_ms": "fast"},
         {"cold_ms_per_mb": float("nan")},
+        {"graph_entry_ms": -0.01},
         {"decision_ms": [0.1]},
     ):
         with pytest.raises(ArtefactError):
@@ -201,7 +210,7 @@ def _probe_timings(truth: np.ndarray, drift: float = 1.0):
     return entries, measured, rows, ovh, block_ms
 
 
-TRUTH = np.array([0.015, 0.02, 0.012, 0.004, -0.003, 0.05, 0.02, 0.01])
+TRUTH = np.array([0.015, 0.02, 0.012, 0.004, -0.003, 0.05, 0.02, 0.01, 0.011])
 
 
 def test_fit_recovers_terms_that_generated_the_timings(tmp_path):
@@ -217,6 +226,7 @@ def test_fit_recovers_terms_that_generated_the_timings(tmp_path):
     assert got["block_offset_ms"] == pytest.approx(-0.003, rel=1e-3)
     assert got["cold_ms_per_mb"] == pytest.approx(0.02, rel=1e-3)
     assert got["evicted_ms_per_mb"] == pytest.approx(0.01, rel=1e-3)
+    assert got["graph_entry_ms"] == pytest.approx(0.011, rel=1e-3)
     assert got["fit"]["with_terms_max_abs_rel_err"] < 1e-6
     assert got["fit"]["segments_only_median_abs_rel_err"] > 0.01
     assert got["fit"]["block_offset_from"] == "probe_backbone"

@@ -13,7 +13,8 @@ call overhead, which it pays once) is explained by non-negative least squares, r
 the group's latency, with the features of :data:`FEATURES`: exit decisions evaluated under
 ``max_softmax`` / ``entropy`` / ``patience`` (one column each), stages entered after the
 first, blocks run, milliseconds of blocks inside ``If`` branches, MB of block weights that
-the previous call did not use, and MB of block weights that it used beyond this path.
+the previous call did not use, MB of block weights that it used beyond this path, and
+whether the graph has exits (its optional threshold inputs resolved once per call).
 The coefficients are the terms; the sidecar keeps them with the fit's residual error.
 """
 
@@ -47,6 +48,7 @@ FEATURES = (
     "nested_block_ms",
     "cold_block_mb",
     "evicted_block_mb",
+    "graph_entry",
 )
 #: the coefficient of each feature: the DeploymentTerms field it becomes
 _TERM = (
@@ -58,6 +60,7 @@ _TERM = (
     "nested_factor",
     "cold_ms_per_mb",
     "evicted_ms_per_mb",
+    "graph_entry_ms",
 )
 
 
@@ -178,6 +181,7 @@ def path_features(
     here, before = ends[path], ends[prev_path]
     out[6] = float(block_mb[before + 1 : here + 1].sum())
     out[7] = float(block_mb[here + 1 : before + 1].sum())
+    out[8] = 1.0 if m else 0.0
     return out
 
 
@@ -274,6 +278,7 @@ def fit_terms(
         nested_factor=c["nested_factor"],
         cold_ms_per_mb=c["cold_ms_per_mb"],
         evicted_ms_per_mb=c["evicted_ms_per_mb"],
+        graph_entry_ms=c["graph_entry_ms"],
         source="measured",
     )
     rel_before = np.abs(base / y - 1)

@@ -126,12 +126,16 @@ def estimate_s(costs: list[NodeCost], spec: DeviceSpec) -> float:
 #: operators of one exit decision as hapi exports it (hapi_dse.deploy.graph.fires), its
 #: If node included; the decision's arithmetic on a few logits is negligible beside them
 DECISION_OPS = {"max_softmax": 9, "entropy": 12, "patience": 7}
+#: operators a graph with exits runs once per call: OptionalHasElement and If for each of
+#: its optional inputs (thresholds, temperatures)
+GRAPH_ENTRY_OPS = 4
 
 
 def modelled_terms(spec: DeviceSpec) -> dict[str, Any]:
     """The deployment terms (:mod:`hapi_dse.cost.deployment`) from a device spec.
 
-    A decision costs the overheads of its operators (:data:`DECISION_OPS`); entering a stage
+    A decision costs the overheads of its operators (:data:`DECISION_OPS`); entering a graph
+    with exits those of its optional inputs (:data:`GRAPH_ENTRY_OPS`); entering a stage
     the overheads of its layout-anchor Conv and of the branch; a block read cold streams its
     weights at the memory bandwidth. The roofline already models blocks inside one graph
     (no offset), and nothing models nesting or eviction (zero): labelled ``modelled``.
@@ -142,12 +146,14 @@ def modelled_terms(spec: DeviceSpec) -> dict[str, Any]:
     terms = DeploymentTerms(
         decision_ms={p: n * op_ms for p, n in DECISION_OPS.items()},
         stage_entry_ms=spec.op_overhead_s("Conv") * 1e3 + op_ms,
+        graph_entry_ms=GRAPH_ENTRY_OPS * op_ms,
         cold_ms_per_mb=1e6 / spec.mem_bandwidth_bytes_per_s * 1e3,
         source="modelled",
     )
     return {
         **terms.to_dict(),
-        "model": "decision: its operators' overheads; stage entry: anchor Conv + branch "
+        "model": "decision: its operators' overheads; graph entry: the optional inputs' "
+        "operators' overheads; stage entry: anchor Conv + branch "
         "overheads; cold weights: MB / memory bandwidth (hapi_dse.profiling.modelled)",
     }
 

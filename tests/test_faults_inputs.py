@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import sys
 from collections.abc import Callable
@@ -127,7 +128,9 @@ def _build_world(root: Path) -> None:
         temperatures=[1.0] * len(model["columns"]),
     )
     (trun / "model.json").write_text(json.dumps(model))
-    (trun / "weights.pt").write_bytes(os.urandom(4096))  # random bytes, not a state dict
+    # not a state dict: seeded random bytes after a pickle SETITEM, on which torch's
+    # unpickler raises IndexError (which once escaped as a traceback, for some random bytes)
+    (trun / "weights.pt").write_bytes(b"s" + random.Random(0).randbytes(4095))
     (root / "tdesign.json").write_text(json.dumps({**DESIGN, "model_id": mid}))
 
     # exported segments of a 1-block model (what 'hapi profile --onnx-dir' reads)

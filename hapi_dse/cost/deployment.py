@@ -52,7 +52,7 @@ POLICIES = ("max_softmax", "entropy", "patience")
 
 @dataclass(frozen=True)
 class DeploymentTerms:
-    """The four deployment terms (see the module docstring); zeros mean "sum of segments"."""
+    """The deployment terms (see the module docstring); zeros mean "sum of segments"."""
 
     decision_ms: Mapping[str, float] = field(default_factory=dict)
     stage_entry_ms: float = 0.0

@@ -124,9 +124,8 @@ def paired_medians_us(
     Returns the smallest over the rounds of each function's round median (hapi's estimator,
     :mod:`hapi_dse.profiling.timing`), and the plain median of all calls. Rounds are short
     (``per_round`` calls, a few ms) so that the functions of one round see the same state of
-    the machine, whose speed swings by 25-30 % for seconds at a time on a shared VM; with
-    15 rounds of 200 calls the no-exit overhead read -4 to +11 us per stage in repeated runs,
-    with 150 rounds of 20, 3.0 to 3.6 us."""
+    the machine, whose speed swings by 25-30 % for seconds at a time on a shared VM: long
+    rounds' all-call medians mix those spells differently for each function."""
     rng = np.random.default_rng(seed)
     names = list(fns)
     for name in names:
@@ -137,19 +136,21 @@ def paired_medians_us(
     clock = time.perf_counter_ns
     gc.collect()
     gc.disable()
-    for _ in range(rounds):
-        for j in rng.permutation(len(names)):
-            name = names[j]
-            fn = fns[name]
-            fn()  # re-warm after the other functions ran
-            acc = []
-            for _ in range(per_round):
-                t0 = clock()
-                fn()
-                acc.append(clock() - t0)
-            samples[name] += acc
-            medians[name].append(float(np.median(acc)) / 1e3)
-    gc.enable()
+    try:
+        for _ in range(rounds):
+            for j in rng.permutation(len(names)):
+                name = names[j]
+                fn = fns[name]
+                fn()  # re-warm after the other functions ran
+                acc = []
+                for _ in range(per_round):
+                    t0 = clock()
+                    fn()
+                    acc.append(clock() - t0)
+                samples[name] += acc
+                medians[name].append(float(np.median(acc)) / 1e3)
+    finally:
+        gc.enable()
     quietest = {n: min(v) for n, v in medians.items()}
     return quietest, {n: float(np.median(v)) / 1e3 for n, v in samples.items()}
 

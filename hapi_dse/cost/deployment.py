@@ -9,8 +9,7 @@ that graph costs more than the sum of its parts, in ways that each have a term h
 ``graph_entry_ms``
     Entering a graph that has exits: its optional ``thresholds`` and ``temperatures``
     inputs each resolved to the fed tensor or the searched default (``OptionalHasElement``
-    and an ``If``), paid once per inference by every design with at least one exit (about
-    11 us of a 65 us inference on the bundled example's fastest design, on this machine).
+    and an ``If``), paid once per inference by every design with at least one exit.
 ``decision_ms`` (per exit policy)
     One exit decision (softmax/max/compare, or entropy, or the patience comparison) and its
     ``If`` dispatch, paid for every exit a sample evaluates.

@@ -92,9 +92,9 @@ class ProbeTimer:
     The profile runs a round after each round of its segments
     (:func:`~hapi_dse.profiling.timing.time_sessions`' ``between_rounds``), so the probes'
     rounds are spread over the whole timing window, as the segments' are. Timed on their
-    own after the segments, in a window of a few seconds, they read 25-30 % slow in 3 of
-    14 profiles on a shared 2-core VM whose speed swings by that much for seconds at a
-    time: a term fitted on slow probes against quick segments goes into every prediction.
+    own after the segments, in a window of a few seconds, they could land as a whole in a
+    slow spell of a shared VM whose speed swings by 25-30 % for seconds at a time: a term
+    fitted on slow probes against quick segments goes into every prediction.
 
     In each round every probe, in a random order, runs a random stream of its feeds
     (:data:`CALLS_PER_FEED` calls per feed), each call timed; the calls are grouped by

@@ -34,7 +34,7 @@ typecheck: install
 # 20 minutes on 2 cores) in place of the old model's; train.json records how, and the time
 # taken is printed.
 EXAMPLE_HEADS := linear,conv,mlp,sdn,conv2
-SHIPPED_DEVICES := pixel6 raspberry-pi-4 jetson-nano
+SHIPPED_DEVICES := pixel6 raspberry-pi-4 jetson-nano jetson-nano-gpu
 SHIPPED := hapi_dse/shipped_profiles
 example: install
 	start=$$(date +%s) && \

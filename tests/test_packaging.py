@@ -54,10 +54,11 @@ def test_wheel_contents(tmp_path: Path) -> None:
         for n in names
         if n.startswith("hapi_dse/shipped_profiles/")
     )
-    devices = ("jetson-nano", "pixel6", "raspberry-pi-4")
+    devices = ("jetson-nano", "jetson-nano-gpu", "pixel6", "raspberry-pi-4")
     assert shipped == sorted(
         [f"{d}/{EXAMPLE_ID}.{ext}" for d in devices for ext in ("csv", "json")]
         + [f"specs/{d}.toml" for d in devices]
+        + ["published.toml", "specs/DATASHEETS.md"]
     )
     assert "hapi_dse/examples/fashion-mnist/weights.pt" in names
     assert {"hapi_dse/shipped_search_spaces/default.toml", "hapi_dse/api.py"} <= set(names)

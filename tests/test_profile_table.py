@@ -190,14 +190,16 @@ def test_devices_lists_tables_and_specs(written, tmp_path, run_cli):
     res = run_cli("devices", "--profiles", tmp_path)
     assert res.exit_code == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert lines[0].split() == ["DEVICE", "SOURCE", "MODEL", "DATE", "FILE"]
+    assert lines[0].split() == ["DEVICE", "SOURCE", "MODEL", "DATE", "ERROR", "FILE"]
     rows = {(c[0], c[1]): c for c in (line.split() for line in lines[1:])}
     path, _, _ = written
     date = json.loads(path.with_suffix(".json").read_text())["date"][:19]
-    assert rows["fakedev", "measured"] == ["fakedev", "measured", MODEL_ID, date, str(path)]
-    assert rows["board", "spec"] == ["board", "spec", "-", "-", str(specs / "board.toml")]
+    assert rows["fakedev", "measured"] == ["fakedev", "measured", MODEL_ID, date, "-", str(path)]
+    assert rows["board", "spec"] == [
+        "board", "spec", "-", "-", "datasheet", str(specs / "board.toml")
+    ]  # fmt: skip
     # a shipped spec, found through the search path after --profiles
-    assert Path(rows["pixel6", "spec"][4]).name == "pixel6.toml"
+    assert Path(rows["pixel6", "spec"][5]).name == "pixel6.toml"
     assert [c[0] for c in rows.values()] == sorted(c[0] for c in rows.values())
     # the listing is the library's (the CLI only prints it)
     from hapi_dse.profiling.devices import device_rows, format_devices

@@ -35,6 +35,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Install tables measured on a board.",
     ),
     "devices": ("hapi_dse.cli.profile_cmd", "devices", "List the devices hapi knows."),
+    "estimate": (
+        "hapi_dse.cli.estimate_cmd",
+        "estimate",
+        "Model the latency of any ONNX graph on a device.",
+    ),
+    "calibrate": (
+        "hapi_dse.cli.calibrate_cmd",
+        "calibrate",
+        "Fit a device spec from timings on the device.",
+    ),
     "search": ("hapi_dse.cli.search_cmd", "search", "Search early-exit designs under SLOs."),
     "plot": ("hapi_dse.cli.plot_cmd", "plot", "Plot Pareto fronts of search results."),
     "export": ("hapi_dse.cli.deploy_cmd", "export", "Export a design to ONNX with exits inside."),

@@ -118,10 +118,11 @@ class DeviceRow:
     model_id: str
     date: str  # to the second
     file: str
+    error: str = "-"  # a spec's: "calibrated(fit=E%,graphs=N)" or "datasheet" (not calibrated)
 
 
 #: The column titles of :func:`format_devices`.
-DEVICE_COLUMNS = ("DEVICE", "SOURCE", "MODEL", "DATE", "FILE")
+DEVICE_COLUMNS = ("DEVICE", "SOURCE", "MODEL", "DATE", "ERROR", "FILE")
 
 
 NO_DEVICES = (
@@ -141,10 +142,31 @@ def device_rows(profiles: str | Path | None = None) -> list[DeviceRow]:
         mine = [t for t in tables if t.device == name]
         rows += [DeviceRow(name, t.source, t.model_id, t.date[:19], str(t.path)) for t in mine]
         if name in specs:
-            rows.append(DeviceRow(name, "spec", "-", "-", str(specs[name])))
+            rows.append(_spec_row(name, specs[name]))
         elif not mine:
             rows.append(DeviceRow(name, "-", "-", "-", "(empty directory)"))
     return rows
+
+
+def _spec_row(name: str, path: Path) -> DeviceRow:
+    """A spec's line: calibrated (``hapi calibrate --fit``: date and fit error) or not; a
+    spec that does not parse is listed (``hapi devices --check`` refuses it)."""
+    from hapi_dse.errors import HapiError
+    from hapi_dse.profiling.specs import parse_spec
+
+    try:
+        cal = parse_spec(path).calibration
+    except HapiError:
+        return DeviceRow(name, "spec", "-", "-", str(path), "unreadable")
+    if not cal:
+        return DeviceRow(name, "spec", "-", "-", str(path), "datasheet")
+    mape = cal.get("fit_mape")
+    err = (
+        f"calibrated(fit={mape * 100:.1f}%,graphs={cal.get('graphs', '?')})"
+        if isinstance(mape, (int, float))
+        else "calibrated"
+    )
+    return DeviceRow(name, "spec", "-", str(cal.get("date", "-")), str(path), err)
 
 
 def format_devices(rows: list[DeviceRow]) -> str:
@@ -152,10 +174,13 @@ def format_devices(rows: list[DeviceRow]) -> str:
     saying there are none."""
     if not rows:
         return NO_DEVICES
-    cells = [DEVICE_COLUMNS, *((r.device, r.source, r.model_id, r.date, r.file) for r in rows)]
-    widths = [max(len(c[i]) for c in cells) for i in range(4)]
+    cells = [
+        DEVICE_COLUMNS,
+        *((r.device, r.source, r.model_id, r.date, r.error, r.file) for r in rows),
+    ]
+    widths = [max(len(c[i]) for c in cells) for i in range(5)]
     return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(c[:4], widths, strict=True)) + "  " + c[4]
+        "  ".join(c.ljust(w) for c, w in zip(c[:5], widths, strict=True)) + "  " + c[5]
         for c in cells
     )
 

@@ -1,11 +1,14 @@
-"""Modelled profiles: a roofline-style estimate per segment from a device spec.
+"""Modelled profiles: every segment's latency from a device spec, operator by operator.
 
-Each ONNX node of a segment costs ``op_overhead + max(flops / flops_rate(op), bytes /
-bandwidth)``; an activation (Relu, Clip...) or residual Add that directly follows a Conv or
-Gemm is fused into it, as inference runtimes do (no overhead, no extra traffic but the Add's
-second input); shape-only nodes (Reshape, Flatten...) cost only their overhead. A segment
-adds one ``call_overhead`` (a table latency includes one ``session.run``). Energy is
-``active_power_w * latency``. The estimate grows with FLOPs for equal shapes.
+Each ONNX node costs its class's overhead plus ``max(flops / rate, bytes / bandwidth)``
+plus its class's time per output element, on one core (:mod:`hapi_dse.profiling.opcost`
+gives its class and work, the spec its class's figures). With the spec's ``threads`` above
+one, the compute splits over the cores with the class's parallel efficiency, the bandwidth
+is shared, and forking costs ``thread_overhead_us``; a node runs on one core when that is
+quicker, as onnxruntime's cost model decides. A fused node (an activation folded into its
+Conv) pays no overhead. A graph adds one ``call_overhead`` (a table latency includes one
+``session.run``). Energy is ``active_power_w * latency``. The estimate grows with FLOPs for
+equal shapes.
 
 Counts come from the exported graph (``onnx`` shape inference), i.e. what the runtime
 executes: BatchNorm is already folded into Conv by the exporter.
@@ -13,114 +16,58 @@ executes: BatchNorm is already folded into Conv by the exporter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from hapi_dse.errors import ArtefactError
 from hapi_dse.profiling.base import Profiler, ProfileResult, ProgressFn, make_row
 from hapi_dse.profiling.manifest import Manifest
+from hapi_dse.profiling.opcost import GraphCosts, NodeCost, graph_costs
 from hapi_dse.profiling.specs import DeviceSpec
 
-FUSABLE_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh"}
-FUSE_INTO = {"Conv", "Gemm", "MatMul"}
-SHAPE_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", "Constant"}
-POOL_OPS = {
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "ReduceMean",
-    "ReduceMax",
-    "AveragePool",
-    "MaxPool",
-}
-BYTES_PER_ELEMENT = 4  # float32
+__all__ = ["GraphCosts", "ModelledProfiler", "NodeCost", "estimate_s", "graph_costs"]
 
 
-@dataclass(frozen=True)
-class NodeCost:
-    """The work of one ONNX node. ``kind`` is the op type, or ``DepthwiseConv``."""
-
-    kind: str
-    flops: int
-    bytes: int
-    fused: bool = False
-
-
-def _numel(shape: list[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= max(int(d), 1)
-    return n
-
-
-def graph_costs(path: str | Path) -> list[NodeCost]:
-    """FLOPs and bytes moved by every node of an ONNX file (static shapes)."""
-    import onnx
-    from onnx import numpy_helper, shape_inference
-
-    try:
-        model = shape_inference.infer_shapes(onnx.load(str(path)))
-    except Exception as e:  # DecodeError, ValidationError, OSError
-        raise ArtefactError(f"{path}: cannot read the ONNX graph ({e})") from None
-    g = model.graph
-    shapes: dict[str, list[int]] = {}
-    for vi in [*g.input, *g.output, *g.value_info]:
-        dims = vi.type.tensor_type.shape.dim
-        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else 1 for d in dims]
-    inits = {t.name: list(numpy_helper.to_array(t).shape) for t in g.initializer}
-    shapes.update(inits)
-    producer: dict[str, str] = {}
-    costs: list[NodeCost] = []
-    for node in g.node:
-        ins = [shapes.get(i, []) for i in node.input if i]
-        outs = [shapes.get(o, []) for o in node.output if o]
-        out_n = sum(_numel(s) for s in outs if s)
-        in_n = sum(_numel(s) for s in ins if s)
-        op = node.op_type
-        prev = producer.get(node.input[0], "") if node.input else ""
-        kind = op
-        flops = 0
-        traffic = (in_n + out_n) * BYTES_PER_ELEMENT
-        fused = False
-        if op == "Conv":
-            w = inits.get(node.input[1]) or ins[1]
-            group = next((a.i for a in node.attribute if a.name == "group"), 1)
-            k = _numel(w[1:]) if len(w) > 1 else 1  # (Cin/group) * kh * kw
-            flops = 2 * out_n * k
-            if group > 1 and group == (ins[0][1] if len(ins[0]) > 1 else 0):
-                kind = "DepthwiseConv"
-        elif op in ("Gemm", "MatMul"):
-            a_shape = ins[0]
-            kdim = a_shape[-1] if a_shape else 1
-            if op == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute):
-                kdim = a_shape[0]
-            flops = 2 * out_n * kdim
-        elif op in POOL_OPS:
-            flops = in_n
-        elif op in SHAPE_OPS:
-            traffic = 0
-        else:  # element-wise
-            flops = out_n
-        if op in FUSABLE_ACTIVATIONS and prev in FUSE_INTO:
-            fused, flops, traffic = True, 0, 0
-        elif op == "Add" and prev in FUSE_INTO | {"FusedAdd"}:
-            fused, traffic = True, _numel(ins[1]) * BYTES_PER_ELEMENT if len(ins) > 1 else 0
-        costs.append(NodeCost(kind=kind, flops=int(flops), bytes=int(traffic), fused=fused))
-        for o in node.output:
-            producer[o] = "FusedAdd" if fused and op == "Add" else (prev if fused else op)
-    return costs
+def node_seconds(c: NodeCost, spec: DeviceSpec, threads: int) -> tuple[float, float]:
+    """(overhead, work) seconds of one node on ``threads`` cores."""
+    overhead = 0.0 if c.fused else spec.overhead_s(c.cls, threads)
+    if not (c.flops or c.bytes or c.outputs):
+        return overhead, 0.0
+    rate = spec.rate(c.cls)
+    per_output = c.outputs * spec.output_s(c.cls)
+    one = max(c.flops / rate, c.bytes / spec.bandwidth(1, c.cls)) + per_output
+    if threads <= 1:
+        return overhead, one
+    speedup = 1.0 + (threads - 1) * spec.parallel(c.cls)
+    split = max(c.flops / (rate * speedup), c.bytes / spec.bandwidth(threads, c.cls))
+    split += per_output / speedup + spec.fork_join_s
+    return overhead, min(one, split)
 
 
-def estimate_s(costs: list[NodeCost], spec: DeviceSpec) -> float:
-    """Seconds for one ``session.run`` of a graph with these nodes on ``spec``."""
+def estimate_s(costs: Iterable[NodeCost], spec: DeviceSpec, threads: int | None = None) -> float:
+    """Seconds for one ``session.run`` of a graph with these nodes on ``spec`` at ``threads``
+    (default: the spec's)."""
+    n = threads or spec.threads
     t = spec.call_overhead_us * 1e-6
-    bw = spec.mem_bandwidth_bytes_per_s
     for c in costs:
-        if not c.fused:
-            t += spec.op_overhead_s(c.kind)
-        compute = c.flops / spec.flops_rate(c.kind) if c.flops else 0.0
-        t += max(compute, c.bytes / bw)
+        t += sum(node_seconds(c, spec, n))
     return t
+
+
+def class_breakdown(
+    costs: Iterable[NodeCost], spec: DeviceSpec, threads: int | None = None
+) -> dict[str, float]:
+    """Seconds per operator class (and ``call`` for the ``session.run`` overhead); they sum
+    to :func:`estimate_s`."""
+    n = threads or spec.threads
+    out: dict[str, float] = {"call": spec.call_overhead_us * 1e-6}
+    for c in costs:
+        out[c.cls] = out.get(c.cls, 0.0) + sum(node_seconds(c, spec, n))
+    return out
+
+
+def estimate_file_s(path: str | Path, spec: DeviceSpec, threads: int | None = None) -> float:
+    return estimate_s(graph_costs(path, spec.channel_block), spec, threads)
 
 
 #: operators of one exit decision as hapi exports it (hapi_dse.deploy.graph.fires), its
@@ -145,7 +92,7 @@ def modelled_terms(spec: DeviceSpec) -> dict[str, Any]:
     op_ms = spec.op_overhead_us * 1e-3
     terms = DeploymentTerms(
         decision_ms={p: n * op_ms for p, n in DECISION_OPS.items()},
-        stage_entry_ms=spec.op_overhead_s("Conv") * 1e3 + op_ms,
+        stage_entry_ms=spec.overhead_s("conv") * 1e3 + op_ms,
         graph_entry_ms=GRAPH_ENTRY_OPS * op_ms,
         cold_ms_per_mb=1e6 / spec.mem_bandwidth_bytes_per_s * 1e3,
         source="modelled",
@@ -170,7 +117,7 @@ class ModelledProfiler(Profiler):
         segs = manifest.table_segments()
         rows = []
         for i, seg in enumerate(segs):
-            lat_ms = estimate_s(graph_costs(manifest.path(seg)), self.spec) * 1e3
+            lat_ms = estimate_file_s(manifest.path(seg), self.spec) * 1e3
             rows.append(
                 make_row(
                     seg,
@@ -187,7 +134,7 @@ class ModelledProfiler(Profiler):
                 progress(i + 1, len(segs))
         side: dict[str, Any] = {
             "deployment": modelled_terms(self.spec),
-            "profiler": "roofline",
+            "profiler": "op-class",
             "provider": "modelled",
             "threads": self.spec.threads,
             "call_overhead_ms": self.spec.call_overhead_us * 1e-3,

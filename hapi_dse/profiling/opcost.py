@@ -273,6 +273,20 @@ class _Layout:
     def padded(self, channels: int) -> int:
         return -(-channels // self.block) * self.block
 
+    def _pad(self, cost: NodeCost, channels: int, traffic: bool = True) -> NodeCost:
+        """``cost`` computed on ``channels`` padded to whole blocks."""
+        if not channels or channels % self.block == 0:
+            return cost
+        pad = self.padded(channels) / channels
+        return NodeCost(
+            cost.op,
+            cost.cls,
+            int(cost.flops * pad),
+            int(cost.bytes * pad) if traffic else cost.bytes,
+            cost.fused,
+            int(cost.outputs * pad),
+        )
+
     def node(self, node: Any, cost: NodeCost, extra: list[NodeCost]) -> NodeCost:
         """Route ``node``'s inputs (reorders into ``extra``), mark its outputs; return its
         cost with a Conv's padded work."""
@@ -286,21 +300,12 @@ class _Layout:
             if x not in self.blocked and (cost.cls == "depthwise" or cin % b == 0):
                 self._reorder(x, True, extra)
             self.blocked.update(outs)
-            if cout and cout % b:
-                pad = self.padded(cout) / cout
-                return NodeCost(
-                    cost.op,
-                    cost.cls,
-                    int(cost.flops * pad),
-                    cost.bytes,
-                    cost.fused,
-                    int(cost.outputs * pad),
-                )
-            return cost
+            return self._pad(cost, cout, traffic=False)
         ch = self._channels(outs[0]) if outs else 0
         if cost.cls in self.AGNOSTIC and ch:
             if cost.cls == "elementwise" and ins and all(i in self.blocked for i in ins):
                 self.blocked.update(outs)
+                return self._pad(cost, ch)
             elif ch % b == 0:
                 if any(i in self.blocked for i in ins):
                     for i in ins:
@@ -369,7 +374,8 @@ def _nodes(
             and len(ins) == 2
             and any(producer.get(i) == "Conv" and i in sole for i in ins)
         ):
-            other = next(i for i in reversed(ins) if not (producer.get(i) == "Conv" and i in sole))
+            into = next(j for j, i in enumerate(ins) if producer.get(i) == "Conv" and i in sole)
+            other = ins[1 - into]
             second = _numel(shapes.get(other, [])) * BYTES_PER_ELEMENT
             cost, kind = NodeCost(op, cost.cls, 0, second, True), "Conv+sum"
         else:

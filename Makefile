@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip
 SEED   ?= 0
 EXAMPLE := hapi_dse/examples/fashion-mnist
 
-.PHONY: install test test-slow lint typecheck example demo bench docs clean
+.PHONY: install test test-slow lint typecheck example demo bench docs clean board-check
 
 install: $(VENV)/.installed
 
@@ -72,7 +72,13 @@ bench: install
 	$(BIN)/python scripts/bench_profile.py --record docs/bench/profile.json
 	$(BIN)/python scripts/bench_search.py --record docs/bench/search.json
 	$(BIN)/python scripts/bench_export.py --record docs/bench/export.json
+	$(BIN)/python scripts/bench_devices.py --record docs/bench/devices.json
 	$(BIN)/python scripts/readme_figures.py
+
+# The README's board recipe on an arm64 Debian userland under qemu-user emulation (root, a
+# Debian host): the wheel's base install profiles, lists and evaluates there.
+board-check: install
+	PYTHON=$(BIN)/python bash scripts/board_check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -6,7 +6,10 @@ Two kinds of generated block, each between ``<!-- figures:NAME -->`` and
 - ``accuracy``: test accuracy per exit position and head type of the bundled example, from its
   ``train.json``;
 - ``bench``: the benchmark table, from the records ``make bench`` keeps under ``docs/bench/``
-  (each benchmark script's ``--record FILE``: its JSON line, as printed).
+  (each benchmark script's ``--record FILE``: its JSON line, as printed);
+- ``devices``: how good a modelled table is (``docs/bench/devices.json``): this machine's
+  spec against 200 random CNNs, and every published whole-network latency against the
+  shipped spec of its device.
 
 ``python scripts/readme_figures.py`` rewrites the blocks; ``--check`` only compares and exits
 1 when the README is out of date (``tests/test_readme_figures.py`` runs it).
@@ -46,6 +49,20 @@ BENCH_ROWS: list[tuple[str, str, str, str, str]] = [
     ("profile", "repeat_max_rel_diff", "two profiles, segments > 20 us", "{:.3f}", "<= 0.05"),
     ("profile", "modelled_spearman", "modelled vs measured, rank", "{:.3f}", ">= 0.9"),
     ("profile", "modelled_mape", "modelled vs measured", "{:.3f}", "<= 0.20"),
+    (
+        "devices",
+        "calibrated10_mape",
+        "spec calibrated on 10 random CNNs, the other 190, 1 thread",
+        "{:.3f}",
+        "<= 0.08",
+    ),
+    ("devices", "calibrated10_within_10pct", "... within 10 %", "{:.2f}", ">= 0.80"),
+    ("devices", "calibrated10_spearman", "... rank", "{:.3f}", ">= 0.97, > FLOPs"),
+    ("devices", "flops_spearman", "FLOPs alone, rank", "{:.3f}", ""),
+    ("devices", "calibrated10_mape_2t", "calibrated on 10, 2 threads", "{:.3f}", "<= 0.08"),
+    ("devices", "calibrated10_within_10pct_2t", "... within 10 %", "{:.2f}", ">= 0.80"),
+    ("devices", "calibrated10_spearman_2t", "... rank", "{:.3f}", ">= 0.97, > FLOPs"),
+    ("devices", "flops_spearman_2t", "FLOPs alone, rank, 2 threads", "{:.3f}", ""),
     ("search", "evals_per_s", "cost model, designs/s on the val split", "{:,.0f}", ">= 20,000"),
     ("search", "default_search_wall_s", "default 1,000-trial search", "{:.2f}", "< 5"),
     ("search", "hv_ratio", "small space vs exhaustive sweep", "{:.4f}", ">= 0.995"),
@@ -182,9 +199,53 @@ def bench_block(bench_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def devices_block(record: Path) -> str:
+    if not record.is_file():
+        return "Not run yet: `python scripts/bench_devices.py --record docs/bench/devices.json`."
+    doc = _load(record)
+    pct = "{:.1%}".format
+    lines = [
+        "| this machine, onnxruntime | threads | MAPE | within 10 % | Spearman |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, key in (("spec from `hapi profile --calibrate`", "host_spec"),
+                      ("... calibrated on 10 of the networks", "calibrated10")):  # fmt: skip
+        for threads, sfx in ((1, ""), (2, "_2t")):
+            lines.append(
+                f"| {name} | {threads} | {pct(doc[f'{key}_mape{sfx}'])} | "
+                f"{pct(doc[f'{key}_within_10pct{sfx}'])} | {doc[f'{key}_spearman{sfx}']:.3f} |"
+            )
+    for threads, sfx in ((1, ""), (2, "_2t")):
+        lines.append(f"| FLOPs alone | {threads} | | | {doc[f'flops_spearman{sfx}']:.3f} |")
+    lines += [
+        "",
+        "| device (spec) | network | measured on | runtime | threads | precision | measured ms "
+        "| modelled ms | modelled / measured |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in doc["published"]:
+        on = r["measured_on"] or "the device"
+        threads = r["threads"] or f"? (modelled at {r['modelled_threads']})"
+        lines.append(
+            f"| `{r['device']}` | {r['model']} | {on} | [{r['runtime']}]({r['url']}) | {threads} "
+            f"| {r['precision']} | {r['measured_ms']:g} | {r['modelled_ms']:g} | {r['ratio']:.2f} |"
+        )
+    started = str(doc.get("started_utc", "?"))[:16].replace("T", " ")
+    load = doc.get("machine", {}).get("loadavg_start")
+    lines += [
+        "",
+        f"`bench_devices.py`: {started} UTC, {doc['nets']} networks, "
+        f"{doc['runs']} timed runs each"
+        + (f", load average {load[0]:.2f} at the start" if load else "")
+        + " (`docs/bench/devices.json`).",
+    ]
+    return "\n".join(lines)
+
+
 BLOCKS = {
     "accuracy": lambda: accuracy_block(EXAMPLE / "train.json"),
     "bench": lambda: bench_block(BENCH),
+    "devices": lambda: devices_block(BENCH / "devices.json"),
 }
 
 

@@ -104,8 +104,8 @@ def test_the_blocked_layout_pads_channels_and_reorders_between_layouts():
     assert [c.op for c in plain if c.op.startswith("Reorder")] == []
     # back to plain for the 8-channel pool, and for the graph's output
     assert [c.op for c in blocked if c.op.startswith("Reorder")] == ["ReorderOutput"] * 2
-    first = [c for c in blocked if c.op == "Conv"][0]
-    assert first.flops == 2 * [c for c in plain if c.op == "Conv"][0].flops  # 8 -> 16 channels
+    first = next(c for c in blocked if c.op == "Conv")
+    assert first.flops == 2 * next(c for c in plain if c.op == "Conv").flops  # 8 -> 16 channels
 
 
 def test_the_fit_recovers_a_known_spec_from_exact_latencies():
@@ -215,3 +215,33 @@ def test_estimate_and_measure_refuse_a_file_that_is_not_a_graph(tmp_path, run_cl
     assert not (tmp_path / "measured.csv").exists()
     res = run_cli("estimate", "--device", "pixel7", bad)
     assert res.exit_code == 2 and "did you mean 'pixel6'" in res.stderr
+
+
+def test_control_flow_is_costed_on_its_costliest_branch():
+    from onnx import TensorProto, helper, numpy_helper
+
+    def branch(name: str, node: object, out: str) -> object:
+        vi = helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, 64])
+        return helper.make_graph([node], name, [], [vi])
+
+    heavy = branch("then", helper.make_node("MatMul", ["x", "w"], ["t"]), "t")
+    light = branch("else", helper.make_node("Identity", ["x"], ["e"]), "e")
+    nodes = [
+        helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+        helper.make_node("Greater", ["m", "z"], ["c"]),
+        helper.make_node("If", ["c"], ["y"], then_branch=heavy, else_branch=light),
+    ]
+    inits = [
+        numpy_helper.from_array(np.zeros((64, 64), np.float32), "w"),
+        numpy_helper.from_array(np.array(0, np.float32), "z"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        initializer=inits,
+    )
+    costs = graph_costs(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]))
+    assert [c.op for c in costs] == ["ReduceMax", "Greater", "If", "MatMul"]
+    assert costs[3].flops == 2 * 64 * 64 and not costs.unknown_ops

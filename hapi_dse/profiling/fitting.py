@@ -33,6 +33,8 @@ PRIOR_WEIGHT = 0.05
 MIN_EFFICIENCY = 1e-4
 #: in-cache streaming beats the device's DRAM bandwidth, by a bounded factor
 MAX_MEMORY_EFFICIENCY = 8.0
+#: least-squares iterations per continuation step (each one a numerical Jacobian)
+MAX_ITERATIONS = 400
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,9 @@ def _smin(a: np.ndarray, b: np.ndarray, p: float | None) -> np.ndarray:
     )
 
 
+THREAD_PARAMS = ("pe", "fork", "tov", "bwtot")
+
+
 def fit_spec(
     timings: Sequence[Timing],
     start: DeviceSpec,
@@ -193,9 +198,13 @@ def fit_spec(
     fixed: Sequence[str] = (),
 ) -> FitResult:
     """Fit ``start``'s parameters to ``timings``; ``fixed`` names parameters kept as they are
-    (:data:`NAMES`, e.g. ``"call"`` when a no-op graph measured it)."""
-    from scipy.optimize import least_squares
+    (:data:`NAMES`, e.g. ``"call"`` when a no-op graph measured it).
 
+    Timings at one thread and at more are fitted in two steps: the one-thread parameters on
+    the one-thread timings, then the thread parameters (:data:`THREAD_PARAMS`) on the rest;
+    the single-core model does not depend on the thread parameters, and two small fits
+    converge where one large one crawls. Timings at more threads only are fitted at once.
+    """
     if not timings:
         raise ValueError("no timings to fit")
     mismatch = {t.costs.channel_block for t in timings} - {start.channel_block}
@@ -203,9 +212,32 @@ def fit_spec(
         raise ValueError(
             f"timings costed with channel_block {mismatch}, the spec has {start.channel_block}"
         )
+    single = [t for t in timings if t.threads == 1]
+    multi = [t for t in timings if t.threads > 1]
+    theta = spec_to_theta(start)
+    if single and multi:
+        threads = [n for n in NAMES if n.partition(":")[0] in THREAD_PARAMS]
+        theta = _fit(single, start, theta, prior_weight, fixed=(*fixed, *threads))
+        others = [n for n in NAMES if n not in threads]
+        theta = _fit(multi, start, theta, prior_weight, fixed=(*fixed, *others))
+    else:
+        theta = _fit(timings, start, theta, prior_weight, fixed=tuple(fixed))
+    spec = theta_to_spec(theta, start)
+    return _result(timings, spec)
+
+
+def _fit(
+    timings: Sequence[Timing],
+    start: DeviceSpec,
+    theta_start: np.ndarray,
+    prior_weight: float,
+    fixed: Sequence[str],
+) -> np.ndarray:
+    """One least-squares fit from ``theta_start``, pulled towards ``start``'s values."""
+    from scipy.optimize import least_squares
+
     nodes = _Nodes(timings, start.flops_per_s)
     log_meas = np.log(np.array([t.seconds for t in timings], np.float64))
-    theta0 = spec_to_theta(start)
     present = {c.cls for t in timings for c in t.costs}
     multi = any(t.threads > 1 for t in timings)
 
@@ -213,20 +245,23 @@ def fit_spec(
         """Whether the timings can move this parameter: its class ran, and for the
         thread parameters some timing used more than one thread."""
         kind, _, cls = name.partition(":")
-        if kind in ("pe", "fork", "tov", "bwtot") and not multi:
+        if kind in THREAD_PARAMS and not multi:
             return False
         return not cls or cls in present
 
     free = np.array([n not in fixed and informed(n) for n in NAMES])
-    lo = np.where(_LINEAR, 0.0, theta0 - 12.0)
-    hi = np.where(_LINEAR, 1.0, theta0 + 12.0)
+    prior = spec_to_theta(start)
+    lo = np.where(_LINEAR, 0.0, prior - 12.0)
+    hi = np.where(_LINEAR, 1.0, prior + 12.0)
     k = len(OP_CLASSES)
     hi[0:k] = 0.0  # efficiency <= 1
     lo[0:k] = np.log(MIN_EFFICIENCY)
     mem = slice(4 * k, 5 * k)
     lo[mem], hi[mem] = np.log(0.01), np.log(MAX_MEMORY_EFFICIENCY)
-    theta0 = np.clip(theta0, lo, hi)
-    weight = np.full(len(NAMES), prior_weight)
+    prior = np.clip(prior, lo, hi)
+    theta0 = np.clip(theta_start, lo, hi)
+    if not free.any():
+        return theta0
 
     def full(x: np.ndarray) -> np.ndarray:
         t = theta0.copy()
@@ -239,20 +274,24 @@ def fit_spec(
         def residual(x: np.ndarray, p: float | None = p) -> np.ndarray:
             t = full(x)
             data = np.log(nodes.seconds(t, p)) - log_meas
-            return np.concatenate([data, (t - theta0)[free] * weight[free]])
+            return np.concatenate([data, (t - prior)[free] * prior_weight])
 
         x = least_squares(
             residual,
             x,
             method="trf",
-            x_scale="jac",
-            ftol=1e-10,
-            xtol=1e-10,
-            gtol=1e-10,
-            max_nfev=50 * int(free.sum()),
+            x_scale=1.0,
+            ftol=1e-8,
+            xtol=1e-8,
+            gtol=1e-8,
+            max_nfev=MAX_ITERATIONS,
             bounds=(lo[free], hi[free]),
         ).x
-    spec = theta_to_spec(full(x), start)
+    return full(x)
+
+
+def _result(timings: Sequence[Timing], spec: DeviceSpec) -> FitResult:
+    log_meas = np.log(np.array([t.seconds for t in timings], np.float64))
     pred = np.array([estimate_s(t.costs, spec, t.threads) for t in timings])
     meas = np.exp(log_meas)
     rel = pred / meas - 1.0

@@ -280,7 +280,7 @@ def _fit(
             residual,
             x,
             method="trf",
-            x_scale=1.0,
+            x_scale="jac",
             ftol=1e-8,
             xtol=1e-8,
             gtol=1e-8,

@@ -94,7 +94,7 @@ def calibrate(
         )
         dest = measure(measure_dir, settings)
         options.report(f"timed the graphs of {measure_dir} at {settings.threads} thread(s): {dest}")
-    else:
+    elif csv_path:
         from hapi_dse.profiling.calibrate import fit_measured, write_calibrated
         from hapi_dse.profiling.specs import find_spec, parse_spec
 

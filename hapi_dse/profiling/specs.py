@@ -356,7 +356,9 @@ def parse_spec(path: str | Path) -> DeviceSpec:
         calibration=calibration,
         path=path,
         extra={k: v for k, v in data.items() if k not in known},
-        **optional,
+        mem_bandwidth_total_bytes_per_s=optional["mem_bandwidth_total_bytes_per_s"],
+        thread_overhead_us=optional["thread_overhead_us"],
+        thread_op_overhead_us=optional["thread_op_overhead_us"],
         **nums,
     )
 

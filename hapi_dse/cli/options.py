@@ -24,9 +24,17 @@ def comma_list(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+#: the seeds every command takes: numpy's and torch's generators accept 0..2**32 - 1
+SEED_RANGE = click.IntRange(0, 2**32 - 1)
+
+
 def seed(f: F) -> F:
     return click.option(
-        "--seed", type=int, default=0, show_default=True, help="Random seed (recorded)."
+        "--seed",
+        type=SEED_RANGE,
+        default=0,
+        show_default=True,
+        help="Random seed, 0..4294967295 (recorded).",
     )(f)
 
 

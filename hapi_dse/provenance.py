@@ -23,28 +23,54 @@ from hapi_dse import __version__
 SCHEMA_VERSION = 1
 
 # ``scheme://user:password@host``: everything from the ``:`` after the user to the last
-# ``@`` of the same word is the password (it may hold ``/``, ``:`` or an unescaped ``@``).
-_URL_PASSWORD = re.compile(r"(://[^\s:/@]*):\S*@")
-# libpq and SQLAlchemy also take the password as a query parameter.
-_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd)=)[^&\s]*", re.IGNORECASE)
+# ``@`` of the same quoted or unquoted URL is the password (it may hold ``/``, ``:``, an
+# unescaped ``@`` and, inside quotes, raw spaces).
+_URL_PASSWORD = (
+    re.compile(r"(://[^\s:/@'\"]*):[^'\"]*@(?=[^'\"]*['\"])"),  # quoted: up to the quote
+    re.compile(r"(://[^\s:/@'\"]*):[^\s'\"]*@"),  # unquoted: up to the last '@' of the word
+)
+# A query parameter whose name says it holds a secret (libpq's password, sslpassword,
+# SQLAlchemy's, an API token or key): its value.
+_SECRET_NAME = r"[^=&;\s#'\"]*(?:pass|pwd|secret|token|key)[^=&;\s#'\"]*"
+_QUERY_SECRET = re.compile(rf"([?&;]{_SECRET_NAME}=)[^&;\s#'\"]*", re.IGNORECASE)
+#: the shortest piece of a secret scrubbed on its own out of a library's message
+MIN_PIECE = 3
 
 
 @overload
-def redact(text: str) -> str: ...
+def redact(text: str, secrets_of: str | None = None) -> str: ...
 @overload
-def redact(text: None) -> None: ...
-def redact(text: str | None) -> str | None:
-    """``text`` with the password of every URL in it replaced by ``***``.
+def redact(text: None, secrets_of: str | None = None) -> None: ...
+def redact(text: str | None, secrets_of: str | None = None) -> str | None:
+    """``text`` with every secret a URL carries replaced by ``***``.
 
     The one place secrets are removed: the recorded command line, recorded settings and every
-    message that shows a storage URL go through it.
-    ``postgresql://u:pw@h/db`` becomes ``postgresql://u:***@h/db``; ``?password=pw`` becomes
-    ``?password=***``.
+    message that shows a storage URL go through it. ``postgresql://u:pw@h/db`` becomes
+    ``postgresql://u:***@h/db``; ``?password=pw``, ``?sslpassword=pw``, ``&api_token=pw``
+    become ``...=***``. ``secrets_of``: a URL whose secrets (:func:`url_secrets`) are also
+    scrubbed wherever they appear in ``text``, for a library's message that quotes pieces of
+    it out of context (a port error showing what follows a password's ``@``).
     """
     if text is None:
         return None
-    text = _URL_PASSWORD.sub(r"\1:***@", text)
-    return _QUERY_PASSWORD.sub(r"\1***", text)
+    for secret in url_secrets(secrets_of) if secrets_of else ():
+        text = text.replace(secret, "***")
+    for pattern in _URL_PASSWORD:
+        text = pattern.sub(r"\1:***@", text)
+    return _QUERY_SECRET.sub(r"\1***", text)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets ``url`` carries: its password, the values of its secret query parameters,
+    and the pieces of each (split at ``@``, ``:`` and ``/``, at least :data:`MIN_PIECE`
+    characters long), longest first."""
+    found: list[str] = []
+    m = re.search(r"[a-zA-Z][\w+.-]*://([^/?#]*)@", url)
+    if m and ":" in m.group(1):
+        found.append(m.group(1).split(":", 1)[1])
+    found += [m.group(0).split("=", 1)[1] for m in _QUERY_SECRET.finditer(url) if "=" in m.group(0)]
+    pieces = {p for s in found for p in re.split(r"[@:/]", s) if len(p) >= MIN_PIECE}
+    return sorted({s for s in found if s} | pieces, key=len, reverse=True)
 
 
 def command_line(argv: list[str] | None = None) -> str:
@@ -53,7 +79,7 @@ def command_line(argv: list[str] | None = None) -> str:
     argv = sys.argv if argv is None else argv
     if not argv:
         return ""
-    return " ".join([Path(argv[0]).name, *(redact(a) for a in argv[1:])])
+    return " ".join([Path(argv[0]).name, *(redact(a, secrets_of=a) for a in argv[1:])])
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

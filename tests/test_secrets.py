@@ -30,6 +30,11 @@ SECRET = "hunter2"
             "--storage 'postgresql://u:hunter2@db/hapi': cannot open (no route)",
             "--storage 'postgresql://u:***@db/hapi': cannot open (no route)",
         ),
+        # any query parameter whose name says secret, a raw space in a quoted URL (#22 class 4)
+        ("postgresql://u@h:1/db?sslpassword=hunter2", "postgresql://u@h:1/db?sslpassword=***"),
+        ("sqlite:///x.db?api_token=hunter2&mode=ro", "sqlite:///x.db?api_token=***&mode=ro"),
+        ("redis://h/0?SecretKey=hunter2", "redis://h/0?SecretKey=***"),
+        ("'postgresql://u:hun ter2@h/db': refused", "'postgresql://u:***@h/db': refused"),
         # nothing to hide: unchanged
         ("sqlite:///runs/study.db", "sqlite:///runs/study.db"),
         ("postgresql://u@db:5432/hapi", "postgresql://u@db:5432/hapi"),
@@ -39,6 +44,15 @@ SECRET = "hunter2"
 )
 def test_redact_removes_every_url_password(text: str, expected: str) -> None:
     assert redact(text) == expected
+
+
+def test_a_library_message_quoting_pieces_of_a_password_is_scrubbed() -> None:
+    """SQLAlchemy splits ``u:a@b:SECRET@host`` at the first '@' and reports the port
+    'SECRET@host': the URL's own secrets are scrubbed from the message (#22 class 4)."""
+    url = f"postgresql://u:abc@def:{SECRET}@127.0.0.1:1/db"
+    message = f"invalid literal for int() with base 10: '{SECRET}@127.0.0.1'"
+    assert SECRET not in redact(message, secrets_of=url)
+    assert redact("no secret here", secrets_of=url) == "no secret here"
 
 
 def test_redact_is_the_one_implementation() -> None:
@@ -145,3 +159,21 @@ def test_storage_errors_print_no_password(synth, run_cli, tmp_path: Path) -> Non
     assert not (tmp_path / "out").exists() or not any(
         SECRET.encode() in p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()
     )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://u@127.0.0.1:1/db?sslpassword={SECRET}",
+        f"postgresql://u:abc@def:{SECRET}@127.0.0.1:1/db",
+        f"postgresql://u:pa {SECRET}@127.0.0.1:1/db",
+    ],
+)
+def test_no_form_of_a_storage_secret_is_printed_or_recorded(run_cli, tmp_path, url) -> None:
+    """The three leaks of #22 class 4: a secret query parameter, a port error quoting what
+    follows a password's '@', a password with a raw space."""
+    res = run_cli("search", "--device", "pixel6", "--trials", "30", "--out", tmp_path / "o",
+                  "--storage", url)  # fmt: skip
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert SECRET not in res.stdout + res.stderr and "***" in res.stderr
+    assert SECRET not in command_line(["hapi", "search", "--storage", url])

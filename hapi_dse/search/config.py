@@ -69,7 +69,7 @@ class SearchConfig:
                 v = str(v)
             if k != "storage":
                 out[k] = v
-        return out | {"storage": redact(self.storage)}
+        return out | {"storage": redact(self.storage, secrets_of=self.storage)}
 
     def check(self) -> None:
         """Refuse a config that cannot run, saying which setting and why."""

@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 JOURNAL_LOCK_GRACE_S = 5  # a journal lock unchanged this long is a killed holder's: take it
 
 
+def shown(url: str) -> str:
+    """``url`` as a message shows it: quoted, every secret it carries redacted."""
+    return repr(redact(url, secrets_of=url))
+
+
 def journal_path(url: str) -> Path | None:
     """``journal:PATH`` / ``journal:///abs/path`` / a path ending in .log, .journal, .jsonl."""
     if url.startswith("journal:"):
@@ -75,12 +80,12 @@ def open_storage(url: str | None) -> Any:
         except Exception as e:  # Optuna's replay: a record that is not whole JSON
             where = _first_bad_record(path, e)
             raise ArtefactError(
-                f"--storage {redact(url)!r}: the journal is corrupt ({where}); hapi cannot "
+                f"--storage {shown(url)}: the journal is corrupt ({where}); hapi cannot "
                 "resume it: move it away to start a new study"
             ) from None
     if not re.match(r"^[a-z][a-z0-9+]*://", url):
         raise UsageError(
-            f"--storage {redact(url)!r}: expected an Optuna storage URL: sqlite:///FILE.db, "
+            f"--storage {shown(url)}: expected an Optuna storage URL: sqlite:///FILE.db, "
             "postgresql://USER@HOST:PORT/DB, or journal:FILE for a journal file"
         )
     for attempt in range(SCHEMA_RACE_RETRIES + 1):
@@ -90,7 +95,7 @@ def open_storage(url: str | None) -> Any:
             )
         except ModuleNotFoundError as e:
             raise UsageError(
-                f"--storage {redact(url)!r}: the database driver {e.name!r} is not installed; "
+                f"--storage {shown(url)}: the database driver {e.name!r} is not installed; "
                 "for PostgreSQL: pip install 'hapi-dse[postgres]'"
             ) from None
         except Exception as e:  # sqlalchemy errors: bad URL, server down, no permission
@@ -98,7 +103,9 @@ def open_storage(url: str | None) -> Any:
                 time.sleep(0.2 * (attempt + 1))
                 continue
             first = first_line(e)
-            raise UsageError(f"--storage {redact(url)!r}: cannot open ({redact(first)})") from None
+            raise UsageError(
+                f"--storage {shown(url)}: cannot open ({redact(first, secrets_of=url)})"
+            ) from None
     raise AssertionError("unreachable")
 
 
@@ -338,7 +345,7 @@ def disk_full(storage: str | None, url: str | None) -> Any:
                 "space there, or give --storage journal:FILE on a disk with room"
             ) from None
         raise ArtefactError(
-            f"--storage {redact(storage)!r}: cannot write ({why}); every trial written "
+            f"--storage {shown(storage)}: cannot write ({why}); every trial written "
             "before is kept: free some space and rerun to resume"
         ) from None
 

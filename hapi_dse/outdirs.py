@@ -110,6 +110,13 @@ def _refuse_cwd(shown: Path, real: Path, label: str) -> None:
         )
 
 
+def check_not_cwd(dest: str | Path, label: str = "--out") -> None:
+    """Refuse ``dest`` when it is the current directory or one above it (``.``, ``..``,
+    ``/``): for a command that writes folders inside ``dest`` (a search writes
+    ``OUT/DEVICE/``), whose own checks see only those folders."""
+    _refuse_cwd(Path(dest), _real(Path(dest)), label)
+
+
 def check_writable(dest: str | Path, label: str = "--out", *, shown: Any = None) -> None:
     """Refuse, before long work starts, an output ``dest`` (file or directory) that cannot be
     written: its directory (or the nearest one that exists) is on a read-only or full file

@@ -49,7 +49,7 @@ def default_out(cfg: SearchConfig, run: RunDir) -> Path:
 def run_search(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> list[Any]:
     """Search every device of ``cfg``; write ``<out>/<device>/``. Returns one
     :class:`~hapi_dse.search.outputs.DeviceResult` per device."""
-    from hapi_dse.outdirs import check_out_dir
+    from hapi_dse.outdirs import check_not_cwd, check_out_dir
     from hapi_dse.search.outputs import write_results
     from hapi_dse.search.records import collect
 
@@ -65,6 +65,7 @@ def run_search(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> 
 
         for p in problems:
             check_verifiable(p.device, p.table_sidecar, p.table_path)
+    check_not_cwd(out)  # '--out ..' would put OUT/DEVICE/ beside the current directory
     for p in problems:  # before any search: a refused --out must not cost a search
         check_out_dir(out / p.device, "search", cfg.overwrite)
     results = []

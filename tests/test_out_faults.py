@@ -524,14 +524,18 @@ def test_train_refuses_the_current_directory_before_training(
     assert snapshot(tmp_path) == before
 
 
-def test_search_into_the_current_directory_writes_a_device_folder(
+def test_search_refuses_the_current_directory_as_out(
     run_cli, synth, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """``--out .`` (and ``..`` from inside a result, where OUT/DEVICE would be the current
+    directory) is refused, as for every command (#22 class 3)."""
     monkeypatch.chdir(tmp_path)
-    assert search(run_cli, synth, Path(".")).exit_code == 0
-    assert (tmp_path / "devA" / "search.json").is_file()
-    monkeypatch.chdir(tmp_path / "devA")  # OUT/DEVICE would be the current directory
+    before = snapshot(tmp_path)
+    one_line_exit_2(search(run_cli, synth, Path(".")), "is the current directory")
+    assert snapshot(tmp_path) == before
+    (tmp_path / "devA").mkdir()
+    monkeypatch.chdir(tmp_path / "devA")
     before = snapshot(tmp_path)
     res = search(run_cli, synth, Path(".."), "--overwrite")
-    one_line_exit_2(res, "is the current directory")
+    one_line_exit_2(res, "above the current one")
     assert snapshot(tmp_path) == before

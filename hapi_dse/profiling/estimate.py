@@ -65,12 +65,12 @@ def estimate_files(
 
 
 def spec_label(spec: DeviceSpec, threads: int) -> str:
-    how = (
-        f"calibrated, fit error {spec.calibration.get('fit_mape', float('nan')) * 100:.1f} % "
-        f"on {spec.calibration.get('graphs', '?')} graphs"
-        if spec.calibrated
-        else "from its datasheet spec, not calibrated"
-    )
+    if not spec.calibrated:
+        how = "from its datasheet spec, not calibrated"
+    else:
+        mape = spec.calibration.get("fit_mape")
+        err = f"{mape * 100:.1f} %" if isinstance(mape, (int, float)) else "unrecorded"
+        how = f"calibrated, fit error {err} on {spec.calibration.get('graphs', '?')} graphs"
     return f"modelled for {spec.name} at {threads} thread(s) ({how}; spec {spec.path})"
 
 

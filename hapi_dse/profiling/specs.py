@@ -331,6 +331,9 @@ def parse_spec(path: str | Path) -> DeviceSpec:
     calibration = data.get("calibration", {})
     if not isinstance(calibration, dict):
         raise ArtefactError(f"{path}: [calibration] must be a table")
+    for key in ("fit_mape", "fit_max_abs_rel_error"):
+        if key in calibration:
+            _number(path, f"[calibration] {key}", calibration[key])
     known = {
         *REQUIRED,
         *OPTIONAL_NUMBERS,

@@ -4,8 +4,9 @@ emulation (``make board-check``): ``hapi calibrate --measure``, ``hapi profile -
 ``hapi devices`` and ``hapi eval`` there, ``hapi import-profile``, ``hapi search`` and
 ``hapi export`` at home. Functional only: timings under emulation mean nothing and nothing
 here reads them. Needs root and a Debian host; the rootfs and pip's cache are kept in
-``$BOARD_ROOT`` (default ``~/.cache/hapi-board-arm64``): about 25 minutes cold, 20 warm on
-2 cores (the board's profile under emulation is most of it). Marked slow."""
+``$BOARD_ROOT`` (default ``~/.cache/hapi-board-arm64``): about 25 minutes cold (4 of them
+the debootstrap), 20 warm on 2 cores (the board's profile under emulation: 16). Marked
+slow."""
 
 from __future__ import annotations
 

@@ -37,18 +37,10 @@ from hapi_dse.cli import options
     help="Fit --device's spec to the timings of this CSV (model,latency_ms[,threads]).",
 )
 @click.option("--device", default=None, help="Device whose spec --fit starts from and writes.")
-@click.option(
-    "--spec",
-    type=click.Path(dir_okay=False, exists=True),
-    default=None,
-    help="Spec to start the fit from instead of the one found for --device.",
-)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1, max=1024),
-    default=None,
+@options.spec("Spec to start the fit from instead of the one found for --device.")
+@options.threads(
     help="--measure: intra-op threads (default 1); --fit: the threads of CSV rows that do "
-    "not say (default: the spec's).",
+    "not say (default: the spec's)."
 )
 @click.option(
     "--runs", type=click.IntRange(min=10), default=100, show_default=True, help="Timed runs."
@@ -96,11 +88,11 @@ def calibrate(
         options.report(f"timed the graphs of {measure_dir} at {settings.threads} thread(s): {dest}")
     elif csv_path:
         from hapi_dse.profiling.calibrate import fit_measured, write_calibrated
-        from hapi_dse.profiling.specs import find_spec, parse_spec
+        from hapi_dse.profiling.specs import load_spec
 
         if not device:
             raise UsageError("--fit needs --device NAME (the spec it starts from and writes)")
-        start = parse_spec(spec) if spec else find_spec(device, profiles)
+        start = load_spec(device, spec, profiles)
         fitted, fit = fit_measured(csv_path, start, threads=threads)
         dest = write_calibrated(fitted, device, profiles)
         options.report(

@@ -11,18 +11,8 @@ from hapi_dse.cli import options
 @options.verbosity
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--device", required=True, help="Device whose spec models the graphs.")
-@click.option(
-    "--spec",
-    type=click.Path(dir_okay=False, exists=True),
-    default=None,
-    help="Spec file to use instead of the one found for --device.",
-)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1, max=1024),
-    default=None,
-    help="Threads to model (default: the spec's, the thread count users deploy with).",
-)
+@options.spec()
+@options.threads(help="Threads to model (default: the spec's, the thread count users deploy with).")
 @click.option("--breakdown", is_flag=True, help="Share of the latency per operator class.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @options.profiles
@@ -42,9 +32,9 @@ def estimate(
     Every figure is modelled: the spec's calibration (hapi calibrate) says how far to trust it.
     """
     from hapi_dse.profiling.estimate import estimate_files, estimates_json, format_estimates
-    from hapi_dse.profiling.specs import find_spec, parse_spec
+    from hapi_dse.profiling.specs import load_spec
 
-    dev = parse_spec(spec) if spec else find_spec(device, profiles)
+    dev = load_spec(device, spec, profiles)
     n = threads or dev.threads
     rows = estimate_files(list(files), dev, n)
     if as_json:

@@ -38,13 +38,22 @@ def seed(f: F) -> F:
     )(f)
 
 
-def threads(default: int | None = None) -> Decorator:
+def threads(
+    default: int | None = None, help: str = "Intra-op threads (torch / onnxruntime)."
+) -> Decorator:
     return click.option(
         "--threads",
-        type=click.IntRange(min=1),
+        type=click.IntRange(min=1, max=1024),
         default=default,
-        show_default=True,
-        help="Intra-op threads (torch / onnxruntime).",
+        show_default=default is not None,
+        help=help,
+    )
+
+
+def spec(help: str = "Spec file to use instead of the one found for --device.") -> Decorator:
+    """``--spec FILE``: a device spec instead of ``specs/DEVICE.toml`` on the search path."""
+    return click.option(
+        "--spec", type=click.Path(dir_okay=False, exists=True), default=None, help=help
     )
 
 

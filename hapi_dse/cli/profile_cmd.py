@@ -20,12 +20,7 @@ from hapi_dse.onnx_tools import DEFAULT_EXPORTER, EXPORTERS
     is_flag=True,
     help="Model the device from its spec instead of timing this machine.",
 )
-@click.option(
-    "--spec",
-    type=click.Path(dir_okay=False, exists=True),
-    default=None,
-    help="Spec file to use instead of the one found for --device.",
-)
+@options.spec()
 @click.option(
     "--calibrate",
     is_flag=True,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hapi_dse.profiling.modelled import class_breakdown, estimate_s
+from hapi_dse.profiling.modelled import class_breakdown
 from hapi_dse.profiling.opcost import graph_costs
 from hapi_dse.profiling.specs import DeviceSpec
 
@@ -49,8 +49,8 @@ def estimate_files(
     out = []
     for p in paths:
         costs = graph_costs(p, spec.channel_block)
-        sec = estimate_s(costs, spec, threads)
         parts = class_breakdown(costs, spec, threads)
+        sec = sum(parts.values())
         out.append(
             Estimate(
                 file=str(p),

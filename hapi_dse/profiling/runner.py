@@ -94,12 +94,12 @@ def _progress_fn(bar: Progress):  # type: ignore[no-untyped-def]
 
 def make_profiler(cfg: ProfileConfig) -> Profiler:
     """The profiler of mode ``modelled`` (from the spec), else onnxruntime on this machine."""
-    from hapi_dse.profiling.specs import find_spec, parse_spec
+    from hapi_dse.profiling.specs import load_spec, parse_spec
 
     if cfg.mode is ProfileMode.MODELLED:
         from hapi_dse.profiling.modelled import ModelledProfiler
 
-        spec = parse_spec(cfg.spec) if cfg.spec else find_spec(cfg.device, cfg.profiles)
+        spec = load_spec(cfg.device, cfg.spec, cfg.profiles)
         return ModelledProfiler(spec)
     from hapi_dse.profiling.energy import detect_meter
     from hapi_dse.profiling.measured import OrtProfiler

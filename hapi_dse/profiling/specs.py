@@ -375,6 +375,13 @@ def spec_paths(profiles: str | Path | None = None) -> dict[str, Path]:
     return out
 
 
+def load_spec(
+    device: str, spec_file: str | Path | None = None, profiles: str | Path | None = None
+) -> DeviceSpec:
+    """``--spec FILE`` when given, else ``device``'s spec on the search path."""
+    return parse_spec(spec_file) if spec_file else find_spec(device, profiles)
+
+
 def find_spec(device: str, profiles: str | Path | None = None) -> DeviceSpec:
     specs = spec_paths(profiles)
     if device not in specs:

@@ -29,6 +29,7 @@ from hapi_dse.cost import SLO, Objective, find_metric
 from hapi_dse.errors import UsageError, unknown_name
 from hapi_dse.provenance import redact
 from hapi_dse.search.sampling import SAMPLERS
+from hapi_dse.search.storage import check_journal
 
 DEFAULT_TRIALS = 1000
 
@@ -116,6 +117,7 @@ def check_config(cfg: SearchConfig) -> None:
         raise UsageError("--device: expected one or more device names, e.g. pixel6")
     if cfg.study is not None and cfg.storage is None and cfg.jobs == 1:
         raise UsageError("--study names a study in --storage; give --storage URL too")
+    check_journal(cfg.storage)  # before any search, changing nothing
     if not all(isinstance(s, SLO) for s in cfg.slos):
         raise TypeError(
             f"SearchConfig.slos must hold SLO objects, but got {cfg.slos!r}; parse strings "

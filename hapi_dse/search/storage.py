@@ -43,6 +43,52 @@ def journal_path(url: str) -> Path | None:
     return None
 
 
+def check_journal(url: str | None) -> None:
+    """Refuse a journal ``--storage`` that cannot be used, changing nothing on disk, so that
+    it fails in one line before any search: no file named, a directory or another non-file
+    at its path, a file where a directory of its path should be, or a place this process
+    cannot write (a read-only file system; the lock file goes beside the journal)."""
+    path = journal_path(url) if url is not None else None
+    if url is None or path is None:
+        return
+
+    def refuse(why: str) -> UsageError:
+        return UsageError(f"--storage {shown(url)}: {why}")
+
+    rest = url[len("journal:") :] if url.startswith("journal:") else url
+    if rest in ("", "///") or rest.endswith("/"):
+        raise refuse("names no journal file; expected journal:FILE, e.g. journal:study.log")
+    if os.path.lexists(path):
+        if path.is_dir():
+            raise refuse(
+                f"{str(path)!r} is a directory; name a file in it, e.g. "
+                f"journal:{path / 'study.log'}"
+            )
+        if not path.is_file():
+            raise refuse(f"{str(path)!r} is not a regular file; name a journal file")
+    parent = path.parent
+    while not os.path.lexists(parent):
+        parent = parent.parent
+    if not parent.is_dir():
+        raise refuse(
+            f"{str(parent)!r} is a file, not a directory; name a journal file in a directory"
+        )
+    targets = [parent] + ([path] if path.exists() else [])
+    for target in targets:
+        if not os.access(target, os.W_OK | (os.X_OK if target.is_dir() else 0)):
+            why = "read-only file system" if _read_only(target) else "permission denied"
+            raise refuse(
+                f"cannot write {str(target)!r} ({why}); give a journal file in a writable directory"
+            )
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def _with_driver(url: str) -> str:
     """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 when only it is
     installed (the ``postgres`` extra installs psycopg2-binary)."""
@@ -69,8 +115,15 @@ def open_storage(url: str | None) -> Any:
 
     path = journal_path(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        backend = JournalFile(path)
+        check_journal(url)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backend = JournalFile(path)
+        except OSError as e:  # a race with the checks, or a fault they cannot see
+            why = e.strerror or type(e).__name__
+            raise ArtefactError(
+                f"--storage {shown(url)}: cannot open the journal ({why})"
+            ) from None
         repair_torn_tail(backend)
         try:
             # Optuna skips a bad last line, then appends after it: refuse it first
@@ -288,11 +341,14 @@ def _last_line(path: Path) -> bytes:
 
 
 def _whole_record(line: bytes) -> bool:
+    from hapi_dse.errors import HapiError
+    from hapi_dse.readers import loads_json
+
     if not line:
         return True
     try:
-        record = json.loads(line)
-    except ValueError:
+        record = loads_json(line, "journal record")  # a line too deep is not a record
+    except HapiError:
         return False
     return isinstance(record, dict) and "op_code" in record
 

@@ -171,3 +171,37 @@ def test_plot_errors_are_one_line_exit_2(
     assert res.exit_code == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], res.stderr
+
+
+@pytest.mark.parametrize(
+    ("where", "device"),
+    [
+        ("search.json", "../../x"),
+        ("search.json", "a\x00b"),
+        ("search.json", "\ud800"),
+        ("search.json", ["pixel6"]),
+        ("design.json", "../x"),
+    ],
+)
+def test_plot_refuses_a_device_name_from_a_file_that_is_not_a_name(
+    run_cli, tmp_path: Path, where: str, device: object
+) -> None:
+    """The device a result names becomes part of the figure's file name: one from a file is
+    checked as ``--device`` is (issue #22, class 8)."""
+    a = _result_dir(tmp_path / "a", "pixel6", synthetic_trials(), [])
+    b = _result_dir(tmp_path / "b", "jetson", synthetic_trials(), [])
+    doc = json.loads((b / "jetson" / where).read_text())
+    doc["device"] = device
+    if where == "design.json":
+        doc_search = json.loads((b / "jetson" / "search.json").read_text())
+        del doc_search["device"]
+        (b / "jetson" / "search.json").write_text(json.dumps(doc_search))
+    (b / "jetson" / where).write_text(json.dumps(doc))
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    res = run_cli("plot", a, b, "--out", tmp_path / "out" / "f.png", "--no-references")
+    assert res.exit_code == 2
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert lines[0].startswith(f"hapi: error: {b / 'jetson' / where}: device ")
+    assert "is not a device name (letters, digits" in lines[0]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before

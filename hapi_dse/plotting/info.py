@@ -225,7 +225,7 @@ def find_results(dirs: list[str | Path]) -> list[ResultSet]:
             search = _read_json(s / "search.json")
             design = _read_json(s / "design.json")
             trials = read_trials(s / "trials.csv", search)
-            device = str(search.get("device") or design.get("device") or s.name)
+            device = _device_name(s, search, design)
             model_id = str(search.get("model_id") or design.get("model_id") or "")
             chosen = design.get("trial")
             if chosen is not None and (not isinstance(chosen, int) or isinstance(chosen, bool)):
@@ -235,6 +235,27 @@ def find_results(dirs: list[str | Path]) -> list[ResultSet]:
                 )
             found.append(ResultSet(s, device, model_id, trials, search, chosen))
     return found
+
+
+def _device_name(result: Path, search: dict[str, Any], design: dict[str, Any]) -> str:
+    """The device a result names in ``search.json`` (else ``design.json``), checked as
+    ``--device`` is: it names the figure's file when several devices are drawn, so a name
+    from a file must be a plain one (not ``../x``, no NUL, no lone surrogate). A result with
+    neither file is named by its directory."""
+    from hapi_dse.profiling.names import NAME_RULE, valid_device_name
+
+    for name, doc in (("search.json", search), ("design.json", design)):
+        device = doc.get("device")
+        if device is None or device == "":
+            continue
+        if not isinstance(device, str) or not valid_device_name(device):
+            shown = ascii(device[:60]) if isinstance(device, str) else type(device).__name__
+            raise ArtefactError(
+                f"{result / name}: device {shown} is not a device name ({NAME_RULE}); "
+                "rerun 'hapi search' or restore the file"
+            )
+        return device
+    return result.name
 
 
 def read_trials(path: Path, search: dict[str, Any]) -> pd.DataFrame:

@@ -38,6 +38,24 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     return first if len(first) <= limit else first[: limit - 3] + "..."
 
 
+def interrupt_in(error: BaseException) -> KeyboardInterrupt | None:
+    """The interrupt (Ctrl-C, or SIGTERM raised as one) that ``error`` was raised while
+    handling, if any: a library that catches every exception (torch's ONNX exporter does)
+    turns an interrupt into its own error, which must still end the command as an interrupt.
+    Follows ``__cause__`` and ``__context__`` (kept by ``raise ... from None`` too)."""
+    todo: list[BaseException] = [error]
+    seen: set[int] = set()
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        todo += [c for c in (e.__cause__, e.__context__) if c is not None]
+    return None
+
+
 class UsageError(HapiError):
     """A malformed option value or an unknown name."""
 

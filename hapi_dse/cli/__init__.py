@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from hapi_dse import __version__
-from hapi_dse.errors import HapiError
+from hapi_dse.errors import HapiError, interrupt_in
 
 __all__ = ["EXTRAS", "Terminated", "cli", "main", "missing_package"]
 
@@ -121,8 +121,19 @@ def cli(verbose: int, quiet: bool) -> None:
     set_verbosity(verbose, quiet)
 
 
+#: the signals main()'s handlers received during the command: an error raised after one (a
+#: library that caught the interrupt and raised its own error) still ends as an interrupt
+_RECEIVED: list[int] = []
+
+
 def _terminated(signum: int, frame: Any) -> None:
+    _RECEIVED.append(signum)
     raise Terminated
+
+
+def _keyboard_interrupt(signum: int, frame: Any) -> None:
+    _RECEIVED.append(signum)
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -133,6 +144,9 @@ def main(argv: list[str] | None = None) -> Any:
         saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
         if saved[signal.SIGTERM] is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, _terminated)
+        if saved[signal.SIGINT] is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _keyboard_interrupt)
+    _RECEIVED.clear()
     try:
         return _main(argv)
     except SystemExit as e:
@@ -155,6 +169,8 @@ def _main(argv: list[str] | None) -> Any:
     try:
         return cli.main(args=argv, prog_name="hapi", standalone_mode=False)
     except HapiError as e:
+        if _RECEIVED or interrupt_in(e) is not None:  # the error of an interrupted library
+            _interrupted(interrupt_in(e) or _signal_interrupt())
         click.echo(f"hapi: error: {e}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as e:
@@ -169,11 +185,7 @@ def _main(argv: list[str] | None) -> Any:
         click.echo("hapi: aborted", err=True)
         sys.exit(130)
     except (KeyboardInterrupt, _Interrupt) as e:
-        _ignore_interrupts()  # another Ctrl-C must not cut the one line short
-        how = " by SIGTERM" if isinstance(e.__cause__ or e, Terminated) else ""
-        newline = "\n" if not how and sys.stderr.isatty() else ""  # after the terminal's ^C
-        click.echo(f"{newline}hapi: interrupted{how}; nothing half-written was kept", err=True)
-        sys.exit(130)
+        _interrupted(e)
     except BrokenPipeError:
         sys.exit(0)
     except ModuleNotFoundError as e:  # e.g. torch or optuna on a board (the base install)
@@ -182,6 +194,24 @@ def _main(argv: list[str] | None) -> Any:
         cmd = next((a for a in (argv if argv is not None else sys.argv[1:]) if a in COMMANDS), "")
         click.echo(f"hapi: error: {missing_package(cmd, e.name)}", err=True)
         sys.exit(2)
+    except Exception as e:  # a bug keeps its traceback, unless an interrupt caused it
+        if _RECEIVED or interrupt_in(e) is not None:
+            _interrupted(interrupt_in(e) or _signal_interrupt())
+        raise
+
+
+def _signal_interrupt() -> KeyboardInterrupt:
+    """The interrupt of the first signal received (its error hid the interrupt itself)."""
+    return Terminated() if _RECEIVED and _RECEIVED[0] == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _interrupted(e: BaseException) -> None:
+    """End the command as interrupted: one line, exit status 130."""
+    _ignore_interrupts()  # another Ctrl-C must not cut the one line short
+    how = " by SIGTERM" if isinstance(e.__cause__ or e, Terminated) else ""
+    newline = "\n" if not how and sys.stderr.isatty() else ""  # after the terminal's ^C
+    click.echo(f"{newline}hapi: interrupted{how}; nothing half-written was kept", err=True)
+    sys.exit(130)
 
 
 def missing_package(command: str, module: str) -> str:

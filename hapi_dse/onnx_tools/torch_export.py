@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hapi_dse.errors import ArtefactError, HapiError, first_line
+from hapi_dse.errors import ArtefactError, HapiError, first_line, interrupt_in
 
 if TYPE_CHECKING:
     import torch
@@ -245,6 +245,9 @@ def export_onnx(
                     external_data=False,
                 )
         except Exception as e:  # the exporters raise many types; report the first line
+            interrupt = interrupt_in(e)  # torch.export wraps a Ctrl-C or SIGTERM it caught
+            if interrupt is not None:
+                raise interrupt from None
             first = first_line(e)
             raise ArtefactError(f"{path}: torch.onnx.export ({exporter}) failed: {first}") from e
         finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import signal
 import sys
 import threading
@@ -152,6 +153,9 @@ def main(argv: list[str] | None = None) -> Any:
     except SystemExit as e:
         if e.code == 130 and argv is None:  # the process ends on an interrupt: let no other
             saved = {}  # Ctrl-C turn the exit into a traceback or a death by SIGINT
+            # nor a library's exit hook add lines to the one (an interrupted import can leave
+            # torch's loggers half set up, and its exit hook then logs cache statistics)
+            logging.disable(logging.CRITICAL)
         raise
     finally:  # for callers that go on (tests): as it was
         for signum, handler in saved.items():

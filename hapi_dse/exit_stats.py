@@ -3,13 +3,13 @@ contract between training and everything after it (DESIGN 2.1), checked on load.
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from hapi_dse.errors import ArtefactError
+from hapi_dse.readers import read_npz
 
 STAT_KEYS = ("labels", "confidence", "entropy", "prediction", "position", "head")
 
@@ -65,24 +65,11 @@ class ExitStats:
         the final classifier as the last column. The error names the file, the array, the
         rule and the first bad value."""
         path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                missing = [k for k in STAT_KEYS if k not in z.files]
-                if missing:
-                    raise ArtefactError(f"{path}: missing arrays {missing}; expected {STAT_KEYS}")
-                arrays = {k: z[k] for k in STAT_KEYS}
-        except FileNotFoundError:
-            raise ArtefactError(f"{path}: file not found") from None
-        except (TypeError, AttributeError):  # np.load gave one array: a .npy, not a .npz
-            raise ArtefactError(
-                f"{path}: a single .npy array, not an .npz archive of the arrays "
-                f"{', '.join(STAT_KEYS)}; write it with numpy.savez (or rerun 'hapi train')"
-            ) from None
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-            why = "neither a zip archive nor an array" if "pickled" in str(e) else str(e)
-            raise ArtefactError(
-                f"{path}: not a readable .npz file ({why}); rerun 'hapi train'"
-            ) from None
+        # headers checked before anything is allocated; no pickle
+        arrays = read_npz(path, keys=STAT_KEYS, fix="rerun 'hapi train'")
+        missing = [k for k in STAT_KEYS if k not in arrays]
+        if missing:
+            raise ArtefactError(f"{path}: missing arrays {missing}; expected {STAT_KEYS}")
         _check_stats(path, arrays, num_classes)
         return cls(**arrays)
 

@@ -6,7 +6,6 @@ Layout (contract, DESIGN 2.1): ``model.json``, ``weights.pt``, ``exits_val.npz``
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import pickle
@@ -20,6 +19,7 @@ from hapi_dse.errors import ArtefactError, HapiError, first_line
 from hapi_dse.exit_stats import ExitStats
 from hapi_dse.outdirs import OUTPUT_KINDS
 from hapi_dse.provenance import sha256_file
+from hapi_dse.readers import read_csv, read_json, torch_load_weights
 
 RUN_FILES: tuple[str, ...] = OUTPUT_KINDS["run"]["names"]  # what 'hapi train' writes
 EXAMPLES_DIR = Path(__file__).parent / "examples"
@@ -172,10 +172,7 @@ class RunDir:
     @cached_property
     def model(self) -> dict[str, Any]:
         p = self.path / "model.json"
-        try:
-            data: dict[str, Any] = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ArtefactError(f"{p}: not valid JSON ({e})") from None
+        data: dict[str, Any] = read_json(p)  # one line for any parse failure or limit
         if not isinstance(data, dict):
             raise ArtefactError(
                 f"{p}: expected a JSON object (model_id, arch, exits, columns...), got a "
@@ -240,15 +237,14 @@ class RunDir:
         if not p.is_file():
             raise ArtefactError(f"{p}: file not found")
         try:
-            with open(p, newline="") as f:
-                rows = list(csv.DictReader(f))
+            rows = list(read_csv(p))
             for i, r in enumerate(rows):
                 for col in ("position", "flops", "params"):
                     v = r.get(col)
                     if v is None or not v.strip().isdigit():
                         raise ValueError(f"line {i + 2}: {col} is {v!r}, expected an integer >= 0")
                     r[col] = int(v)
-        except (OSError, UnicodeDecodeError, csv.Error, ValueError) as e:
+        except ValueError as e:
             raise ArtefactError(f"{p}: not a flops table of 'hapi train' ({e})") from None
         return rows
 
@@ -289,8 +285,6 @@ class RunDir:
 
         Builds only a registered backbone unless code was allowed (see :meth:`check_arch`).
         """
-        import torch
-
         from hapi_dse.models.early_exit import build
 
         self.check_arch(trust_code, backbone)
@@ -298,7 +292,7 @@ class RunDir:
         p = self.path / "weights.pt"
         _ = self.weights_sha256  # a swapped weights.pt is refused
         try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
+            state = torch_load_weights(p)
             net.load_state_dict(state)
         except FileNotFoundError:
             raise ArtefactError(f"{p}: file not found") from None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hapi_dse.data.images import GREY_MODES, Decoder, FileSet, pillow
+from hapi_dse.data.images import GREY_MODES, MAX_IMAGE_SIDE, Decoder, FileSet, pillow
 from hapi_dse.errors import DataError, UsageError, first_line
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -46,6 +46,11 @@ def parse_image_size(text: str | None) -> tuple[int, int] | None:
     if min(size) < 1:
         raise UsageError(
             f"--image-size {text!r}: expected SIZE or WIDTHxHEIGHT in pixels, e.g. 64 or 64x48"
+        )
+    if max(size) > MAX_IMAGE_SIDE:
+        raise UsageError(
+            f"--image-size {text!r}: at most {MAX_IMAGE_SIDE} pixels a side (a larger image "
+            "would not fit a training batch in memory), e.g. 224 or 224x224"
         )
     return size
 

@@ -17,6 +17,12 @@ import numpy as np
 
 from hapi_dse.errors import DataError, first_line
 
+#: largest image side (pixels) hapi trains on: ``--image-size`` and ``.npz`` images; at 4096
+#: a side one colour image is already 192 MiB as float32 (a batch of 64: 12 GiB)
+MAX_IMAGE_SIDE = 4096
+#: most classes a dataset may have (a ``classes`` array, or the largest label + 1 without one)
+MAX_CLASSES = 10_000
+
 # Pillow modes with one grey channel (alpha dropped); every other mode is read as colour.
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"})
 

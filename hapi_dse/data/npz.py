@@ -9,15 +9,16 @@ drawn from train by seed as for image folders (:data:`~hapi_dse.data.folders.FRA
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from hapi_dse.data.folders import FRACTIONS, draw_splits
-from hapi_dse.data.images import ArraySet
+from hapi_dse.data.images import MAX_CLASSES, MAX_IMAGE_SIDE, ArraySet
 from hapi_dse.errors import DataError
 from hapi_dse.provenance import sha256_file
+from hapi_dse.readers import available_memory
+from hapi_dse.readers import read_npz as read_arrays
 
 
 def _images(path: Path, key: str, x: np.ndarray) -> np.ndarray:
@@ -33,8 +34,19 @@ def _images(path: Path, key: str, x: np.ndarray) -> np.ndarray:
             f"{path}: {key} has shape {x.shape}; expected (n, H, W), (n, H, W, C) or "
             "(n, C, H, W) with C = 1, 3 or 4"
         )
+    if min(x.shape[2:]) < 1 or max(x.shape[2:]) > MAX_IMAGE_SIDE:
+        raise DataError(
+            f"{path}: {key} holds images of {x.shape[2]}x{x.shape[3]} pixels; each side must "
+            f"be 1..{MAX_IMAGE_SIDE}"
+        )
     if x.shape[1] == 4:
         x = x[:, :3]  # RGBA -> RGB
+    need, free = x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] * 4, available_memory()
+    if need > free // 2:
+        raise DataError(
+            f"{path}: {key} needs {need / 2**30:.1f} GiB as float32, more than half the "
+            f"{free / 2**30:.1f} GiB of memory available"
+        )
     scale = np.float32(255.0) if x.dtype == np.uint8 else np.float32(1.0)
     return np.ascontiguousarray(x.astype(np.float32) / scale)
 
@@ -43,11 +55,8 @@ def read_npz(
     path: Path, *, seed: int
 ) -> tuple[dict[str, ArraySet], tuple[str, ...], dict[str, object]]:
     """The splits (unnormalised), class names and identity (path, sha256) of ``path``."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    # every member's header is checked (shape, dtype, size in the archive) before allocating
+    arrays = read_arrays(path, error=DataError)
     train_key = "" if "x" in arrays else "_train"
     found = {}
     for split, suffix in (("train", train_key), ("val", "_val"), ("test", "_test")):
@@ -75,9 +84,21 @@ def read_npz(
         names = arrays["classes"]
         if names.ndim != 1 or names.dtype.kind not in "US":
             raise DataError(f"{path}: classes must be a 1-D string array, got {names.dtype}")
+        if len(names) > MAX_CLASSES:
+            raise DataError(
+                f"{path}: classes holds {len(names)} names; hapi trains at most {MAX_CLASSES} "
+                "classes"
+            )
         classes = tuple(str(c) for c in names.tolist())
-    else:
-        classes = tuple(str(i) for i in range(int(found["train"].labels.max()) + 1))
+    else:  # the classes are 0..largest label: refuse a label that implies absurdly many
+        top = int(found["train"].labels.max())
+        if top >= MAX_CLASSES:
+            raise DataError(
+                f"{path}: label {top} in the train split implies {top + 1} classes (without "
+                f"a 'classes' array, labels are 0..classes-1); hapi trains at most "
+                f"{MAX_CLASSES} classes: number the labels from 0, or add a 'classes' array"
+            )
+        classes = tuple(str(i) for i in range(top + 1))
     for split, s in found.items():
         bad = s.labels[(s.labels < 0) | (s.labels >= len(classes))]
         if len(bad):

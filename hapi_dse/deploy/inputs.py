@@ -9,8 +9,6 @@ normalised with the run's ``model.json`` statistics, so that sample ``i`` here i
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import numpy as np
 from hapi_dse.cost.design import Design
 from hapi_dse.errors import ArtefactError, HapiError, UsageError
 from hapi_dse.provenance import sha256_file
+from hapi_dse.readers import read_csv, read_json
 from hapi_dse.run import RunDir, run_for_result
 
 
@@ -82,10 +81,7 @@ def load_design(source: str | Path, trial: int | None = None) -> DesignFile:
     if trial is not None:
         return load_trial(source, trial)
     path = find_design(source)
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtefactError(f"{path}: not valid JSON ({e})") from None
+    doc = read_json(path)  # one line for any parse failure or limit
     if not isinstance(doc, dict) or "exits" not in doc:
         raise ArtefactError(f"{path}: not a design (expected keys policy, policy_params, exits)")
     design = Design.from_dict(doc)
@@ -98,13 +94,11 @@ def load_trial(source: str | Path, trial: int) -> DesignFile:
     path = find_trials(source)
     need = ("trial", "state", "policy", "patience", "exits")
     try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-        if not set(need) <= set(reader.fieldnames or ()):
+        rows = read_csv(path)
+        if not set(need) <= set(rows.fieldnames):
             raise ValueError(f"expected the columns {', '.join(need)}")
         complete = [int(r["trial"]) for r in rows if r["state"] == "COMPLETE"]
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as e:
+    except (HapiError, ValueError) as e:
         raise ArtefactError(
             f"{path}: not a readable trials table of 'hapi search' ({e}); rerun the search"
         ) from None
@@ -119,10 +113,10 @@ def load_trial(source: str | Path, trial: int) -> DesignFile:
         )
     info = path.parent / "search.json"
     try:
-        search = json.loads(info.read_text())
+        search = read_json(info)
         if not isinstance(search, dict):
             raise ValueError("not a JSON object")
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+    except (HapiError, ValueError) as e:
         raise ArtefactError(
             f"{info}: cannot read the search's model and device ({e}); --trial needs the "
             "whole directory 'hapi search' wrote"
@@ -197,19 +191,19 @@ def exit_temperatures(design: Design, run: RunDir) -> list[float]:
 def _dataset_sha256(run: RunDir) -> str | None:
     """The content hash of the image folder or ``.npz`` the run was trained on, if any."""
     try:
-        doc = json.loads((run.path / "train.json").read_text())
+        doc = read_json(run.path / "train.json")
         return str(doc["inputs"]["dataset"]["sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (HapiError, KeyError, TypeError):
         return None
 
 
 def train_settings(run: RunDir) -> dict[str, Any]:
     p = run.path / "train.json"
     try:
-        settings = json.loads(p.read_text()).get("settings") or {}
-    except (OSError, json.JSONDecodeError):
+        settings = read_json(p).get("settings") or {}
+    except (HapiError, AttributeError):
         settings = {}
-    return dict(settings)
+    return dict(settings) if isinstance(settings, dict) else {}
 
 
 def _per_channel(values: float | list[float] | tuple[float, ...]) -> np.ndarray:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from hapi_dse.errors import ArtefactError, HapiError, first_line
+from hapi_dse.readers import loads_json, read_json
 
 #: version of an export's sidecar (``export.json``) and of a staged ``manifest.json``
 EXPORT_SCHEMA_VERSION = 1
@@ -55,13 +56,15 @@ def open_export(path: str | Path, threads: int = 1) -> Export:
         from hapi_dse.deploy.staged_runtime import StagedModel
 
         try:
-            meta = json.loads((root / MANIFEST).read_text())
+            # the guarded reader first: a file too deep or too large for the runtime's own
+            # parser is refused in one line before the runtime reads it
+            meta = read_json(root / MANIFEST)
             side = root / STAGED_SIDECAR
             if side.is_file():
-                meta = {**json.loads(side.read_text()), **meta}
+                meta = {**read_json(side), **meta}
             staged = StagedModel(root, threads=threads)
-        except HapiError:
-            raise
+        except HapiError as e:  # the readers' line names the file and the fault
+            raise ArtefactError(f"{root}: not a valid staged export ({e})") from None
         except Exception as e:  # bad JSON, missing keys, onnxruntime's own exception types
             first = first_line(e)
             raise ArtefactError(f"{root}: not a valid staged export ({first})") from None
@@ -78,15 +81,17 @@ def open_export(path: str | Path, threads: int = 1) -> Export:
     except Exception as e:  # onnxruntime raises its own exception types
         first = first_line(e)
         raise ArtefactError(f"{p}: onnxruntime cannot load it ({first})") from None
-    props = sess.get_modelmeta().custom_metadata_map
+    try:
+        props = sess.get_modelmeta().custom_metadata_map
+    except UnicodeDecodeError as e:  # onnxruntime decodes the properties as UTF-8
+        raise ArtefactError(
+            f"{p}: its metadata is not valid UTF-8 text (byte {e.start}); not a hapi export"
+        ) from None
     meta = {}
     for k, v in props.items():
         if k.startswith(META_PREFIX):
             name = k[len(META_PREFIX) :]
-            try:
-                meta[name] = json.loads(v)
-            except json.JSONDecodeError:
-                meta[name] = v
+            meta[name] = _meta_value(v, f"{p}: metadata {k}")
     if "design" not in meta:
         raise ArtefactError(
             f"{p}: not a hapi export (no hapi.design metadata); export it with 'hapi export'"
@@ -101,6 +106,18 @@ def open_export(path: str | Path, threads: int = 1) -> Export:
         return z, int(idx[0])
 
     return Export(p, str(meta.get("format", "onnx")), meta, run_one)
+
+
+def _meta_value(text: str, where: str) -> Any:
+    """A ``hapi.*`` metadata property: its JSON value, or the text itself when it is not
+    JSON; a value past the readers' limits (nesting, integers) is refused in one line."""
+    try:
+        json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return text
+    except (RecursionError, ValueError):
+        pass  # too deep or an integer too long: loads_json says which, in one line
+    return loads_json(text, where)
 
 
 def check_meta(meta: Any, where: Path) -> None:

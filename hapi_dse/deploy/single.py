@@ -24,6 +24,7 @@ from hapi_dse.deploy.load import META_PREFIX
 from hapi_dse.errors import ArtefactError
 from hapi_dse.onnx_tools import CHECK_ATOL, ExportMismatchError, ExportReport
 from hapi_dse.provenance import sha256_file
+from hapi_dse.readers import read_onnx
 
 
 def _metadata(common: dict[str, Any]) -> dict[str, str]:
@@ -166,7 +167,7 @@ def write_single_graph(
             check_inputs=checks_t,
             atol=CHECK_ATOL,
         )
-        model = onnx.load(str(raw))
+        model = read_onnx(raw)
     timings["torch_onnx_export_and_check"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
     if len(names) > 1:

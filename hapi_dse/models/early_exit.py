@@ -13,6 +13,7 @@ from torch import nn
 
 from hapi_dse.models.backbones import Backbone, create_backbone
 from hapi_dse.models.heads import HEADS
+from hapi_dse.readers import torch_load_weights
 
 
 def head_key(position: int, head: str) -> str:
@@ -94,7 +95,7 @@ def weights_identity(arch: dict[str, Any], weights: str | Path) -> tuple[str, st
     from hapi_dse.provenance import sha256_file
 
     digest = sha256_file(weights)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    state = torch_load_weights(weights)
     shapes = {k: list(v.shape) for k, v in state.items()}
     return model_id(arch, shapes, digest), digest
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hapi_dse.errors import ArtefactError, HapiError, first_line, interrupt_in
+from hapi_dse.readers import read_onnx
 
 if TYPE_CHECKING:
     import torch
@@ -252,7 +253,7 @@ def export_onnx(
             raise ArtefactError(f"{path}: torch.onnx.export ({exporter}) failed: {first}") from e
         finally:
             module.eval()  # the legacy exporter may restore training=True on submodules
-        model = onnx.load(str(tmp))
+        model = read_onnx(tmp)
         try:
             onnx.checker.check_model(str(tmp), full_check=True)
         except onnx.checker.ValidationError as e:

@@ -19,6 +19,7 @@ import numpy as np
 
 from hapi_dse.cost.metrics import find_metric, metric, pareto_mask
 from hapi_dse.errors import ArtefactError
+from hapi_dse.readers import read_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -290,10 +291,7 @@ def read_trials(path: Path, search: dict[str, Any]) -> pd.DataFrame:
 def _read_json(p: Path) -> dict[str, Any]:
     if not p.is_file():
         return {}
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtefactError(f"{p}: not valid JSON ({e})") from None
+    data = read_json(p)  # one line for any parse failure or limit
     return data if isinstance(data, dict) else {}
 
 

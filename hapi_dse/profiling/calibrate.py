@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import math
@@ -31,6 +30,7 @@ from hapi_dse.profiling.kit import NOOP, Bench, calibration_kit, micro_graphs
 from hapi_dse.profiling.opcost import graph_costs
 from hapi_dse.profiling.specs import DEFAULT_ACTIVE_POWER_W, DeviceSpec
 from hapi_dse.profiling.timing import TimingSettings, make_session, time_sessions
+from hapi_dse.readers import read_csv
 
 log = logging.getLogger(__name__)
 
@@ -183,13 +183,7 @@ def read_measured(path: str | Path, default_threads: int, channel_block: int = 1
     """The timings of a ``measured.csv``: each ``model`` an ONNX file relative to the CSV,
     ``latency_ms`` finite and > 0, ``threads`` (optional) an integer >= 1."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ArtefactError(f"{path}: cannot read ({e.strerror})") from None
-    except UnicodeDecodeError:
-        raise ArtefactError(f"{path}: not a UTF-8 CSV file") from None
-    rows = list(csv.DictReader(text.splitlines()))
+    rows = read_csv(path)  # one line for an unreadable, non-UTF-8 or malformed file
     if not rows or not {"model", "latency_ms"} <= set(rows[0]):
         raise ArtefactError(f"{path}: expected a CSV with columns model,latency_ms[,threads]")
     out = []

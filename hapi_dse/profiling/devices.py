@@ -10,13 +10,13 @@ for every table and spec at once); :func:`device_rows` and :func:`format_devices
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from hapi_dse.errors import ArtefactError, unknown_name
+from hapi_dse.errors import ArtefactError, HapiError, unknown_name
 from hapi_dse.paths import SPECS_SUBDIR, profile_search_path
 from hapi_dse.profiling.names import sidecar_path, table_path
+from hapi_dse.readers import read_json
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ def list_tables(profiles: str | Path | None = None) -> list[TableInfo]:
                 continue
             seen.add((device, model_id))
             try:
-                side = json.loads(sidecar_path(csv_path).read_text())
-            except (OSError, ValueError):
+                side = read_json(sidecar_path(csv_path))
+            except HapiError:  # listed as unknown; 'hapi devices --check' refuses it
                 side = {}
             if not isinstance(side, dict):  # listed as unknown; 'hapi devices --check' refuses it
                 side = {}

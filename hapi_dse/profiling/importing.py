@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hapi_dse.errors import ArtefactError, UsageError
+from hapi_dse.errors import ArtefactError, HapiError, UsageError
 from hapi_dse.paths import default_profiles_out
 from hapi_dse.profiling.names import NAME_RULE, sidecar_path, table_path, valid_device_name
 from hapi_dse.profiling.table import check_table
+from hapi_dse.readers import loads_json, read_json
 
 __all__ = ["ImportedTable", "import_tables"]
 
@@ -80,8 +81,8 @@ def _sidecar_device(csv: Path) -> str | None:
     then says why)."""
     side_path = sidecar_path(csv)
     try:
-        side = json.loads(side_path.read_text())
-    except (OSError, ValueError):
+        side = read_json(side_path)
+    except HapiError:
         return None
     if not isinstance(side, dict):
         return None
@@ -157,7 +158,7 @@ def _install(c: _Checked, overwrite: bool) -> ImportedTable:
     }
     text = json.dumps(side, indent=2) + "\n"
     json_dest = sidecar_path(c.dest)
-    validate_sidecar(json.loads(text), str(json_dest))
+    validate_sidecar(loads_json(text, json_dest), str(json_dest))
     data = c.csv.read_bytes()
     with atomic_path(c.dest) as tmp_csv, atomic_path(json_dest) as tmp_json:
         tmp_csv.write_bytes(data)

@@ -8,12 +8,12 @@ count. Standard library only: no torch, no onnx, no onnxruntime.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hapi_dse.errors import ArtefactError
+from hapi_dse.readers import read_json
 
 MANIFEST = "segments.json"
 MANIFEST_SCHEMA = 1
@@ -90,15 +90,12 @@ def load_manifest(root: str | Path) -> Manifest:
     """Read ``segments.json`` from an export directory and check its files exist."""
     root = Path(root)
     p = root / MANIFEST
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
+    if not p.exists():
         raise ArtefactError(
             f"{p}: not found; export segments with 'hapi profile --model RUN --export-dir "
             f"{root} --export-only'"
-        ) from None
-    except (OSError, ValueError) as e:
-        raise ArtefactError(f"{p}: not valid JSON ({e})") from None
+        )
+    data = read_json(p)  # one line for any parse failure or limit
     try:
         segs = [
             Segment(**{**s, "input_shape": tuple(int(d) for d in s["input_shape"])})

@@ -184,11 +184,12 @@ def _attrs(node: Any) -> dict[str, Any]:
 def load_graph(path: str | Path) -> Any:
     """An ONNX model with inferred shapes; a file that is not an ONNX graph is an
     :class:`ArtefactError`."""
-    import onnx
     from onnx import shape_inference
 
+    from hapi_dse.readers import read_onnx
+
+    model = read_onnx(path)  # one line for anything onnx cannot parse
     try:
-        model = onnx.load(str(path))
         if not model.graph.node:
             raise ValueError("it has no nodes")
         return shape_inference.infer_shapes(model)

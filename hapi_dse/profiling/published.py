@@ -27,18 +27,13 @@ The file sits beside ``specs/``, not in it: every ``specs/*.toml`` is read as a 
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from hapi_dse.errors import ArtefactError
 from hapi_dse.paths import SHIPPED_PROFILES
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from hapi_dse.readers import read_toml
 
 #: the shipped file of published figures
 PUBLISHED_PATH = SHIPPED_PROFILES / "published.toml"
@@ -105,12 +100,7 @@ def _check_entry(entry: Any, where: str) -> PublishedCheck:
 def load_published(path: str | Path | None = None) -> list[PublishedCheck]:
     """The ``[[check]]`` entries of ``path`` (default: the shipped file), validated."""
     path = Path(path) if path is not None else PUBLISHED_PATH
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ArtefactError(f"{path}: cannot read ({e.strerror})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ArtefactError(f"{path}: not valid TOML ({e})") from None
+    data = read_toml(path)  # one line for any parse failure or limit
     extra = sorted(set(data) - {"check"})
     if extra:
         raise ArtefactError(f"{path}: unknown top-level key(s) {', '.join(extra)}")

@@ -132,19 +132,18 @@ def _refuse_overwrite(cfg: ProfileConfig, model_id: str, source: str, of: str = 
     """Refuse (unless ``--force``) to replace a measured table with a modelled one, or a
     file whose sidecar names another model than ``model_id`` (the model to profile, from
     ``of``). ``model_id`` covers the weights, so another training writes its own file."""
-    import json
-
-    from hapi_dse.errors import ArtefactError
+    from hapi_dse.errors import ArtefactError, HapiError
     from hapi_dse.paths import default_profiles_out
     from hapi_dse.profiling.names import sidecar_path, table_path
+    from hapi_dse.readers import read_json
 
     dest = table_path(default_profiles_out(cfg.profiles), cfg.device, model_id)
     if cfg.force or not dest.is_file():
         return
     try:
-        side = json.loads(sidecar_path(dest).read_text())
+        side = read_json(sidecar_path(dest))
         old, theirs = side.get("source"), side.get("model_id")
-    except (OSError, ValueError, AttributeError):
+    except (HapiError, AttributeError):
         return
     if theirs is not None and theirs != model_id:
         raise ArtefactError(

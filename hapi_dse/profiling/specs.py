@@ -54,7 +54,6 @@ keyed by ONNX operator type) are read too: each key becomes the classes it cover
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,11 +61,7 @@ from typing import Any
 from hapi_dse.errors import ArtefactError, unknown_name
 from hapi_dse.paths import SPECS_SUBDIR, default_profiles_out, profile_search_path
 from hapi_dse.profiling.opcost import OP_CLASSES, op_class
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from hapi_dse.readers import read_toml
 
 #: Power assumed for modelled energy on a device with neither a meter nor a spec (a laptop
 #: or server core under load; 15 W is the base power of a common thin-laptop CPU class).
@@ -296,14 +291,7 @@ def _legacy(path: Path, data: dict[str, Any], flops: float) -> tuple[dict, dict]
 def parse_spec(path: str | Path) -> DeviceSpec:
     """Read and validate one spec file."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise ArtefactError(f"{path}: cannot read ({e.strerror})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ArtefactError(f"{path}: not valid TOML ({e})") from None
-    except ValueError as e:  # an integer too long to convert
-        raise ArtefactError(f"{path}: not valid TOML ({e})") from None
+    data = read_toml(path)  # one line for any parse failure or limit
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise ArtefactError(f"{path}: missing key(s) {', '.join(missing)}")

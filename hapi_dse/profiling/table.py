@@ -26,8 +26,6 @@ This module reads and writes tables; the format and its checks are
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +53,7 @@ from hapi_dse.profiling.table_format import (
     validate_rows,
     validate_sidecar,
 )
+from hapi_dse.readers import loads_json, parse_csv, read_json, read_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -197,7 +196,7 @@ def write_table(
     table_text = csv_text([{c: format_value(r[c]) for c in cols} for r in checked], cols)
     text = json.dumps(side, indent=2, default=_json_default) + "\n"
     json_path = sidecar_path(csv_path)
-    validate_sidecar(json.loads(text), str(json_path))  # never write what readers refuse
+    validate_sidecar(loads_json(text, json_path), str(json_path))  # never write what readers refuse
     with atomic_path(csv_path) as tmp_csv, atomic_path(json_path) as tmp_json:
         tmp_csv.write_text(table_text)
         tmp_json.write_text(text)
@@ -217,18 +216,10 @@ def check_table(
     """Read and validate one table file and its sidecar without pandas: the checked rows and
     the sidecar. ``model_id`` defaults to the file's name, ``device`` to its directory's."""
     path = Path(path)
-    try:
-        raw = path.read_text()
-    except OSError as e:
-        raise ArtefactError(f"{path}: cannot read ({e.strerror})") from None
-    except UnicodeDecodeError:
-        raise ArtefactError(f"{path}: not a text CSV file") from None
-    try:
-        side = json.loads(sidecar_path(path).read_text())
-    except FileNotFoundError:
-        raise ArtefactError(f"{path}: its sidecar {sidecar_path(path).name} is missing") from None
-    except (OSError, ValueError) as e:
-        raise ArtefactError(f"{sidecar_path(path)}: not valid JSON ({e})") from None
+    raw = read_text(path)  # one line for an unreadable, oversized or non-UTF-8 file
+    if not sidecar_path(path).exists():
+        raise ArtefactError(f"{path}: its sidecar {sidecar_path(path).name} is missing")
+    side = read_json(sidecar_path(path))
     validate_sidecar(side, str(sidecar_path(path)))
     want_id = model_id if model_id is not None else path.stem
     if side.get("model_id") != want_id:
@@ -239,12 +230,11 @@ def check_table(
     want_dev = device if device is not None else path.parent.name
     if side.get("device", want_dev) != want_dev:
         raise ArtefactError(f"{path}: sidecar says device {side.get('device')!r}, not {want_dev!r}")
-    reader = csv.DictReader(io.StringIO(raw))
-    if not reader.fieldnames:
+    records = parse_csv(raw, path)
+    if not records.fieldnames:
         raise ArtefactError(f"{path}: empty file; expected a header {','.join(TABLE_COLUMNS)}")
-    records = list(reader)
     if records:
-        missing = [c for c in TABLE_COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in TABLE_COLUMNS if c not in records.fieldnames]
         if missing:
             raise ArtefactError(
                 f"{path}: missing column(s) {', '.join(missing)}; "

@@ -36,7 +36,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,12 +44,8 @@ from typing import Any
 from hapi_dse.cost.design import POLICIES, Design, Exit
 from hapi_dse.errors import UsageError, unknown_name
 from hapi_dse.paths import SHIPPED_SEARCH_SPACES
+from hapi_dse.readers import loads_toml, loads_yaml, read_text
 from hapi_dse.run import ExitStats
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 _KEYS: dict[str, set[str]] = {
     "": {"description", "exits", "thresholds", "policies", "sampler"},
@@ -280,33 +275,16 @@ def load_space(name: str | Path) -> SearchSpace:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        if path.suffix == ".toml":
-            with open(path, "rb") as f:
-                return tomllib.load(f)
-        import yaml
-
-        data = yaml.safe_load(path.read_text())
-        if not isinstance(data, dict):
-            raise UsageError(f"search space {path}: expected a mapping at the top level")
-        return data
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"search space {path}: not valid TOML ({e})") from None
-    except UnicodeDecodeError as e:
-        raise UsageError(f"search space {path}: not a text file ({e})") from None
-    except Exception as e:  # yaml.YAMLError, without importing yaml for TOML files
-        if type(e).__module__.startswith("yaml"):
-            raise UsageError(f"search space {path}: not valid YAML ({_yaml_error(e)})") from None
-        raise
-
-
-def _yaml_error(e: Exception) -> str:
-    """A YAML parser error in one line: what is wrong and where (its own text spans lines)."""
-    problem = getattr(e, "problem", None)
-    mark = getattr(e, "problem_mark", None)
-    if problem and mark is not None:
-        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
-    return " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    """The space file's data through the guarded readers (one line for any parse failure,
+    depth or integer limit)."""
+    where = f"search space {path}"
+    text = read_text(path, error=UsageError)
+    if path.suffix == ".toml":
+        return loads_toml(text, where, error=UsageError)
+    data = loads_yaml(text, where, error=UsageError)
+    if not isinstance(data, dict):
+        raise UsageError(f"search space {path}: expected a mapping at the top level")
+    return data
 
 
 def parse_space(

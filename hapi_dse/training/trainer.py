@@ -33,6 +33,7 @@ from hapi_dse.models.early_exit import (
 )
 from hapi_dse.outdirs import atomic_dir, check_out_dir
 from hapi_dse.provenance import provenance
+from hapi_dse.readers import torch_load_weights
 from hapi_dse.training.calibration import exit_statistics, fit_temperatures, nll_per_column
 from hapi_dse.training.config import TrainConfig
 from hapi_dse.training.device import select_accelerator
@@ -55,7 +56,7 @@ def _load_init(net: EarlyExitNet, path: Path) -> None:
     ``torch.save(model.state_dict(), PATH)``); see :func:`load_backbone_state`."""
     how = "save it with torch.save(model.state_dict(), PATH)"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load_weights(path)
     except Exception as e:  # any unreadable checkpoint is a user error here
         raise ArtefactError(
             f"--init {path}: cannot load a state dict ({type(e).__name__}); {how}"

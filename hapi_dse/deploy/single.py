@@ -10,7 +10,6 @@ the inputs, outputs, check and requirements.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from hapi_dse.errors import ArtefactError
 from hapi_dse.onnx_tools import CHECK_ATOL, ExportMismatchError, ExportReport
 from hapi_dse.provenance import sha256_file
 from hapi_dse.readers import read_onnx
+from hapi_dse.tempdirs import temp_dir
 
 
 def _metadata(common: dict[str, Any]) -> dict[str, str]:
@@ -155,8 +155,8 @@ def write_single_graph(
     out.parent.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=".hapi-export-", dir=out.parent) as tmpdir:
-        raw = Path(tmpdir) / "raw.onnx"
+    with temp_dir(".hapi-export-", out.parent) as tmpdir:  # a killed export's: swept
+        raw = tmpdir / "raw.onnx"
         report = export_onnx(
             module,
             example_t,

@@ -16,7 +16,6 @@ import hashlib
 import logging
 import math
 import platform
-import tempfile
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +30,7 @@ from hapi_dse.profiling.opcost import graph_costs
 from hapi_dse.profiling.specs import DEFAULT_ACTIVE_POWER_W, DeviceSpec
 from hapi_dse.profiling.timing import TimingSettings, make_session, time_sessions
 from hapi_dse.readers import read_csv
+from hapi_dse.tempdirs import temp_dir
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,8 @@ def calibrate(
     benches = micro_graphs(seed)
     thread_counts = sorted({1, settings.threads})
     block = host_channel_block()
-    with tempfile.TemporaryDirectory(prefix="hapi-calib-") as tmp:
-        paths = _save(benches, Path(tmp))
+    with temp_dir("hapi-calib-") as tmp:  # a killed calibration's is swept by the next
+        paths = _save(benches, tmp)
         costs = [graph_costs(p, block) for p in paths]
         measured = {n: time_graphs(paths, replace(settings, threads=n)) for n in thread_counts}
     timings = []

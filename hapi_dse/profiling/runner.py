@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -61,8 +60,10 @@ def _export_dir(cfg: ProfileConfig) -> Iterator[Path]:
     if cfg.export_dir:
         yield Path(cfg.export_dir)
     else:
-        with tempfile.TemporaryDirectory(prefix="hapi-segments-") as tmp:
-            yield Path(tmp)
+        from hapi_dse.tempdirs import temp_dir
+
+        with temp_dir("hapi-segments-") as tmp:  # a killed profile's is swept by the next
+            yield tmp
 
 
 def _export(cfg: ProfileConfig, out: Path) -> tuple[Manifest, dict[str, Path]]:

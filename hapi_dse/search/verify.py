@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import platform
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import numpy as np
 
 from hapi_dse.deploy.measure import METRIC_STATISTIC
 from hapi_dse.errors import UsageError
+from hapi_dse.tempdirs import make_temp_dir
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def verify(result: Any, run: Any, cfg: Any, work_root: Path) -> None:
     t0 = time.perf_counter()
     batch = nearest(result.front, result.chosen, result.objectives, k)
     work_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".hapi-verify-", dir=work_root))
+    tmp = make_temp_dir(".hapi-verify-", work_root)  # a killed search's is swept
     verified: list[Any] = []
     rounds: list[dict[str, Any]] = []
     reports: list[dict[str, Any]] = []

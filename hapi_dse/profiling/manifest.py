@@ -86,6 +86,19 @@ class Manifest:
         }
 
 
+def _check_segment(s: Segment, i: int) -> None:
+    """The types a segment's fields must have (a file can hold anything JSON holds)."""
+    for name in ("kind", "head", "file", "input_name", "output_name"):
+        if not isinstance(getattr(s, name), str):
+            raise TypeError(f"segments[{i}].{name} is {getattr(s, name)!r}, expected a string")
+    for name in ("position", "flops", "params"):
+        v = getattr(s, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"segments[{i}].{name} is {v!r}, expected an integer >= 0")
+    if not s.input_shape or min(s.input_shape) < 1:
+        raise ValueError(f"segments[{i}].input_shape is {list(s.input_shape)}, expected sizes >= 1")
+
+
 def load_manifest(root: str | Path) -> Manifest:
     """Read ``segments.json`` from an export directory and check its files exist."""
     root = Path(root)
@@ -112,8 +125,10 @@ def load_manifest(root: str | Path) -> Manifest:
             provenance=dict(data.get("provenance", {})),
             probes=[dict(e) for e in data.get("probes", [])],
         )
+        for i, s in enumerate(segs):
+            _check_segment(s, i)
         files = [s.file for s in segs] + [str(e["file"]) for e in man.probes]
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise ArtefactError(f"{p}: malformed manifest ({type(e).__name__}: {e})") from None
     bad = [f for f in files if Path(f).name != f or f in ("", ".", "..")]
     if bad:

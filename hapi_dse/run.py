@@ -72,6 +72,34 @@ def weights_digest(value: Any, where: str | Path) -> str | None:
     )
 
 
+#: the sha256 of each exit statistics file as model.json records it, by split (``{"val": ...,
+#: "test": ...}``): statistics of another training copied into a run are refused, as a swapped
+#: weights.pt is (a run older than the key is accepted)
+STATS_KEY = "exits_sha256"
+
+
+def stats_digest(record: Any, split: str, where: str | Path) -> str | None:
+    """The recorded sha256 of ``exits_{split}.npz`` in model.json's :data:`STATS_KEY`, or
+    ``None`` when not recorded; a record that is not an object of 64-hex-digit digests is
+    refused."""
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        raise ArtefactError(
+            f"{where}: {STATS_KEY} is {str(record)[:80]!r}, expected an object with the "
+            "sha256 of exits_val.npz and exits_test.npz; rerun 'hapi train'"
+        )
+    value = record.get(split)
+    if value is None:
+        return None
+    if isinstance(value, str) and len(value) == 64 and set(value) <= _HEX:
+        return value
+    raise ArtefactError(
+        f"{where}: {STATS_KEY}.{split} is {str(value)[:80]!r}, expected the sha256 of "
+        f"exits_{split}.npz (64 hex digits); rerun 'hapi train'"
+    )
+
+
 def _plain_value(v: Any) -> bool:
     if isinstance(v, list):
         return all(_plain_value(x) for x in v)
@@ -230,7 +258,25 @@ class RunDir:
                 f"({len(have)} vs {len(want)} columns); the statistics belong to another "
                 "model: rerun 'hapi train'"
             )
+        self._check_stats_digest(split)
         return stats
+
+    def _check_stats_digest(self, split: str) -> None:
+        """Refuse an ``exits_{split}.npz`` whose sha256 is not the one model.json records (the
+        statistics of another training of the same architecture: its columns match, its
+        figures do not belong to this model_id)."""
+        recorded = stats_digest(self.model.get(STATS_KEY), split, self.path / "model.json")
+        if recorded is None:
+            return
+        p = self.path / f"exits_{split}.npz"
+        actual = sha256_file(p)
+        if actual != recorded:
+            raise ArtefactError(
+                f"{p}: sha256 {actual[:12]}... is not the {STATS_KEY}.{split} "
+                f"{recorded[:12]}... that model.json records for {self.model_id} (the exit "
+                f"statistics of another training?); restore this run's exits_{split}.npz or "
+                "train again"
+            )
 
     def flops(self) -> list[dict[str, Any]]:
         p = self.path / "flops.csv"

@@ -32,8 +32,9 @@ from hapi_dse.models.early_exit import (
     weights_identity,
 )
 from hapi_dse.outdirs import atomic_dir, check_out_dir
-from hapi_dse.provenance import provenance
+from hapi_dse.provenance import provenance, sha256_file
 from hapi_dse.readers import torch_load_weights
+from hapi_dse.run import STATS_KEY
 from hapi_dse.training.calibration import exit_statistics, fit_temperatures, nll_per_column
 from hapi_dse.training.config import TrainConfig
 from hapi_dse.training.device import select_accelerator
@@ -180,6 +181,7 @@ def _model_json(
         # the training's identity: both cover the weights, set once weights.pt is written
         "model_id": None,
         "weights_sha256": None,
+        STATS_KEY: None,  # binds the exit statistics to this training, set once written
         "arch": arch,
         "dataset": data.name,  # a folder's or .npz's absolute path: hapi eval reads it
         "classes": list(data.classes),
@@ -249,9 +251,10 @@ def _write_run(
         mid, digest = weights_identity(arch, tmp / "weights.pt")  # of the file saved
         model_json["model_id"] = train_json["model_id"] = mid
         model_json["weights_sha256"] = train_json["weights_sha256"] = digest
-        write_json(tmp / "model.json", model_json)
         stats["val"].save(tmp / "exits_val.npz")
         stats["test"].save(tmp / "exits_test.npz")
+        model_json[STATS_KEY] = {s: sha256_file(tmp / f"exits_{s}.npz") for s in ("val", "test")}
+        write_json(tmp / "model.json", model_json)
         write_text(tmp / "flops.csv", csv_text(flops_table(net, input_shape)))
         write_json(tmp / "train.json", train_json)
 

@@ -174,6 +174,16 @@ def test_npz_headers_are_checked_before_allocating(tmp_path: Path) -> None:
     assert set(read_npz(tmp_path / "ok.npz", keys=["a", "zz"])) == {"a"}
 
 
+@pytest.mark.parametrize("broken", [b"'sh(pe", b"\"shape'", b"\xff\xfe\x00pe"])
+def test_npz_header_numpy_cannot_parse(tmp_path: Path, broken: bytes) -> None:
+    """A header dict cut mid-string made numpy's parser raise SyntaxError or
+    tokenize.TokenError (found by the fuzz tests), which escaped as a traceback."""
+    raw = _npy((3,), bytes(12)).replace(b"'shape'", broken[:7].ljust(7, b" "))
+    path = _lying_npz(tmp_path / "h.npz", labels=raw)
+    with pytest.raises(ArtefactError, match="h.npz: not a readable .npz file"):
+        read_npz(path)
+
+
 # -- class 5: every reader behind a command, one line, exit 2, nothing changed -----------------
 
 
@@ -387,6 +397,19 @@ def test_image_size_has_a_stated_maximum(
     _refused_quickly(capsys, tmp_path, argv, "at most 4096 pixels a side")
     code, _, err = run_hapi(capsys, _train(tmp_path, tmp_path / "imgs", "--image-size", "16"))
     assert code == 3, err  # a size within the limit loads
+
+
+def test_image_folder_of_huge_images_needs_image_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], loaded: None
+) -> None:
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (4100, 2), 40 * i).save(tmp_path / "imgs" / c / f"{i}.png")
+    argv = _train(tmp_path, tmp_path / "imgs")
+    _refused_quickly(capsys, tmp_path, argv, "more than 4096 a side; pass --image-size")
 
 
 def test_a_valid_npz_dataset_still_loads(

@@ -163,6 +163,11 @@ def read_image_folder(
     if channels is None:
         channels = 3 if any(s.colour for s in scanned.values()) else 1
     w, h = image_size or scanned["train"].sizes[0]
+    if max(w, h) > MAX_IMAGE_SIDE:  # only without --image-size (parse_image_size caps it)
+        raise DataError(
+            f"{scanned['train'].files[0]}: {w}x{h} pixels, more than {MAX_IMAGE_SIDE} a side; "
+            "pass --image-size (e.g. --image-size 224) to resize every image"
+        )
     decoder = Decoder(channels, image_size)
     missing = {k: v for k, v in FRACTIONS.items() if k not in scanned}
     train = scanned["train"]

@@ -311,7 +311,7 @@ def _npy_header(f: Any) -> tuple[tuple[int, ...], bool, Any]:
         return npy.read_array_header_1_0(f)
     if version == (2, 0):
         return npy.read_array_header_2_0(f)
-    return npy._read_array_header(f, version)  # (3, 0): a UTF-8 header
+    return npy._read_array_header(f, version)  # type: ignore[attr-defined]  # (3, 0): UTF-8
 
 
 def read_npz(

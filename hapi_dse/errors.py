@@ -18,7 +18,9 @@ class HapiError(Exception):
     """
 
     def __str__(self) -> str:
-        return one_line(super().__str__())
+        # a lone surrogate read from a file (JSON's "\\ud800") is written as \\ud800: printing
+        # it raw would raise UnicodeEncodeError instead of the one line
+        return one_line(super().__str__()).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def one_line(text: str) -> str:

@@ -281,6 +281,14 @@ def test_device_spec_toml_is_guarded(
     _refused(capsys, w, devices_argv(w), needle)
 
 
+def test_lone_surrogate_in_design_json(w: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by the fuzz tests: a head named "\\ud800" reached the error message, and
+    printing it raised UnicodeEncodeError (a traceback)."""
+    p = w / "design.json"
+    _write(p, p.read_text().replace('"linear"', '"\\ud800"'))
+    _refused(capsys, w, export_argv(w), "exit 1:\\ud800 does not exist")
+
+
 def test_long_integer_in_model_json(w: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = w / "run" / "model.json"
     _write(p, p.read_text().replace('"num_classes": 10', '"num_classes": ' + LONG_INT))

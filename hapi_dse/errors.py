@@ -24,10 +24,13 @@ class HapiError(Exception):
 
 
 def one_line(text: str) -> str:
-    """``text`` with its lines stripped and joined by ``" "`` (empty lines dropped)."""
-    if "\n" not in text and "\r" not in text:
+    """``text`` with its lines stripped and joined by ``" "`` (empty lines dropped); a line
+    is what ``str.splitlines`` cuts at (also \\v, \\f, \\x1c-\\x1e, \\x85, \\u2028, \\u2029, which a
+    name read from a file may hold)."""
+    parts = text.splitlines()
+    if parts == [text]:
         return text
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return " ".join(part.strip() for part in parts if part.strip())
 
 
 def first_line(error: BaseException, limit: int = 200) -> str:

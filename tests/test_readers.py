@@ -289,6 +289,17 @@ def test_lone_surrogate_in_design_json(w: Path, capsys: pytest.CaptureFixture[st
     _refused(capsys, w, export_argv(w), "exit 1:\\ud800 does not exist")
 
 
+@pytest.mark.parametrize("sep", ["\\n", "\\u000b", "\\u001c", "\\u0085", "\\u2028"])
+def test_line_breaks_in_a_name_stay_one_line(
+    w: Path, capsys: pytest.CaptureFixture[str], sep: str
+) -> None:
+    """Found by the fuzz tests: a head named "\\u000b" (a line break to str.splitlines)
+    split the error into two lines."""
+    p = w / "design.json"
+    _write(p, p.read_text().replace('"linear"', f'"x{sep}y"'))
+    _refused(capsys, w, export_argv(w), "does not exist")
+
+
 def test_long_integer_in_model_json(w: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = w / "run" / "model.json"
     _write(p, p.read_text().replace('"num_classes": 10', '"num_classes": ' + LONG_INT))

@@ -266,7 +266,8 @@ def write_text(dest: str | Path, text: str) -> None:
 
 
 def write_json(dest: str | Path, obj: Any) -> None:
-    write_text(dest, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    text = json.dumps(obj, indent=2, default=_json_default, allow_nan=False)  # standard JSON
+    write_text(dest, text + "\n")
 
 
 def _json_default(o: Any) -> Any:

@@ -39,7 +39,6 @@ zeros: the plain sum of the segments.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +46,11 @@ from typing import Any
 from hapi_dse.errors import ArtefactError
 
 POLICIES = ("max_softmax", "entropy", "patience")
+#: the largest time in ms a profile table may give for one segment, one call or one term:
+#: an hour (1e308 ms made every latency infinite, and design.json non-standard JSON)
+MAX_MS = 3_600_000.0
+#: the largest ``nested_factor`` (blocks inside an ``If`` this many times slower)
+MAX_FACTOR = 100.0
 
 
 @dataclass(frozen=True)
@@ -97,13 +101,15 @@ class DeploymentTerms:
         if not isinstance(data, Mapping):
             raise ArtefactError(f"{where}: 'deployment' must be a JSON object")
 
-        def num(v: Any, name: str, signed: bool = False) -> float:
+        def num(v: Any, name: str, signed: bool = False, top: float = MAX_MS) -> float:
             if isinstance(v, bool) or not isinstance(v, int | float):
                 raise ArtefactError(f"{where}: deployment {name} must be a number, got {v!r}")
             x = float(v)
-            if not math.isfinite(x) or (x < 0 and not signed):
-                rule = "finite" if signed else "finite and >= 0"
-                raise ArtefactError(f"{where}: deployment {name} must be {rule}, got {v}")
+            if not (-top if signed else 0.0) <= x <= top:  # NaN fails too
+                low = f"{-top:g}" if signed else "0"
+                raise ArtefactError(
+                    f"{where}: deployment {name} must be a number from {low} to {top:g}, got {v}"
+                )
             return x
 
         dec = data.get("decision_ms", {})
@@ -113,7 +119,7 @@ class DeploymentTerms:
             decision_ms={str(p): num(v, f"decision_ms.{p}") for p, v in dec.items()},
             stage_entry_ms=num(data.get("stage_entry_ms", 0.0), "stage_entry_ms"),
             block_offset_ms=num(data.get("block_offset_ms", 0.0), "block_offset_ms", True),
-            nested_factor=num(data.get("nested_factor", 0.0), "nested_factor"),
+            nested_factor=num(data.get("nested_factor", 0.0), "nested_factor", top=MAX_FACTOR),
             cold_ms_per_mb=num(data.get("cold_ms_per_mb", 0.0), "cold_ms_per_mb"),
             evicted_ms_per_mb=num(data.get("evicted_ms_per_mb", 0.0), "evicted_ms_per_mb"),
             graph_entry_ms=num(data.get("graph_entry_ms", 0.0), "graph_entry_ms"),

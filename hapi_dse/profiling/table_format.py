@@ -55,12 +55,28 @@ def format_value(v: Any) -> str:
     return str(v)
 
 
+#: the largest figure each numeric column may hold: an hour for a latency (as for the
+#: sidecar's ms figures, :data:`~hapi_dse.cost.deployment.MAX_MS`), an hour at 1 kW for an
+#: energy, 2**53 (exact in a float) for a count; a larger one is a broken table, and 1e308
+#: made every predicted latency infinite
+MAX_MJ = 3.6e9
+MAX_COUNT = 2**53
+
+
+def _top(col: str) -> float:
+    from hapi_dse.cost.deployment import MAX_MS
+
+    if col in _INT_COLS:
+        return MAX_COUNT
+    return MAX_MJ if col == "energy_mj" else MAX_MS
+
+
 def _num(value: Any, col: str, integer: bool) -> float:
     if value is None or (isinstance(value, str) and value.strip() == ""):
         raise ValueError(f"{col} is empty")
     try:
         x = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{col} is {value!r}, expected a number") from None
     if not math.isfinite(x):
         raise ValueError(f"{col} is {value!r}, expected a finite number")
@@ -68,6 +84,8 @@ def _num(value: Any, col: str, integer: bool) -> float:
         raise ValueError(f"{col} is {value!r}, expected an integer")
     if x < 0:
         raise ValueError(f"{col} is {value!r}, must be >= 0")
+    if x > _top(col):
+        raise ValueError(f"{col} is {value!r}, must be <= {_top(col):g}")
     return x
 
 
@@ -136,6 +154,8 @@ def _validate_row(rec: Mapping[str, Any]) -> dict[str, Any]:
         row[col] = _num(rec[col], col, integer=False)
     if row["batch"] < 1:
         raise ValueError(f"batch is {row['batch']}, must be >= 1")
+    if row["latency_ms"] <= 0:  # a run takes time; a zero would make goodput infinite
+        raise ValueError(f"latency_ms is {rec['latency_ms']!r}, must be > 0")
     if row["latency_p90_ms"] < row["latency_ms"] * (1 - 1e-6):
         raise ValueError(
             f"latency_p90_ms ({row['latency_p90_ms']}) is below latency_ms ({row['latency_ms']})"
@@ -168,11 +188,11 @@ _SIDECAR_FIX = "profile the device again ('hapi profile') or restore the file"
 def validate_sidecar(side: Any, where: str) -> None:
     """Check the sidecar keys that readers use: an object; ``device``, ``model_id``,
     ``date`` strings; ``source`` and ``energy_source`` known names; ``rows``, ``batch``,
-    ``threads`` integers; ``call_overhead_ms`` (and the other ms sums) finite and >= 0 (or
-    null); ``units`` the canonical ones; ``deployment`` valid terms
-    (:meth:`~hapi_dse.cost.deployment.DeploymentTerms.from_dict`). ``hapi devices --check``
-    and every command that loads a table run this same check."""
-    from hapi_dse.cost.deployment import DeploymentTerms
+    ``threads`` integers; ``call_overhead_ms`` (and the other ms sums) from 0 to an hour
+    (:data:`~hapi_dse.cost.deployment.MAX_MS`; or null); ``units`` the canonical ones;
+    ``deployment`` valid terms (:meth:`~hapi_dse.cost.deployment.DeploymentTerms.from_dict`).
+    ``hapi devices --check`` and every command that loads a table run this same check."""
+    from hapi_dse.cost.deployment import MAX_MS, DeploymentTerms
 
     def fail(key: str, rule: str, value: Any) -> ArtefactError:
         shown = json.dumps(value, default=str)
@@ -198,8 +218,8 @@ def validate_sidecar(side: Any, where: str) -> None:
         v = side.get(key)
         if v is None:
             continue
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
-            raise fail(key, "a finite number of ms >= 0", v)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= MAX_MS:
+            raise fail(key, f"a number of ms from 0 to {MAX_MS:g} (an hour)", v)
     units = side.get("units")
     if units is not None:
         if not isinstance(units, dict):

@@ -11,6 +11,7 @@ This module runs the steps and writes the run directory; the settings are
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -121,6 +122,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     timings["total_s"] = time.perf_counter() - t_start
     train_json = _train_json(cfg, data, net.columns, cal, history, digest, timings)
     train_json["accelerator"] = acc.to_dict()
+    _refuse_diverged(model_json, train_json)
     _write_run(cfg, net, arch, data.input_shape, model_json, train_json, cal.stats)
     return train_json
 
@@ -234,6 +236,35 @@ def _train_json(
         "history": history,
         "timings": timings,
     }
+
+
+def _non_finite(doc: Any, where: str = "") -> str | None:
+    """The key path of the first NaN or infinite number in ``doc`` (``None``: none)."""
+    if isinstance(doc, float):
+        return None if math.isfinite(doc) else where
+    if isinstance(doc, dict):
+        items: Any = doc.items()
+    elif isinstance(doc, list | tuple):
+        items = enumerate(doc)
+    else:
+        return None
+    for k, v in items:
+        bad = _non_finite(v, f"{where}.{k}" if where else str(k))
+        if bad is not None:
+            return bad
+    return None
+
+
+def _refuse_diverged(model_json: dict[str, Any], train_json: dict[str, Any]) -> None:
+    """A training that diverged (a NaN loss, infinite temperatures) writes nothing: its run
+    would be refused by every reader, and JSON has no NaN."""
+    for name, doc in (("model.json", model_json), ("train.json", train_json)):
+        bad = _non_finite(doc)
+        if bad is not None:
+            raise ArtefactError(
+                f"the training diverged: {name} {bad} is not a finite number; nothing was "
+                "written: lower --lr or --exit-lr and train again"
+            )
 
 
 def _write_run(

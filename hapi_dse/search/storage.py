@@ -131,7 +131,7 @@ def open_storage(url: str | None) -> Any:
                 raise ValueError("the last line is not a journal record")
             return optuna.storages.JournalStorage(cast(Any, backend))
         except Exception as e:  # Optuna's replay: a record that is not whole JSON
-            where = _first_bad_record(path, e)
+            where = e.where if isinstance(e, JournalInconsistent) else _first_bad_record(path, e)
             raise ArtefactError(
                 f"--storage {shown(url)}: the journal is corrupt ({where}); hapi cannot "
                 "resume it: move it away to start a new study"
@@ -255,9 +255,17 @@ class JournalFile:
         self.lock = JournalLock(path)
         # creates the file; its lock object is used by append_logs only, which is ours
         self._reader = JournalFileBackend(str(path), lock_obj=cast(Any, self.lock))
+        self._replay = _Replay(path)
 
     def read_logs(self, log_number_from: int) -> Any:
-        return self._reader.read_logs(log_number_from)
+        """Optuna's records from ``log_number_from`` on, each checked against those before
+        it (:class:`_Replay`) the first time it is read."""
+        start = min(log_number_from, self._replay.read)
+        for number, record in enumerate(self._reader.read_logs(start), start=start):
+            if number == self._replay.read:
+                self._replay.check(record)
+            if number >= log_number_from:
+                yield record
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         data = ("\n".join(json.dumps(x, separators=(",", ":")) for x in logs) + "\n").encode()
@@ -279,6 +287,68 @@ class JournalFile:
                 os.close(fd)
         finally:
             self.lock.release()
+
+
+class JournalInconsistent(ArtefactError):
+    """A journal record that names a study or trial no earlier record created."""
+
+    def __init__(self, path: Path, where: str) -> None:
+        self.where = where
+        super().__init__(
+            f"journal {path}: the journal is corrupt ({where}); hapi cannot resume it: move "
+            "it away to start a new study"
+        )
+
+
+_STUDY_OPS = (1, 2, 3, 4)  # Optuna's DELETE_STUDY, SET_STUDY_*_ATTR, CREATE_TRIAL
+_TRIAL_OPS = (5, 6, 7, 8, 9)  # SET_TRIAL_PARAM, _STATE_VALUES, _INTERMEDIATE_VALUE, _*_ATTR
+
+
+class _Replay:
+    """What a journal's records so far created, replayed as Optuna does, to refuse a record
+    that names a study or a trial no earlier record created: Optuna skips it silently (it
+    takes it for another worker's race), so an edited or spliced journal resumed with trials
+    quietly missing or mixed. Ids are given in record order (a study per new name, a trial
+    per ``CREATE_TRIAL`` of a live study), so a record naming a later id is never a race."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.read = 0  # records checked
+        self.studies = 0  # ids given so far
+        self.live: dict[int, str] = {}  # study id -> name
+        self.trials = 0
+
+    def check(self, record: Any) -> None:
+        line = self.read + 1
+        op = record.get("op_code") if isinstance(record, dict) else None
+
+        def refuse(what: str) -> JournalInconsistent:
+            return JournalInconsistent(self.path, f"line {line} {what}")
+
+        def known(key: str, created: int, kind: str) -> int:
+            value = record.get(key)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise refuse(f"has {key} {value!r}, expected an integer")
+            if not 0 <= value < created:
+                raise refuse(f"names {kind} {value}, which no earlier record created")
+            return value
+
+        if isinstance(op, bool) or op not in (0, *_STUDY_OPS, *_TRIAL_OPS, 10):
+            raise refuse(f"has op_code {op!r}, which is not an Optuna journal operation")
+        if op == 0:
+            name = record.get("study_name")
+            if name not in self.live.values():
+                self.live[self.studies] = name
+                self.studies += 1
+        elif op in _STUDY_OPS:
+            study = known("study_id", self.studies, "study")
+            if op == 1:
+                self.live.pop(study, None)
+            elif op == 4 and study in self.live:
+                self.trials += 1
+        elif op in _TRIAL_OPS:
+            known("trial_id", self.trials, "trial")
+        self.read += 1
 
 
 def _torn_bytes(path: Path) -> int:

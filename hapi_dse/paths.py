@@ -22,7 +22,15 @@ SPECS_SUBDIR = "specs"
 def profile_search_path(profiles: str | Path | None = None) -> list[Path]:
     """``--profiles DIR``, then ``$HAPI_PROFILES``, then ``./profiles``, then the shipped copy."""
     out: list[Path] = []
-    for d in (profiles, os.environ.get("HAPI_PROFILES"), "profiles", SHIPPED_PROFILES):
+    env = os.environ.get("HAPI_PROFILES")
+    if env and os.path.exists(env) and not os.path.isdir(env):  # as --profiles FILE is
+        from hapi_dse.errors import UsageError
+
+        raise UsageError(
+            f"$HAPI_PROFILES {env!r} is a file, not a profile directory: point it at the "
+            "directory that holds DEVICE/MODEL_ID.csv tables, or unset it"
+        )
+    for d in (profiles, env, "profiles", SHIPPED_PROFILES):
         if d:
             p = Path(d)
             if p.is_dir() and all(p.resolve() != q.resolve() for q in out):

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from hapi_dse.cli import options
-from hapi_dse.search.config import SearchConfig
+from hapi_dse.search.config import MAX_TRIALS, SearchConfig
 from hapi_dse.search.picking import ISO_ACCURACY_DROP_PP, PICK_RULES
 from hapi_dse.search.sampling import DEFAULT_POPULATION, SAMPLERS
 
@@ -79,7 +79,7 @@ _METRIC_RULES = ", ".join(r for r in PICK_RULES if r not in ("knee", "iso_accura
     "--trials",
     type=int,
     default=None,
-    help="Complete trials the study should hold [default: 1000].",
+    help=f"Complete trials the study should hold, at most {MAX_TRIALS:,} [default: 1000].",
 )
 @click.option(
     "--timeout",

@@ -101,9 +101,7 @@ class CommandMeter(EnergyMeter):
 
     def __init__(self, command: str) -> None:
         self.command = command
-        self.argv = shlex.split(command)
-        if not self.argv:
-            raise UsageError("--energy-cmd is empty: give a command that prints joules")
+        self.argv = check_energy_cmd(command)
         self.read_j()
 
     def read_j(self) -> float:
@@ -132,6 +130,23 @@ class CommandMeter(EnergyMeter):
         return f"command:{self.command}"
 
 
+def check_energy_cmd(command: str) -> list[str]:
+    """The words of ``--energy-cmd``; an empty one (``''`` meant "no meter" before, silently)
+    or one that does not split as a shell line is refused."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as e:  # an unclosed quote
+        raise UsageError(
+            f"--energy-cmd {command!r}: not a command line ({e}); quote it as a shell would"
+        ) from None
+    if not argv:
+        raise UsageError(
+            f"--energy-cmd {command!r} is empty: give a command that prints joules, or leave "
+            "--energy-cmd out (RAPL, NVML, else modelled energy)"
+        )
+    return argv
+
+
 def check_counter_moved(meter: EnergyMeter, deltas_j: list[float], seconds: float) -> None:
     """Refuse a meter whose counter did not move while every segment ran (``deltas_j``, one
     per segment, over ``seconds`` of back-to-back calls in all): energy 0 for every segment
@@ -153,7 +168,7 @@ def detect_meter(
     energy_cmd: str | None = None, *, powercap: Path = POWERCAP, try_nvml: bool = True
 ) -> EnergyMeter | None:
     """``--energy-cmd`` if given, else RAPL if readable, else NVML if importable, else None."""
-    if energy_cmd:
+    if energy_cmd is not None:  # an empty one is refused, not taken for "none"
         return CommandMeter(energy_cmd)
     try:
         return RaplMeter(powercap)

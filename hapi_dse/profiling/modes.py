@@ -118,6 +118,7 @@ class ProfileConfig:
             )
         if self.mode is ProfileMode.EXPORT_ONLY and not self.export_dir:
             raise UsageError("--export-only needs --export-dir DIR (where to put the segments)")
+        from hapi_dse.profiling.energy import check_energy_cmd
         from hapi_dse.profiling.names import valid_device_name
 
         if not valid_device_name(self.device):
@@ -125,6 +126,8 @@ class ProfileConfig:
                 f"--device {self.device!r}: use letters, digits, '-', '_' or '.' (it names "
                 "a directory)"
             )
+        if self.energy_cmd is not None:
+            check_energy_cmd(self.energy_cmd)
         if self.mode is ProfileMode.MODELLED and self.energy_cmd:
             raise UsageError("--energy-cmd measures energy; a --modelled table has none to meter")
 

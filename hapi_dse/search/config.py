@@ -32,6 +32,9 @@ from hapi_dse.search.sampling import SAMPLERS
 from hapi_dse.search.storage import check_journal
 
 DEFAULT_TRIALS = 1000
+#: the most trials a study may be asked to hold: the GA samplers re-read every trial each
+#: generation (20k trials took minutes), and 10**23 ran until killed
+MAX_TRIALS = 1_000_000
 
 
 @dataclass
@@ -109,6 +112,10 @@ def check_config(cfg: SearchConfig) -> None:
         raise unknown_name("sampler", cfg.sampler, SAMPLERS)
     if cfg.trials < 1:
         raise UsageError(f"--trials must be >= 1, but got {cfg.trials}")
+    if cfg.trials > MAX_TRIALS:
+        raise UsageError(
+            f"--trials must be <= {MAX_TRIALS} (the most a study may hold), but got {cfg.trials}"
+        )
     if cfg.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, but got {cfg.jobs}")
     if cfg.timeout is not None and not (math.isfinite(cfg.timeout) and cfg.timeout > 0):
@@ -137,4 +144,11 @@ def check_config(cfg: SearchConfig) -> None:
         raise UsageError(f"--verify must be >= 0, but got {cfg.verify}")
 
 
-__all__ = ["DEFAULT_TRIALS", "SearchConfig", "check_config", "objectives_text", "slo_text"]
+__all__ = [
+    "DEFAULT_TRIALS",
+    "MAX_TRIALS",
+    "SearchConfig",
+    "check_config",
+    "objectives_text",
+    "slo_text",
+]

@@ -109,8 +109,25 @@ def _os_errors(message: Callable[[str], str]) -> Iterator[None]:
 _HOST = re.sub(r"[^A-Za-z0-9]", "", platform.node())[:16] or "host"
 
 
+#: longest output name kept whole in a scratch name: the rest of it (host, pid, random part,
+#: suffix) must fit in the file system's 255 bytes too
+_SCRATCH_NAME_MAX = 180
+
+
+def _scratch_stem(dest: Path) -> str:
+    """``dest``'s name as its scratch names carry it: shortened (with a hash of the whole
+    name) when it is so long that a scratch name would not fit where ``dest`` itself does."""
+    name = dest.name
+    if len(name.encode()) <= _SCRATCH_NAME_MAX:
+        return name
+    import hashlib
+
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return name.encode("utf-8", "surrogateescape")[:120].decode("utf-8", "ignore") + "~" + digest
+
+
 def _scratch_prefix(dest: Path) -> str:
-    return f".{dest.name}.hapi-{_HOST}-{os.getpid()}."
+    return f".{_scratch_stem(dest)}.hapi-{_HOST}-{os.getpid()}."
 
 
 def _alive(pid: int) -> bool:
@@ -127,7 +144,8 @@ def _alive(pid: int) -> bool:
 
 def _stale_scratch(dest: Path) -> list[tuple[Path, str]]:
     """The scratch of ``dest`` that processes of this host, now gone, left beside it."""
-    pattern = re.compile(rf"\.{re.escape(dest.name)}\.hapi-{_HOST}-(\d+)\.[a-z0-9_]+\.(tmp|old)")
+    stem = re.escape(_scratch_stem(dest))
+    pattern = re.compile(rf"\.{stem}\.hapi-{_HOST}-(\d+)\.[a-z0-9_]+\.(tmp|old)")
     found = []
     try:
         with os.scandir(dest.parent) as it:
@@ -148,11 +166,11 @@ def _remove(p: Path) -> None:
             p.unlink()
 
 
-def _take_over(dest: Path, restore: Callable[[list[str]], bool] | None = None) -> None:
+def _take_over(dest: Path, restore: Callable[[Path], bool] | None = None) -> None:
     """Finish what a killed hapi left beside ``dest`` (best effort, never an error).
 
     A previous output it had moved aside for a swap goes back to ``dest`` when ``dest`` is
-    missing (the swap was cut between its two renames) and ``restore`` accepts its entries;
+    missing (the swap was cut between its two renames) and ``restore`` accepts it;
     its other temp files and directories are removed (a moved-aside output only once ``dest``
     is there again). Only hapi's scratch names from this host whose process is gone count.
     """
@@ -162,7 +180,7 @@ def _take_over(dest: Path, restore: Callable[[list[str]], bool] | None = None) -
         if restore is not None and olds and not os.path.lexists(dest):
             for old in sorted(olds, key=lambda p: p.stat().st_mtime, reverse=True):
                 names = os.listdir(old)
-                if names and restore(names):
+                if names and restore(old):
                     os.rename(old, dest)
                     log.info(f"{dest}: put back the previous output an interrupted hapi left aside")
                     break

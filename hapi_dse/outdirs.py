@@ -11,7 +11,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +25,28 @@ from hapi_dse.atomic import (
     _reason,
     _remove_dirs,
     _scratch,
+    _scratch_prefix,
     _take_over,
     _umask,
 )
 from hapi_dse.errors import ArtefactError, HapiError, UsageError
+from hapi_dse.ownership import (
+    MANIFEST,
+    examine,
+    own_file,
+    owned_kind,
+    part_of_output,
+    read_manifest,
+    record,
+)
 
 # -- output directories -----------------------------------------------------------------------
-# What each kind of output directory holds when hapi writes it (names, or fnmatch patterns).
-# A directory whose entries are all among them, with its ``signature`` file, is hapi's own
-# output of that kind: only such a directory is ever replaced, and only with ``--overwrite``.
-# Recognised by name, not by a marker file, so that results of earlier versions (and the
-# bundled example) are recognised too and the directory contracts stay as documented.
+# The kinds of folder hapi writes as a whole, and what each holds. A folder is hapi's own
+# output of a kind when its manifest (hapi_dse.ownership) records that kind and lists every
+# file in it, unchanged: only such a folder is ever replaced, and only with ``--overwrite``.
 OUTPUT_KINDS: dict[str, dict[str, Any]] = {
     "run": {
         "what": "training run",
-        "signature": "model.json",
         "names": (
             "model.json",
             "weights.pt",
@@ -51,41 +58,27 @@ OUTPUT_KINDS: dict[str, dict[str, Any]] = {
     },
     "search": {
         "what": "search result",
-        "signature": "search.json",
         "names": ("trials.csv", "pareto.csv", "design.json", "search.json", "verify"),
     },
     "staged-export": {
         "what": "staged export",
-        "signature": "manifest.json",
-        # __pycache__: importing the shipped staged_runtime.py (the check, 'hapi eval') may
-        # leave its bytecode there
         "names": (
             "manifest.json",
             "export.json",
             "eval.json",  # 'hapi eval DIR' writes its report here by default
             "staged_runtime.py",
             "stage_*.onnx",
-            "__pycache__",
         ),
+        # single files other commands write into it, recorded in its manifest when they do
+        "adopts": ("eval.json",),
+    },
+    "segments": {
+        "what": "segment export",
+        "names": ("segments.json", "*.onnx"),
     },
 }
 
 _NEVER = "hapi never deletes what it did not write"
-
-
-def _foreign_entries(names: list[str], kind: str) -> list[str]:
-    import fnmatch
-
-    known = OUTPUT_KINDS[kind]["names"]
-    return [n for n in names if not any(fnmatch.fnmatchcase(n, k) for k in known)]
-
-
-def _output_kind(names: list[str]) -> str | None:
-    """The kind of hapi output a directory with these entries is, or None."""
-    for kind, spec in OUTPUT_KINDS.items():
-        if spec["signature"] in names and not _foreign_entries(names, kind):
-            return kind
-    return None
 
 
 def _real(dest: Path) -> Path:
@@ -133,13 +126,25 @@ def check_writable(dest: str | Path, label: str = "--out", *, shown: Any = None)
         if os.path.lexists(parent):
             what = "a broken symbolic link" if parent.is_symlink() else "not a directory"
             raise UsageError(f"{label} {shown}: {parent} is {what}; choose another {label}")
-    anc = _real(Path(dest)).parent
+    real = _real(Path(dest))
+    anc = real.parent
     while not anc.is_dir():
         if os.path.lexists(anc):
             raise UsageError(f"{label} {shown}: {anc} is not a directory; choose another {label}")
         anc = anc.parent
     try:
-        fd, probe = tempfile.mkstemp(prefix=".hapi-probe-", dir=anc)
+        name_max = os.pathconf(anc, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    for part in real.relative_to(anc).parts:  # what will be created: the names the work needs
+        if len(os.fsencode(part)) > name_max:
+            raise UsageError(
+                f"{label} {shown}: the name {part[:40]}... is longer than the file system "
+                f"allows ({name_max} bytes); choose a shorter {label}"
+            )
+    try:
+        # a scratch file named as the real one will be (the same length), where it will be
+        fd, probe = tempfile.mkstemp(suffix=".tmp", prefix=_scratch_prefix(real), dir=anc)
         try:
             block = b"\0" * 4096
             while block:
@@ -154,32 +159,116 @@ def check_writable(dest: str | Path, label: str = "--out", *, shown: Any = None)
         ) from None
 
 
-def _judge(names: list[str], kind: str | None, overwrite: bool, shown: Path, label: str) -> None:
-    """Refuse a directory with these entries where hapi may not replace it."""
-    if not names:
+# -- single-file outputs ----------------------------------------------------------------------
+_NOT_REGULAR = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFLNK: "a symbolic link",
+}
+
+
+def _input_files(inputs: Iterable[str | Path | None]) -> list[Path]:
+    """The files of ``inputs``: files as they are, directories walked (a run, a result)."""
+    found: list[Path] = []
+    for i in inputs:
+        if i is None:
+            continue
+        p = Path(i)
+        if p.is_dir():
+            found += [q for q in p.rglob("*") if q.is_file()]
+        elif p.exists():
+            found.append(p)
+    return found
+
+
+def check_out_file(
+    dest: str | Path,
+    *,
+    inputs: Iterable[str | Path | None] = (),
+    overwrite: bool = False,
+    label: str = "--out",
+) -> None:
+    """Refuse a single output file ``dest`` that hapi must not replace or cannot write.
+
+    Always refused: one of the command's own ``inputs`` (files, or directories whose files
+    count), anything but a regular file (a directory, FIFO, device, socket, link), a file of
+    one of hapi's output folders (a run, a result, a staged export: replaced only as a whole),
+    and ``.`` or a directory above the current one. An existing regular file that hapi did
+    not write (:func:`~hapi_dse.ownership.own_file`) is replaced only with ``overwrite``.
+    Then :func:`check_writable`. Called before the work starts.
+    """
+    shown = Path(dest)
+    real = _real(shown)
+    _refuse_cwd(shown, real, label)
+    try:
+        mode = os.lstat(real).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:  # that one check_writable names below
+            raise UsageError(f"{label} {shown}: cannot read it ({_reason(e)})") from None
+        mode = None
+    if mode is not None:
+        if not stat.S_ISREG(mode):
+            what = _NOT_REGULAR.get(stat.S_IFMT(mode), "not a regular file")
+            raise UsageError(
+                f"{label} {shown}: is {what}; hapi writes its output only as a new or its own "
+                f"regular file: choose another {label}"
+            )
+        for i in _input_files(inputs):
+            with contextlib.suppress(OSError):
+                if os.path.samefile(real, i):
+                    raise UsageError(
+                        f"{label} {shown}: is an input of this command ({i}); choose another "
+                        f"{label}"
+                    )
+        folder = part_of_output(real)
+        if folder is not None:
+            spec = OUTPUT_KINDS.get(str((read_manifest(folder) or {}).get("kind")), {})
+            if real.name not in spec.get("adopts", ()):
+                what = spec.get("what", "hapi output")
+                raise UsageError(
+                    f"{label} {shown}: is a file of the {what} in {folder}, which hapi "
+                    f"replaces only as a whole; {_NEVER}: choose another {label}"
+                )
+        if not overwrite and not own_file(real):
+            raise UsageError(
+                f"{label} {shown}: exists and hapi did not write it; pass --overwrite to replace it"
+            )
+    check_writable(shown, label)
+
+
+def _judge(real: Path, kind: str | None, overwrite: bool, shown: Path, label: str) -> None:
+    """Refuse the existing directory ``real`` where hapi may not replace it."""
+    try:
+        found = examine(real)
+    except (FileNotFoundError, NotADirectoryError):  # swapped away meanwhile: nothing there
+        return
+    except OSError as e:
+        raise UsageError(f"{label} {shown}: cannot read it ({_reason(e)})") from None
+    if found.kind is None and found.foreign is None:  # empty
         return
     if kind is None:
         if overwrite:
             return
         raise UsageError(f"{label} {shown}: is not empty; pass --overwrite to replace it")
     what = OUTPUT_KINDS[kind]["what"]
-    found = _output_kind(names)
-    if found == kind:
+    if found.foreign is None and found.kind == kind:
         if overwrite:
             return
         raise UsageError(f"{label} {shown} holds a previous {what}; pass --overwrite to replace it")
-    if found is not None:
+    if found.foreign is None and found.kind in OUTPUT_KINDS:
         raise UsageError(
-            f"{label} {shown} holds a {OUTPUT_KINDS[found]['what']}, not a {what}; {_NEVER}: "
-            f"choose another {label}"
+            f"{label} {shown} holds a {OUTPUT_KINDS[found.kind]['what']}, not a {what}; "
+            f"{_NEVER}: choose another {label}"
         )
-    foreign = _foreign_entries(names, kind) or names
-    shown_names = ", ".join(foreign[:5])
-    if len(foreign) > 5:
-        shown_names += f" and {len(foreign) - 5} more"
     raise UsageError(
-        f"{label} {shown} holds entries that are not a {what} of hapi ({shown_names}); {_NEVER}: "
-        f"choose another {label}, or move them away"
+        f"{label} {shown} holds {found.foreign}: it is not a {what} hapi can prove it wrote "
+        f"(every file listed unchanged in {MANIFEST}); {_NEVER}: choose another {label}, "
+        "or move it away"
     )
 
 
@@ -232,10 +321,9 @@ def check_out_dir(
     real = _real(shown)
     _refuse_cwd(shown, real, label)
     if probe:
-        _take_over(real, lambda names: kind is None or _output_kind(names) == kind)
-    names = _entries(real, shown, label)
-    if names is not None:
-        _judge(names, kind, overwrite, shown, label)
+        _take_over(real, lambda old: kind is None or owned_kind(old) == kind)
+    if _entries(real, shown, label) is not None:
+        _judge(real, kind, overwrite, shown, label)
     if probe:
         check_writable(shown, label)
 
@@ -284,6 +372,9 @@ def atomic_dir(
             if reason is None:
                 raise
             raise WriteError(failed(reason), reason) from None
+        if kind is not None:
+            with _os_errors(failed):
+                record(tmp, kind)
         _swap(tmp, real, shown, kind, overwrite, existed, label, failed)
         done = True
     finally:
@@ -343,7 +434,7 @@ def _swap(
                 continue
             raise WriteError(failed(_reason(e)), _reason(e)) from None
         try:  # what was moved aside must be what was checked
-            _judge(sorted(os.listdir(old)), kind, overwrite, shown, label)
+            _judge(old, kind, overwrite, shown, label)
             os.rename(tmp, real)
         except OSError as e:
             if e.errno in _TAKEN:  # another hapi process put its output there meanwhile
@@ -363,10 +454,7 @@ def _swap(
 
 
 def _kind_at(real: Path) -> str | None:
-    try:
-        return _output_kind(os.listdir(real)) if real.is_dir() and not real.is_symlink() else None
-    except OSError:
-        return None
+    return owned_kind(real) if real.is_dir() and not real.is_symlink() else None
 
 
 def _put_back(old: Path, real: Path, shown: Path, label: str) -> None:

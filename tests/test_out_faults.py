@@ -28,6 +28,7 @@ from test_out_safety import TRAIN, one_line_exit_2, search, snapshot
 from hapi_dse.atomic import _HOST, WriteError, atomic_path, write_text
 from hapi_dse.errors import UsageError
 from hapi_dse.outdirs import atomic_dir, check_out_dir, check_writable
+from hapi_dse.ownership import MANIFEST, owned_kind
 from hapi_dse.testing import write_synthetic_run, write_synthetic_table
 
 HAPI = [sys.executable, "-m", "hapi_dse"]
@@ -475,8 +476,10 @@ def test_concurrent_swaps_always_leave_one_whole_directory(tmp_path: Path) -> No
     for t in threads:
         t.join()
     assert errors == []
-    contents = {p.read_text() for p in dest.iterdir()}
-    assert len(contents) == 1 and len(list(dest.iterdir())) == 3
+    files = [p for p in dest.iterdir() if p.name != MANIFEST]
+    contents = {p.read_text() for p in files}
+    assert len(contents) == 1 and len(files) == 3
+    assert owned_kind(dest) == "search"  # the manifest is the same writer's
     assert sorted(p.name for p in tmp_path.iterdir()) == ["devA"]
 
 
@@ -505,8 +508,9 @@ def test_concurrent_processes_swapping_one_directory(tmp_path: Path) -> None:
     ]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()  # type: ignore[union-attr]
-    contents = {p.read_text() for p in dest.iterdir()}
+    contents = {p.read_text() for p in dest.iterdir() if p.name != MANIFEST}
     assert len(contents) == 1 and contents.pop().endswith("-39")
+    assert owned_kind(dest) == "search"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["devA"]
 
 

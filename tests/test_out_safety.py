@@ -50,21 +50,26 @@ def test_empty_or_missing_target_is_fine(tmp_path: Path) -> None:
     check_out_dir(tmp_path / "empty", "search")
 
 
-@pytest.mark.parametrize(
-    "kind, names",
-    [
-        ("run", ["model.json", "weights.pt", "exits_val.npz", "exits_test.npz", "train.json"]),
-        ("search", ["trials.csv", "pareto.csv", "search.json", "verify"]),
-        ("staged-export", ["manifest.json", "stage_0.onnx", "stage_1.onnx", "export.json"]),
-    ],
-)
-def test_own_output_of_earlier_versions_is_recognised(
-    tmp_path: Path, kind: str, names: list[str]
-) -> None:
-    d = tmp_path / "d"
-    d.mkdir()
+KINDS = {
+    "run": ["model.json", "weights.pt", "exits_val.npz", "exits_test.npz", "train.json"],
+    "search": ["trials.csv", "pareto.csv", "search.json", "verify/report.json"],
+    "staged-export": ["manifest.json", "stage_0.onnx", "stage_1.onnx", "export.json"],
+}
+
+
+def _fill(d: Path, names: list[str]) -> None:
     for n in names:
-        (d / n).mkdir() if n == "verify" else (d / n).write_text("x")
+        (d / n).parent.mkdir(parents=True, exist_ok=True)
+        (d / n).write_text("x")
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_own_output_is_proven_by_its_manifest(tmp_path: Path, kind: str) -> None:
+    """What atomic_dir wrote is replaced with --overwrite; the same files edited, or joined
+    by a foreign one, or recorded as another kind, are refused, naming the first such file."""
+    d = tmp_path / "d"
+    with atomic_dir(d, kind=kind) as tmp:
+        _fill(tmp, KINDS[kind])
     with pytest.raises(UsageError, match="pass --overwrite"):
         check_out_dir(d, kind)
     check_out_dir(d, kind, overwrite=True)
@@ -72,8 +77,31 @@ def test_own_output_of_earlier_versions_is_recognised(
     with pytest.raises(UsageError, match="hapi never deletes what it did not write"):
         check_out_dir(d, other, overwrite=True)
     (d / "notes.txt").write_text("mine")
-    with pytest.raises(UsageError, match=r"\(notes.txt\)"):
+    with pytest.raises(UsageError, match=r"notes.txt \(hapi did not write it\)"):
         check_out_dir(d, kind, overwrite=True)
+    (d / "notes.txt").unlink()
+    edited = KINDS[kind][-1]
+    (d / edited).write_text("edited by hand")
+    with pytest.raises(UsageError, match=rf"{edited} \(changed since hapi wrote it\)"):
+        check_out_dir(d, kind, overwrite=True)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_hapi_file_names_alone_prove_nothing(tmp_path: Path, kind: str) -> None:
+    """A folder that merely uses hapi's file names (a site's manifest.json, a foreign
+    model.json and weights.pt) is never replaced, not even with --overwrite."""
+    d = tmp_path / "d"
+    d.mkdir()
+    _fill(d, KINDS[kind])
+    before = snapshot(d)
+    for overwrite in (False, True):
+        with pytest.raises(UsageError, match=r"no \.hapi_files\.json lists it"):
+            check_out_dir(d, kind, overwrite=overwrite)
+    (d / ".hapi_files.json").write_text('{"kind": "run", "files": []}')  # not hapi's
+    with pytest.raises(UsageError, match="never deletes"):
+        check_out_dir(d, kind, overwrite=True)
+    (d / ".hapi_files.json").unlink()
+    assert snapshot(d) == before
 
 
 def test_file_and_symlink_targets_are_refused(tmp_path: Path) -> None:
@@ -237,19 +265,26 @@ def test_search_replaces_its_previous_result_only_with_overwrite(
     run_cli, synth, tmp_path: Path
 ) -> None:
     assert search(run_cli, synth, tmp_path).exit_code == 0
-    (tmp_path / "devA" / "search.json").write_text("{}")  # tell the runs apart
+    first = (tmp_path / "devA" / "search.json").stat().st_ino  # tell the runs apart
     before = snapshot(tmp_path)
     res = search(run_cli, synth, tmp_path)
     one_line_exit_2(res, str(tmp_path / "devA"), "previous search result", "--overwrite")
     assert snapshot(tmp_path) == before
     res = search(run_cli, synth, tmp_path, "--overwrite")
     assert res.exit_code == 0, res.stderr
-    assert (tmp_path / "devA" / "search.json").read_text() != "{}"
+    assert (tmp_path / "devA" / "search.json").stat().st_ino != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["devA"]
     # a file the user adds to a previous result is never deleted, --overwrite or not
     (tmp_path / "devA" / "notes.md").write_text("mine")
     before = snapshot(tmp_path)
     one_line_exit_2(search(run_cli, synth, tmp_path, "--overwrite"), "notes.md")
+    assert snapshot(tmp_path) == before
+    # nor is a file of the result that the user edited
+    (tmp_path / "devA" / "notes.md").unlink()
+    (tmp_path / "devA" / "search.json").write_text("{}")
+    before = snapshot(tmp_path)
+    res = search(run_cli, synth, tmp_path, "--overwrite")
+    one_line_exit_2(res, "search.json (changed since hapi wrote it)")
     assert snapshot(tmp_path) == before
 
 

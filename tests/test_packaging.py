@@ -26,7 +26,11 @@ def test_wheel_contents(tmp_path: Path) -> None:
     # a copy of the checkout (never this one: others read its tables meanwhile), with tables
     # and specs for other machines and models put among the shipped ones
     src = tmp_path / "src"
-    skip = shutil.ignore_patterns(".*", "build", "dist", "runs", "*.egg-info", "__pycache__")
+    patterns = shutil.ignore_patterns(".*", "build", "dist", "runs", "*.egg-info", "__pycache__")
+
+    def skip(d: str, names: list[str]) -> set[str]:  # hidden files but hapi's manifests
+        return patterns(d, names) - {".hapi_files.json"}
+
     src.mkdir()
     for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
@@ -61,6 +65,8 @@ def test_wheel_contents(tmp_path: Path) -> None:
         + ["published.toml", "specs/DATASHEETS.md"]
     )
     assert "hapi_dse/examples/fashion-mnist/weights.pt" in names
+    # the example's manifest: an installed example is hapi's own run ('make example')
+    assert "hapi_dse/examples/fashion-mnist/.hapi_files.json" in names
     assert {"hapi_dse/shipped_search_spaces/default.toml", "hapi_dse/api.py"} <= set(names)
 
 

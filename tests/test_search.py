@@ -98,6 +98,7 @@ def test_search_writes_the_contract_outputs(synth, run_cli, tmp_path: Path) -> N
     for device in ("devA", "devB"):
         d = tmp_path / device
         assert sorted(p.name for p in d.iterdir()) == [
+            ".hapi_files.json",  # what hapi wrote there (hapi_dse.ownership)
             "design.json",
             "pareto.csv",
             "search.json",

@@ -12,6 +12,7 @@ import torch
 
 from hapi_dse.data import load_splits
 from hapi_dse.models.early_exit import architecture_spec, build
+from hapi_dse.ownership import MANIFEST, owned_kind
 from hapi_dse.run import RUN_FILES, RunDir
 from hapi_dse.training.calibration import exit_statistics, fit_temperatures, nll_per_column
 from hapi_dse.training.loops import state_digest, train_exits
@@ -90,7 +91,8 @@ def test_temperature_scaling_lowers_val_nll() -> None:
 
 
 def test_run_directory_contract(tiny_run: Path) -> None:
-    assert sorted(p.name for p in tiny_run.iterdir()) == sorted(RUN_FILES)
+    assert sorted(p.name for p in tiny_run.iterdir()) == sorted([*RUN_FILES, MANIFEST])
+    assert owned_kind(tiny_run) == "run"
     run = RunDir(tiny_run)
     model = run.model
     assert model["model_id"].startswith("resnet20-")

@@ -16,7 +16,7 @@ from hapi_dse.onnx_tools import DEFAULT_OPSET
 @click.argument("source", metavar="RESULT_DIR|DESIGN_JSON", type=click.Path(path_type=Path))
 @options.model()
 @options.out("The .onnx file to write (a directory for --format staged).", required=True)
-@options.overwrite("a previous staged export in --out")
+@options.overwrite("a previous staged export in --out, or a --out file hapi did not write")
 @click.option(
     "--format",
     "fmt",
@@ -127,6 +127,7 @@ def export(
 @options.out(
     "JSON report [default: MODEL.eval.json, or DIR/eval.json].", kind="file", dest="json_out"
 )
+@options.overwrite("a --out file that hapi did not write")
 @options.seed
 def eval_(
     model_path: Path,
@@ -142,6 +143,7 @@ def eval_(
     passes: int,
     check_slo: bool,
     json_out: Path | None,
+    overwrite: bool,
     seed: int,
 ) -> None:
     """Run an export with onnxruntime: accuracy, exit histogram and latency, each beside the
@@ -162,6 +164,7 @@ def eval_(
         warmup=warmup,
         passes=passes,
         seed=seed,
+        overwrite=overwrite,
     )
     rep, json_out = evaluate_to_file(cfg, json_out)
     options.report(format_report(rep))

@@ -36,6 +36,7 @@ from hapi_dse.cli import options
     "run and the device's profile table).",
 )
 @click.option("--title", default=None, help="Figure title.")
+@options.overwrite("an image (or its .plot.json) that hapi did not write")
 @options.seed
 def plot(
     dirs: tuple[Path, ...],
@@ -46,6 +47,7 @@ def plot(
     profiles: str | None,
     references: bool,
     title: str | None,
+    overwrite: bool,
     seed: int,
 ) -> None:
     """Plot accuracy vs latency (or any two metrics) of search results: every trial, the
@@ -62,6 +64,7 @@ def plot(
         references=references,
         title=title,
         seed=seed,
+        overwrite=overwrite,
     )
     for figure in figures:
         options.report(figure.summary())

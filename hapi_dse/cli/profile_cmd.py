@@ -75,7 +75,8 @@ from hapi_dse.onnx_tools import DEFAULT_EXPORTER, EXPORTERS
     "--force",
     is_flag=True,
     help="Let a modelled table replace a measured one, or this model's table replace a file "
-    "under its name whose sidecar names another model.",
+    "under its name whose sidecar names another model, or the segments replace hapi's own "
+    "earlier segment export in --export-dir (anything else there is never replaced).",
 )
 @options.profiles
 @options.seed

@@ -51,6 +51,7 @@ class EvalConfig:
     warmup: int = 50
     passes: int = DEFAULT_PASSES
     seed: int = 0
+    overwrite: bool = False  # replace a report file hapi did not write
 
 
 def evaluate_export(cfg: EvalConfig) -> dict[str, Any]:
@@ -69,12 +70,19 @@ def evaluate_to_file(cfg: EvalConfig, out: Path | None = None) -> tuple[dict[str
     :func:`report_path`), which is checked writable before the measurement, not after it.
     Returns the report and where it went."""
     from hapi_dse.atomic import write_json
-    from hapi_dse.outdirs import check_writable
+    from hapi_dse.deploy.export import sidecar_for
+    from hapi_dse.outdirs import check_out_file
+    from hapi_dse.ownership import adopt
 
     out = report_path(cfg.model) if out is None else out
-    check_writable(out)
+    if cfg.model.is_dir():  # a staged export: its files, but the report it may hold
+        inputs = [p for p in cfg.model.iterdir() if p.name != report_path(cfg.model).name]
+    else:
+        inputs = [cfg.model, sidecar_for(cfg.model, "onnx")]
+    check_out_file(out, inputs=[*inputs, cfg.run], overwrite=cfg.overwrite)
     rep = evaluate_export(cfg)
     write_json(out, rep)
+    adopt(out)  # a report inside a staged export stays part of it
     return rep, out
 
 
@@ -316,7 +324,10 @@ def _predict(
             "p99": float(metrics["p99_latency_ms"]),
             "max": float(metrics["max_latency_ms"]),
         },
-        "metrics": {k: float(v) for k, v in metrics.items()},
+        # without a table only accuracy is predicted: the costs above are placeholders
+        "metrics": {
+            k: float(v) for k, v in metrics.items() if "error" not in table_info or k == "accuracy"
+        },
         "path_latency_ms": None if "error" in table_info else path_ms.tolist(),
         "exit_histogram": np.bincount(sim_exit, minlength=m + 1).tolist(),
     }

@@ -60,7 +60,7 @@ class ExportConfig:
     check_samples: int = 512
     seed: int = 0
     trial: int | None = None  # a trial of the search result, not its chosen design
-    overwrite: bool = False  # replace a previous staged export in ``out``
+    overwrite: bool = False  # replace a previous staged export, or a file hapi did not write
 
     def validate(self) -> None:
         if self.fmt not in FORMATS:
@@ -79,12 +79,20 @@ class ExportConfig:
             raise UsageError(f"--check-samples {self.check_samples}: expected >= 1")
         if not 7 <= self.opset <= 23:
             raise UsageError(f"--opset {self.opset}: expected {DEFAULT_OPSET} (tested), at least 7")
-        from hapi_dse.outdirs import check_out_dir, check_writable
+        self.check_out()
+
+    def check_out(self, *inputs: Path) -> None:
+        """Refuse an ``out`` hapi must not replace or cannot write (before the export);
+        ``inputs`` are the command's inputs beyond ``source`` and ``model``."""
+        from hapi_dse.outdirs import check_out_dir, check_out_file
 
         if self.fmt == "staged":  # before the export and its check, not after
             check_out_dir(self.out, "staged-export", self.overwrite)
-        else:
-            check_writable(self.out)
+            return
+        for dest in (self.out, sidecar_for(self.out, self.fmt)):
+            check_out_file(
+                dest, inputs=[self.source, self.model, *inputs], overwrite=self.overwrite
+            )
 
 
 def sidecar_for(out: Path, fmt: str) -> Path:
@@ -98,6 +106,7 @@ def export_design(cfg: ExportConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     dfile = load_design(cfg.source, trial=cfg.trial)
     run = design_run(dfile, cfg.model)
+    cfg.check_out(run.path)  # '--out RUN/model.json' is refused too
     temps = exit_temperatures(dfile.design, run)
     # only the images the check uses: a big image folder is not decoded whole
     samples = load_samples(run, "val", data_dir=cfg.data_dir, first=cfg.check_samples)
@@ -134,6 +143,10 @@ def export_design(cfg: ExportConfig) -> dict[str, Any]:
         libraries=("numpy", "torch", "onnx", "onnxruntime", "onnxscript"),
     )
     write_json(sidecar_for(cfg.out, cfg.fmt), info)
+    if cfg.fmt == "staged":
+        from hapi_dse.ownership import adopt
+
+        adopt(sidecar_for(cfg.out, cfg.fmt))  # written after the swap: part of the export
     return info
 
 

@@ -11,6 +11,7 @@ export's own end-to-end check and for tests that run the export as its user woul
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,5 +184,10 @@ def load_runtime(root: Path) -> Any:
     if spec is None or spec.loader is None:
         raise ArtefactError(f"{path}: cannot load the staged runtime")
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    # no __pycache__ in the export: it holds only what hapi wrote (hapi_dse.ownership)
+    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.dont_write_bytecode = saved
     return mod

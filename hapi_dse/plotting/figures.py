@@ -84,25 +84,32 @@ def plot_figures(
     references: bool = True,
     title: str | None = None,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> Iterator[Figure]:
     """Draw the search results in ``dirs``, one figure per device (``out``, or
     ``OUT-DEVICE.EXT`` for several devices), each with its ``.plot.json``; yield each figure
-    once it is written."""
+    once it is written. An existing image (or ``.plot.json``) hapi did not write is replaced
+    only with ``overwrite``."""
     from hapi_dse.atomic import write_json
+    from hapi_dse.outdirs import check_out_file
     from hapi_dse.plotting.info import figure_infos, find_results, metric_column
     from hapi_dse.plotting.render import output_paths, render
     from hapi_dse.plotting.summary import figure_summary
+    from hapi_dse.provenance import sha256_file
 
     xc, yc = metric_column(x), metric_column(y)
     results = find_results(dirs)
     refs = load_references(results, model, profiles, xc, yc) if references else {}
     infos = figure_infos(results, xc, yc, refs)
     paths = output_paths(out, [i.device for i in infos])
+    for path in paths:  # all of them before the first is drawn
+        for dest in (path, path.with_suffix(".plot.json")):
+            check_out_file(dest, inputs=[r.path for r in results], overwrite=overwrite)
     settings = {"x": xc, "y": yc, "references": references}
     for info, path in zip(infos, paths, strict=True):
         render(info, path, title=title)
-        write_json(
-            path.with_suffix(".plot.json"),
-            figure_summary(info, results, seed=seed, settings=settings),
-        )
+        summary = figure_summary(info, results, seed=seed, settings=settings)
+        # how 'hapi plot' knows the image as its own next time (hapi_dse.ownership)
+        summary["image_sha256"] = sha256_file(path)
+        write_json(path.with_suffix(".plot.json"), summary)
         yield Figure(path, info)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from hapi_dse.plotting.info import FigureInfo, ResultSet
@@ -12,7 +13,25 @@ from hapi_dse.provenance import provenance
 def figure_summary(
     info: FigureInfo, results: list[ResultSet], *, seed: int, settings: dict[str, Any]
 ) -> dict[str, Any]:
-    """The summary of one figure drawn from ``results`` (those of ``info.device`` count)."""
+    """The summary of one figure drawn from ``results`` (those of ``info.device`` count);
+    a figure missing from a trial (NaN in ``trials.csv``) is ``null``: the file is standard
+    JSON."""
+    return _null_nan(_summary(info, results, seed=seed, settings=settings))
+
+
+def _null_nan(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _null_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_null_nan(v) for v in obj]
+    return obj
+
+
+def _summary(
+    info: FigureInfo, results: list[ResultSet], *, seed: int, settings: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "device": info.device,
         "x": info.x,

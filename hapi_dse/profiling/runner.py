@@ -57,8 +57,13 @@ def _timing_settings(cfg: ProfileConfig) -> TimingSettings:
 
 @contextlib.contextmanager
 def _export_dir(cfg: ProfileConfig) -> Iterator[Path]:
-    if cfg.export_dir:
-        yield Path(cfg.export_dir)
+    if cfg.export_dir:  # a folder output: written whole, replaced only when hapi's own
+        from hapi_dse.outdirs import atomic_dir
+
+        with atomic_dir(
+            cfg.export_dir, kind="segments", overwrite=cfg.force, label="--export-dir"
+        ) as tmp:
+            yield tmp
     else:
         from hapi_dse.tempdirs import temp_dir
 
@@ -159,12 +164,13 @@ def _refuse_overwrite(cfg: ProfileConfig, model_id: str, source: str, of: str = 
 
 
 def _check_writable(cfg: ProfileConfig) -> None:
-    """Refuse a read-only or full --export-dir or --profiles before the long work."""
-    from hapi_dse.outdirs import check_writable
+    """Refuse an --export-dir hapi may not replace, or a read-only or full --export-dir or
+    --profiles, before the long work."""
+    from hapi_dse.outdirs import check_out_dir, check_writable
     from hapi_dse.paths import default_profiles_out
 
     if cfg.export_dir:
-        check_writable(Path(cfg.export_dir) / MANIFEST, "--export-dir", shown=cfg.export_dir)
+        check_out_dir(cfg.export_dir, "segments", cfg.force, label="--export-dir")
     if cfg.mode is not ProfileMode.EXPORT_ONLY:
         out = default_profiles_out(cfg.profiles)
         check_writable(out / cfg.device / "table.csv", "--profiles", shown=out)

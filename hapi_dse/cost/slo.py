@@ -17,6 +17,18 @@ size            size_mb             MB          KB MB GB
 Every SLO is an upper bound except ``accuracy`` (a lower bound). A value without a unit is
 in the canonical unit. The column names (``latency_ms``...) are accepted as metric names too.
 Both follow :data:`hapi_dse.cost.metrics.METRIC_TABLE`.
+
+A **relative** SLO, ``METRIC=FACTORx`` (``latency=0.6x``, ``accuracy=0.99x``), is that factor
+times the plain backbone's predicted value of the metric on the device searched, so that one
+command means the same on a fast machine and a slow one. It is resolved to an absolute bound
+per device (:meth:`SLO.resolve`) before the study starts; ``text`` keeps what was typed.
+
+>>> slo = parse_slo("latency=0.6x")
+>>> slo.resolved, slo.label()
+(False, 'latency <= 0.6x backbone')
+>>> slo = slo.resolve({"latency_ms": 0.72})
+>>> round(slo.value, 6), slo.label()
+(0.432, 'latency <= 0.6x backbone = 0.432 ms')
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hapi_dse.cost.metrics import EXAMPLE, METRIC_TABLE, UNIT_HELP, UNITS, find_metric
@@ -35,8 +47,14 @@ _PATTERN = re.compile(
     r"\s*([^\s\d.][^\s]*)?\s*$"
 )
 _SLO_HELP = "expected METRIC=NUMBER[UNIT], e.g. latency=50ms or accuracy=92%"
+# a value that ends in x but is no FACTORx ('x', '1.5xx', '0.6 x x'): say what a factor is
+_LOOKS_RELATIVE = re.compile(r"^[^=]*=[^=]*x\s*$", re.IGNORECASE)
 _SLO_NAMES = [m.name for m in METRIC_TABLE if m.slo]
 _OBJECTIVE_NAMES = [m.name for m in METRIC_TABLE if m.objective]
+
+
+def _relative_help(name: str = "latency") -> str:
+    return f"e.g. {name}=0.6x (0.6 times the plain backbone's predicted {name})"
 
 
 def _maximized(column: str) -> bool:
@@ -46,11 +64,31 @@ def _maximized(column: str) -> bool:
 
 @dataclass(frozen=True)
 class SLO:
-    """A bound on one metric, in canonical units (ms, mJ, fraction 0..1, MB)."""
+    """A bound on one metric, in canonical units (ms, mJ, fraction 0..1, MB).
+
+    A relative SLO (``latency=0.6x``) holds its ``relative`` factor; :meth:`resolve` sets its
+    ``value`` to that factor times the plain backbone's predicted value (``baseline``).
+    Until then ``value`` is NaN and the SLO cannot judge a design."""
 
     metric: str  # metric column, e.g. "latency_ms"
     value: float
     text: str = ""
+    relative: float | None = None  # METRIC=FACTORx: the factor of the plain backbone's value
+    baseline: float | None = None  # the backbone's predicted value it was resolved against
+
+    @property
+    def resolved(self) -> bool:
+        """False only for a relative SLO not yet resolved against a backbone."""
+        return self.relative is None or self.baseline is not None
+
+    def resolve(self, backbone: Mapping[str, float]) -> SLO:
+        """This SLO as an absolute bound: a relative one becomes its factor times
+        ``backbone[metric]`` (the plain backbone's predicted metrics on the device searched);
+        an absolute one is returned as it is."""
+        if self.relative is None:
+            return self
+        base = float(backbone[self.metric])
+        return replace(self, value=self.relative * base, baseline=base)
 
     @property
     def upper(self) -> bool:
@@ -64,6 +102,11 @@ class SLO:
 
     def violation(self, metrics: Mapping[str, float]) -> float:
         """How far ``metrics`` break this SLO, in its units; ``<= 0`` means it holds."""
+        if not self.resolved:
+            raise UsageError(
+                f"--slo {self.text or self.label()!r} is relative to the plain backbone; "
+                "resolve it against the backbone's predicted metrics first (SLO.resolve)"
+            )
         v = float(metrics[self.metric])
         return v - self.value if self.upper else self.value - v
 
@@ -71,19 +114,44 @@ class SLO:
         """E.g. ``latency_ms <= 50``."""
         return f"{self.metric} {'<=' if self.upper else '>='} {self.value:g}"
 
+    def label(self) -> str:
+        """How the console names it: as typed (``latency=50ms``), or for a relative SLO the
+        bound it stands for (``latency <= 0.6x backbone = 0.432 ms``)."""
+        if self.relative is None:
+            return self.text or self.describe()
+        found = find_metric(self.metric)
+        name = found.name if found is not None else self.metric
+        head = f"{name} {'<=' if self.upper else '>='} {self.relative:g}x backbone"
+        if not self.resolved:
+            return head
+        if found is not None and found.kind == "fraction":
+            return f"{head} = {found.format(self.value)}"
+        unit = f" {found.unit}" if found is not None and found.unit else ""
+        return f"{head} = {self.value:.4g}{unit}"
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The SLO as ``search.json`` and ``design.json`` record it: ``value`` is the absolute
+        bound; a relative SLO adds its factor (``relative``) and the backbone's predicted
+        value it was resolved against (``baseline``)."""
+        out: dict[str, Any] = {
             "metric": self.metric,
             "bound": "max" if self.upper else "min",
             "value": self.value,
             "text": self.text,
         }
+        if self.relative is not None:
+            out.update(relative=self.relative, baseline=self.baseline)
+        return out
 
 
 def parse_slo(text: str) -> SLO:
-    """Parse ``METRIC=VALUE[UNIT]``; raise :class:`UsageError` saying what was expected."""
+    """Parse ``METRIC=VALUE[UNIT]`` or ``METRIC=FACTORx`` (relative to the plain backbone,
+    unresolved); raise :class:`UsageError` saying what was expected."""
     m = _PATTERN.match(text)
-    if not m:
+    unit = (m.group(3) or "").lower() if m else ""
+    if not m or (unit.startswith("x") and unit != "x"):
+        if _LOOKS_RELATIVE.match(text):
+            raise UsageError(f"--slo {text!r}: expected METRIC=FACTORx, {_relative_help()}")
         raise UsageError(f"--slo {text!r}: {_SLO_HELP}")
     raw_name, raw_value, raw_unit = m.group(1), m.group(2), (m.group(3) or "")
     found = find_metric(raw_name)
@@ -92,6 +160,13 @@ def parse_slo(text: str) -> SLO:
         raise UsageError(f"--slo {text!r}: {e}")
     name, column, kind = found.name, found.column, found.kind
     value = float(raw_value)
+    if raw_unit.lower() == "x":
+        if not (math.isfinite(value) and value > 0):
+            raise UsageError(
+                f"--slo {text!r}: a relative SLO's factor must be a finite number > 0, but got "
+                f"{raw_value}; {_relative_help(name)}"
+            )
+        return SLO(metric=column, value=math.nan, text=text.strip(), relative=value)
     if not math.isfinite(value * (UNITS[kind].get(raw_unit.lower(), 1.0) if raw_unit else 1.0)):
         raise UsageError(
             f"--slo {text!r}: {raw_value} is too large to be a number; give a finite bound, "
@@ -102,7 +177,8 @@ def parse_slo(text: str) -> SLO:
         if factor is None:
             raise UsageError(
                 f"--slo {text!r}: unit {raw_unit!r} does not fit {name}; expected "
-                f"{UNIT_HELP[kind]}, e.g. {name}={EXAMPLE[kind]}"
+                f"{UNIT_HELP[kind]}, e.g. {name}={EXAMPLE[kind]}, or a factor x of the plain "
+                f"backbone's, e.g. {name}=0.6x"
             )
         value *= factor
     if kind == "fraction" and not 0.0 <= value <= 1.0:

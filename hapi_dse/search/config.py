@@ -92,6 +92,8 @@ def slo_text(slo: SLO) -> str:
         return slo.text
     m = find_metric(slo.metric)
     name, unit = (m.name, m.unit) if m is not None else (slo.metric, "")
+    if slo.relative is not None:
+        return f"{name}={_number(slo.relative)}x"
     return f"{name}={_number(slo.value)}{unit}"
 
 

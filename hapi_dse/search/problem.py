@@ -128,7 +128,9 @@ def make_problem(
 
     The front is re-scored on ``test`` with ``test_costs`` (defaults: ``val``, ``costs``);
     ``objectives`` default to accuracy and latency, plus energy when ``costs`` has it. An
-    objective or SLO on energy without energy figures is refused.
+    objective or SLO on energy without energy figures is refused. A relative SLO
+    (``latency=0.6x``) is resolved here against the plain backbone's predicted val metrics
+    with ``costs``, the figures the search reports for the backbone.
     """
     bound = space.bind(val, model_id)
     objs = list(objectives) if objectives is not None else default_objectives(costs.has_energy)
@@ -144,6 +146,9 @@ def make_problem(
     model = CostModel(val, costs)
     for policy in bound.space.policies:
         model.prepare(policy, bound.space.grid(policy))
+    if any(not s.resolved for s in slos):  # latency=0.6x: this device's backbone, on val
+        backbone = model.evaluate(Design(()))
+        slos = [s.resolve(backbone) for s in slos]
     return Problem(
         device=device,
         model_id=model_id,

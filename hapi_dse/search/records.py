@@ -124,7 +124,7 @@ def collect(problem: Any, run: Any, cfg: Any) -> DeviceResult:
         r.pareto = True
         assert r.design is not None
         r.test = problem.test(r.design)
-        r.test_broken = [s.text or s.describe() for s in problem.slos if s.violation(r.test) > 0]
+        r.test_broken = [s.label() for s in problem.slos if s.violation(r.test) > 0]
     rule = cfg.pick or default_rule(objectives)
     parse_pick(rule)
     plain = Design(())

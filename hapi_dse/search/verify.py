@@ -118,7 +118,7 @@ def _export_and_measure(
         write_json(out.with_suffix(".eval.json"), rep)
         r.measured = measured_metrics(rep)
         merged = {**r.metrics, **r.measured}
-        r.measured_broken = [s.text or s.describe() for s in result.slos if s.violation(merged) > 0]
+        r.measured_broken = [s.label() for s in result.slos if s.violation(merged) > 0]
     return reports
 
 

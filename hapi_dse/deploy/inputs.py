@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from hapi_dse.cost.design import Design
+from hapi_dse.cost.metrics import find_metric
 from hapi_dse.errors import ArtefactError, HapiError, UsageError
 from hapi_dse.provenance import sha256_file
 from hapi_dse.readers import read_csv, read_json
@@ -63,7 +64,67 @@ def find_design(source: str | Path) -> Path:
     p = Path(source)
     if p.is_file():
         return p
+    if p.is_dir() and not (p / "design.json").is_file() and not any(p.glob("*/design.json")):
+        why = infeasible_search(p)
+        if why is not None:
+            raise ArtefactError(why)
     return _find_in_result(p, "design.json", "a search result directory or a design.json")
+
+
+def infeasible_search(p: Path) -> str | None:
+    """Why a search result ``p`` (or one of its device folders) holds no ``design.json``: the
+    search found no feasible design. Says under which SLOs, how close its closest trial came
+    and which ``--slo`` it would meet, from ``search.json``; None when no search.json there
+    says the search was infeasible (older results say less, but say it too)."""
+    found = (
+        [p / "search.json"] if (p / "search.json").is_file() else sorted(p.glob("*/search.json"))
+    )
+    for f in found:
+        try:
+            doc = read_json(f)
+        except HapiError:
+            continue
+        if isinstance(doc, dict) and doc.get("feasible") is False:
+            return f"{f.parent}: {_infeasible_text(doc)}"
+    return None
+
+
+def _infeasible_text(doc: dict[str, Any]) -> str:
+    slos = []
+    recorded = doc.get("slos")
+    for d in recorded if isinstance(recorded, list) else []:
+        if isinstance(d, dict) and isinstance(d.get("text"), str) and d["text"]:
+            bound = d.get("value")
+            if isinstance(d.get("relative"), int | float) and isinstance(bound, int | float):
+                m = find_metric(str(d.get("metric", "")))
+                unit = f" {m.unit}" if m is not None and m.unit else ""
+                slos.append(f"{d['text']} (= {bound:.4g}{unit})")
+            else:
+                slos.append(d["text"])
+    under = f" under {'SLOs' if len(slos) > 1 else 'SLO'} {', '.join(slos)}" if slos else ""
+    text = f"the search found no feasible design{under}, so it wrote no design.json"
+    closest = doc.get("closest")
+    first = closest[0] if isinstance(closest, list) and closest else None
+    trial = first.get("trial") if isinstance(first, dict) else None
+    if isinstance(trial, int) and not isinstance(trial, bool):
+        broken = first.get("broken") if isinstance(first, dict) else None
+        had = [b for b in broken if isinstance(b, str)] if isinstance(broken, list) else []
+        text += f"; the closest trial, {trial}, had {'; '.join(had)}" if had else ""
+    elif isinstance(doc.get("verify"), dict) and doc["verify"].get("verified_trials"):
+        text += "; no verified design met every SLO as measured on this machine"
+    relax = doc.get("relax")
+    new = relax.get("slos") if isinstance(relax, dict) else None
+    if isinstance(new, list) and new and all(isinstance(t, str) for t in new):
+        eg = " ".join(f"--slo {t}" for t in new)
+        rel = relax.get("relative_slos") if isinstance(relax, dict) else None
+        if isinstance(rel, list) and rel and all(isinstance(t, str) for t in rel):
+            eg += f", or {' '.join(f'--slo {t}' for t in rel)} relative to the plain backbone"
+        text += f"; relax the SLO (e.g. {eg}) and run 'hapi search' again"
+    else:
+        text += "; relax an SLO and run 'hapi search' again"
+    if isinstance(trial, int) and not isinstance(trial, bool):
+        text += f", or export that trial anyway with --trial {trial}"
+    return text
 
 
 def find_trials(source: str | Path) -> Path:

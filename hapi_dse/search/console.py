@@ -6,6 +6,7 @@ from __future__ import annotations
 from hapi_dse.cost import Design
 from hapi_dse.search.picking import SHORTFALL_MARGIN_PP, rule_words, shortfall
 from hapi_dse.search.records import DeviceResult, TrialRecord, broken_slos, fmt_metric, speedup
+from hapi_dse.search.relax import relax_line, relax_slos
 
 LEGEND = (
     "* chosen; exits POSITION:HEAD@THRESHOLD (ent: entropy policy, patN: patience N, else "
@@ -34,7 +35,7 @@ def _slack_lines(result: DeviceResult) -> list[str]:
             worst = max(complete, key=lambda r: r.violations[s.name])
             assert worst.metrics is not None
             out.append(
-                f"note: {s.text or s.describe()} binds no design: all {len(complete)} trials "
+                f"note: {s.label()} binds no design: all {len(complete)} trials "
                 f"meet it (the {'lowest' if not s.upper else 'highest'} {s.metric} is "
                 f"{fmt_metric(s.metric, worst.metrics[s.metric])}); tighten it to trade "
                 "accuracy for it"
@@ -46,7 +47,7 @@ def console_report(result: DeviceResult, max_rows: int = 12) -> str:
     """The Pareto table and the chosen design (or the closest designs when none fits)."""
     complete = result.complete
     n_feasible = sum(r.feasible for r in complete)
-    slos = ", ".join(s.text or s.describe() for s in result.slos) or "none"
+    slos = ", ".join(s.label() for s in result.slos) or "none"
     source = f", {result.table_source} table" if result.table_source else ""
     lines = [
         f"{result.device} ({result.model_id}{source}): {len(complete)} trials, "
@@ -134,7 +135,10 @@ def console_report(result: DeviceResult, max_rows: int = 12) -> str:
                 f"  trial {r.number} [{_short(r.design)}]: "
                 + "; ".join(broken_slos(r, result.slos))
             )
-        lines.append("relax an SLO, widen the search space (--space) or add trials (--trials)")
+        lines.append(
+            f"{relax_line(relax_slos(result))}, widen the search space (--space) or add trials "
+            "(--trials)"
+        )
     if result.out_dir is not None:
         lines.append(f"wrote {result.out_dir}/")
     return "\n".join(lines)

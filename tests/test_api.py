@@ -92,7 +92,13 @@ def test_api_search_writes_only_where_asked(tmp_path: Path) -> None:
         out=out,
     )
     assert sorted(os.listdir(tmp_path)) == [*before, "res"]
-    assert sorted(os.listdir(out)) == ["design.json", "pareto.csv", "search.json", "trials.csv"]
+    assert sorted(os.listdir(out)) == [
+        ".hapi_files.json",
+        "design.json",
+        "pareto.csv",
+        "search.json",
+        "trials.csv",
+    ]
     written = json.loads((out / "design.json").read_text())
     assert result.chosen is not None and written["trial"] == result.chosen.number
     assert written["objectives"] == ["accuracy", "energy_mj"] and written["pick"] == "knee"

@@ -64,6 +64,8 @@ def test_eval_json_fields_and_fidelity(
     assert rep["fidelity"]["exit_agreement"] >= 0.995
     assert abs(rep["accuracy_diff_pp"]) <= 0.1
     assert rep["table"]["device"] == "fakehost"
+    # a table of another device than 'host': the report says the errors compare two machines
+    assert "compare two machines" in rep["table"]["note"]
     assert rep["provenance"]["inputs"]["model"]["sha256"]
 
 
@@ -92,6 +94,11 @@ def test_eval_without_a_table_still_reports_accuracy(
     assert rep["n"] == 40
     assert rep["predicted"]["latency_ms"] is None and "error" in rep["table"]
     assert rep["fidelity"]["exit_agreement"] >= 0.995
+    # no table: accuracy is the only figure predicted (zero placeholder costs made a
+    # latency of 0 and a goodput of Infinity, which is not JSON), and the console says why
+    assert set(rep["predicted"]["metrics"]) == {"accuracy"}
+    json.loads(report.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the report"))
+    assert "no latency prediction: " in res.stdout
 
 
 def test_eval_errors_are_one_line_exit_2(run_cli, tmp_path: Path, tiny_run: Path) -> None:

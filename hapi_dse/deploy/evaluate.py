@@ -294,6 +294,13 @@ def _predict(
             "call_overhead_ms": table.call_overhead_ms,
             "source": table.source,
         }
+        if table.source != "measured" or cfg.device != "host":
+            how = "modelled" if table.source != "measured" else "measured"
+            table_info["note"] = (
+                f"the prediction is from the {how} table of {cfg.device!r} ({table.path}), "
+                "not a measurement of this machine unless it was profiled here: the relative "
+                "errors compare two machines ('hapi profile --device host' times this one)"
+            )
     except HapiError as e:
         log.warning("no latency prediction: %s", e)
         table_info = {"device": cfg.device, "error": str(e)}

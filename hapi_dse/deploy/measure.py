@@ -139,8 +139,8 @@ def busy_warning(load: dict[str, Any]) -> str:
     got = "" if share is None else f", this process got {100 * share:.0f} % of its cores' time"
     return (
         f"the machine was busy while measuring (load average {load['load_before']:.1f} -> "
-        f"{load['load_after']:.1f} on {load['cores']} cores{got}): latencies are inflated; "
-        "measure again on a quiet machine"
+        f"{load['load_after']:.1f} on {load['cores']} cores{got}): the latencies may read "
+        "higher than a quiet machine's; measure again on a quiet machine"
     )
 
 

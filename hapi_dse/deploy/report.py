@@ -55,11 +55,12 @@ def format_report(rep: dict[str, Any]) -> str:
                 f"  {v['slo']:24}measured {fmt(v['metric'], v['measured']):>10}  predicted "
                 f"{fmt(v['metric'], v['predicted']):>10}  {v['verdict'].upper()}"
             )
-    load = meas.get("load") or {}
-    if load.get("busy"):
-        from hapi_dse.deploy.measure import busy_warning
-
-        lines.append("warning: " + busy_warning(load))
+    # (a busy machine is warned about once, on stderr, as the measurement ends)
+    table = rep.get("table") or {}
+    if table.get("error"):
+        lines.append(f"no latency prediction: {table['error']}")
+    elif table.get("note"):
+        lines.append(f"note: {table['note']}")
     return "\n".join(lines)
 
 

@@ -29,7 +29,10 @@ def _slo_help() -> str:
     parts = [
         f"{', '.join(names)} ({UNIT_HELP[k]}{bound.get(k, '')})" for k, names in groups.items()
     ]
-    return f"A bound, repeatable: {', '.join(parts)}."
+    return (
+        f"A bound, repeatable: {', '.join(parts)}. Or METRIC=FACTORx, relative to the plain "
+        "backbone's predicted value on each device: latency=0.6x, accuracy=0.99x."
+    )
 
 
 _METRIC_RULES = ", ".join(r for r in PICK_RULES if r not in ("knee", "iso_accuracy"))

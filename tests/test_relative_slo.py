@@ -242,3 +242,31 @@ def test_export_of_an_infeasible_result_says_why(synth, run_cli, tmp_path) -> No
     assert res.exit_code == 2
     assert "the search found no feasible design under SLO latency=0.01x" in res.stderr
     assert "; relax an SLO and run 'hapi search' again, or export that trial" in res.stderr
+
+
+def test_any_search_json_explains_itself_in_one_line() -> None:
+    """Whatever an infeasible result's search.json holds (edited, truncated, older), the
+    explanation is built without an error and is one line."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from hapi_dse.deploy.inputs import _infeasible_text
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    values = st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+        max_leaves=12,
+    )
+    keys = st.sampled_from(["slos", "closest", "relax", "verify", "trial", "broken", "text",
+                            "value", "relative", "metric", "slos", "relative_slos"])  # fmt: skip
+    docs = st.dictionaries(keys, values | st.lists(st.dictionaries(keys, values), max_size=3))
+
+    @settings(max_examples=200, deadline=None, database=None)
+    @given(docs)
+    def check(doc: dict) -> None:
+        text = _infeasible_text(doc)
+        assert text.startswith("the search found no feasible design")
+        assert str(UsageError(text)).count("\n") == 0
+
+    check()

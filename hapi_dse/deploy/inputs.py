@@ -109,7 +109,10 @@ def _infeasible_text(doc: dict[str, Any]) -> str:
     if isinstance(trial, int) and not isinstance(trial, bool):
         broken = first.get("broken") if isinstance(first, dict) else None
         had = [b for b in broken if isinstance(b, str)] if isinstance(broken, list) else []
-        text += f"; the closest trial, {trial}, had {'; '.join(had)}" if had else ""
+        if had:
+            text += f"; the closest trial, {trial}, had {'; '.join(had)}"
+        else:
+            text += f"; the closest trial is {trial}"
     elif isinstance(doc.get("verify"), dict) and doc["verify"].get("verified_trials"):
         text += "; no verified design met every SLO as measured on this machine"
     relax = doc.get("relax")

@@ -43,22 +43,23 @@ def _number(value: float) -> str:
 
 def relax_slos(result: DeviceResult) -> dict[str, Any] | None:
     """For a result with no feasible design: its closest trial and, for each SLO that trial
-    breaks, an ``--slo`` it would meet (``slos``) and the same relative to the plain
-    backbone's predicted value (``relative_slos``). None when a design is feasible or no
-    trial was scored."""
+    breaks (as measured, after ``--verify``), an ``--slo`` it would meet (``slos``) and the
+    same relative to the plain backbone's predicted value (``relative_slos``). None when a
+    design is feasible or no trial was scored."""
     if result.chosen is not None or not result.closest:
         return None
     r = result.closest[0]
     assert r.metrics is not None
+    metrics = {**r.metrics, **(r.measured or {})}  # --verify: what the SLOs were judged on
     backbone = result.backbone.get("val", {}) if result.backbone else {}
     absolute: list[str] = []
     relative: list[str] = []
     for s in result.slos:
-        if s.violation(r.metrics) <= 0:
+        if s.violation(metrics) <= 0:
             continue
         found = find_metric(s.metric)
         name = found.name if found is not None else s.metric
-        v = float(r.metrics[s.metric])
+        v = float(metrics[s.metric])
         if found is not None and found.kind == "fraction":  # accuracy, in %
             absolute.append(f"{name}={_number(loosen(100 * v, upper=s.upper, digits=3))}%")
         else:

@@ -407,9 +407,29 @@ def test_a_killed_search_resumes_without_losing_trials(
     info = json.loads((tmp_path / "out" / "devA" / "search.json").read_text())
     assert info["trials"]["complete"] == total
     assert info["trials"]["this_run"] == total - len(before)
-    # rerunning a full study adds nothing
-    assert run_cli(*args, "--overwrite").exit_code == 0
+    # rerunning the same command (no --overwrite) replaces its own result and adds nothing
+    assert run_cli(*args).exit_code == 0
     assert len(_complete_trials(storage, "resume-me")) == total
+
+
+def test_rerunning_the_same_study_replaces_only_its_own_result(
+    synth, run_cli, tmp_path: Path, storage_dir: Path
+) -> None:
+    """README "Resuming": the same command resumes, into the same --out, without
+    --overwrite; another study, or a result edited by hand, still needs it or is refused."""
+    storage = f"journal:{storage_dir / 'j.log'}"
+    out = tmp_path / "out"
+    args = base_args(synth, out, "--device", "devA", "--trials", "20", "--storage", storage)
+    assert run_cli(*args, "--study", "a").exit_code == 0
+    res = run_cli(*base_args(synth, out, "--device", "devA", "--trials", "30", "--storage",
+                             storage, "--study", "a"))  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    assert json.loads((out / "devA" / "search.json").read_text())["trials"]["complete"] == 30
+    res = run_cli(*args, "--study", "b")
+    assert res.exit_code == 2 and "pass --overwrite" in res.stderr
+    (out / "devA" / "trials.csv").write_text("edited\n")
+    res = run_cli(*args, "--study", "a")
+    assert res.exit_code == 2 and "changed since hapi wrote it" in res.stderr
 
 
 def test_a_study_made_with_other_slos_is_refused(

@@ -168,12 +168,16 @@ def search_json(result: DeviceResult, cfg: Any, prov: dict[str, Any]) -> dict[st
     }
 
 
-def write_results(result: DeviceResult, out_dir: Path, cfg: Any) -> None:
-    """Write the four files into ``out_dir`` at once (the directory is swapped in whole)."""
+def write_results(
+    result: DeviceResult, out_dir: Path, cfg: Any, *, overwrite: bool | None = None
+) -> None:
+    """Write the four files into ``out_dir`` at once (the directory is swapped in whole);
+    a previous result there is replaced when ``overwrite`` (default ``cfg.overwrite``)."""
     prov = provenance(
         seed=cfg.seed, inputs=result.inputs, settings=cfg.settings(), libraries=("numpy", "optuna")
     )
-    with atomic_dir(out_dir, kind="search", overwrite=cfg.overwrite) as tmp:
+    replace = cfg.overwrite if overwrite is None else overwrite
+    with atomic_dir(out_dir, kind="search", overwrite=replace) as tmp:
         header, rows = trials_table(result)
         write_text(tmp / "trials.csv", csv_text(rows, header))
         header, rows = pareto_table(result)

@@ -46,6 +46,28 @@ def default_out(cfg: SearchConfig, run: RunDir) -> Path:
     return run.path / "search"
 
 
+def resumes(dest: Path, cfg: SearchConfig, study: str) -> bool:
+    """Whether ``dest`` holds the result of the study this search resumes (same ``--storage``,
+    as recorded, and study name): rerunning the same command replaces its own result without
+    ``--overwrite`` (README "Resuming"). Only hapi's own unchanged result counts."""
+    from hapi_dse.errors import HapiError
+    from hapi_dse.ownership import owned_kind
+    from hapi_dse.provenance import redact
+    from hapi_dse.readers import read_json
+
+    if cfg.storage is None or owned_kind(dest) != "search":
+        return False
+    try:
+        doc = read_json(dest / "search.json")
+    except HapiError:
+        return False
+    return (
+        isinstance(doc, dict)
+        and doc.get("storage") == redact(cfg.storage)  # as search/study.py records it
+        and doc.get("study") == study
+    )
+
+
 def run_search(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> list[Any]:
     """Search every device of ``cfg``; write ``<out>/<device>/``. Returns one
     :class:`~hapi_dse.search.outputs.DeviceResult` per device."""
@@ -66,8 +88,13 @@ def run_search(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> 
         for p in problems:
             check_verifiable(p.device, p.table_sidecar, p.table_path)
     check_not_cwd(out)  # '--out ..' would put OUT/DEVICE/ beside the current directory
+    replace = {
+        p.device: cfg.overwrite
+        or resumes(out / p.device, cfg, study_name_for(cfg, p.device, p.model_id))
+        for p in problems
+    }
     for p in problems:  # before any search: a refused --out must not cost a search
-        check_out_dir(out / p.device, "search", cfg.overwrite)
+        check_out_dir(out / p.device, "search", replace[p.device])
     results = []
     for problem in problems:
         t1 = time.perf_counter()
@@ -79,7 +106,7 @@ def run_search(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> 
             from hapi_dse.search.verify import verify
 
             verify(result, run, cfg, out)
-        write_results(result, out / problem.device, cfg)
+        write_results(result, out / problem.device, cfg, overwrite=replace[problem.device])
         result.timings["device_s"] = time.perf_counter() - t1
         results.append(result)
         if echo is not None:

@@ -135,9 +135,11 @@ def search(
     ``stats`` are the exit statistics the search scores designs on (val), ``costs`` the
     device's segment costs aligned with them; the front is scored again on ``test`` (default:
     ``stats``). SLOs and objectives are objects or their command-line text
-    (``"latency=50ms"``, ``"accuracy,latency"``); ``space`` a :class:`SearchSpace`, a shipped
-    space's name or a space file. ``out``: also write ``trials.csv``, ``pareto.csv``,
-    ``design.json`` and ``search.json`` there, as ``hapi search`` does.
+    (``"latency=50ms"``, ``"accuracy,latency"``); a relative SLO (``"latency=0.6x"``) is
+    that factor times the plain backbone's predicted value with ``costs``. ``space`` a
+    :class:`SearchSpace`, a shipped space's name or a space file. ``out``: also write
+    ``trials.csv``, ``pareto.csv``, ``design.json`` and ``search.json`` there, as ``hapi
+    search`` does.
     """
     from hapi_dse.search.config import SearchConfig
     from hapi_dse.search.outputs import write_results

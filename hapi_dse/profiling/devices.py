@@ -28,6 +28,7 @@ class TableInfo:
     path: Path
     source: str
     date: str
+    shadowed_by: Path | None = None  # the table of an earlier directory used instead
 
 
 def known_devices(profiles: str | Path | None = None) -> dict[str, list[Path]]:
@@ -44,16 +45,18 @@ def known_devices(profiles: str | Path | None = None) -> dict[str, list[Path]]:
     return out
 
 
-def list_tables(profiles: str | Path | None = None) -> list[TableInfo]:
-    """Every table on the search path; one shadowed by an earlier directory is left out."""
-    seen: set[tuple[str, str]] = set()
+def list_tables(profiles: str | Path | None = None, *, shadowed: bool = False) -> list[TableInfo]:
+    """Every table on the search path; one shadowed by the same device's and model's table
+    in an earlier directory (which every command uses instead) is left out, or listed with
+    ``shadowed_by`` set when ``shadowed``."""
+    seen: dict[tuple[str, str], Path] = {}
     out: list[TableInfo] = []
     for root in profile_search_path(profiles):
         for csv_path in sorted(root.glob("*/*.csv")):
             device, model_id = csv_path.parent.name, csv_path.stem
-            if device == SPECS_SUBDIR or (device, model_id) in seen:
+            if device == SPECS_SUBDIR or ((device, model_id) in seen and not shadowed):
                 continue
-            seen.add((device, model_id))
+            winner = seen.setdefault((device, model_id), csv_path)
             try:
                 side = read_json(sidecar_path(csv_path))
             except HapiError:  # listed as unknown; 'hapi devices --check' refuses it
@@ -67,6 +70,7 @@ def list_tables(profiles: str | Path | None = None) -> list[TableInfo]:
                     csv_path,
                     str(side.get("source", "?")),
                     str(side.get("date", "?")),
+                    None if winner == csv_path else winner,
                 )
             )
     return out
@@ -135,12 +139,21 @@ def device_rows(profiles: str | Path | None = None) -> list[DeviceRow]:
     """Every known device's tables, then its spec, by device name (``hapi devices``)."""
     from hapi_dse.profiling.specs import spec_paths
 
-    tables = list_tables(profiles)
+    tables = list_tables(profiles, shadowed=True)
     specs = spec_paths(profiles)
     rows: list[DeviceRow] = []
     for name in sorted(known_devices(profiles)):
         mine = [t for t in tables if t.device == name]
-        rows += [DeviceRow(name, t.source, t.model_id, t.date[:19], str(t.path)) for t in mine]
+        rows += [
+            DeviceRow(
+                name,
+                t.source if t.shadowed_by is None else f"{t.source}(shadowed)",
+                t.model_id,
+                t.date[:19],
+                str(t.path) if t.shadowed_by is None else f"{t.path} (unused: {t.shadowed_by})",
+            )
+            for t in mine
+        ]
         if name in specs:
             rows.append(_spec_row(name, specs[name]))
         elif not mine:

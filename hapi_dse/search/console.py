@@ -49,6 +49,8 @@ def console_report(result: DeviceResult, max_rows: int = 12) -> str:
     n_feasible = sum(r.feasible for r in complete)
     slos = ", ".join(s.label() for s in result.slos) or "none"
     source = f", {result.table_source} table" if result.table_source else ""
+    if "table" in result.inputs:  # which one: ./profiles shadows the installed copy
+        source += f" {result.inputs['table']}"
     lines = [
         f"{result.device} ({result.model_id}{source}): {len(complete)} trials, "
         f"{n_feasible} feasible, {len(result.front)} on the Pareto front; SLOs: {slos}"

@@ -131,6 +131,8 @@ def search_json(result: DeviceResult, cfg: Any, prov: dict[str, Any]) -> dict[st
         "model_id": result.model_id,
         "device": result.device,
         "table_source": result.table_source,
+        # which table on the search path was used: ./profiles shadows the installed copy
+        "table_path": str(result.inputs["table"]) if "table" in result.inputs else None,
         "space": {"name": result.space_name, "designs": result.space_size},
         "sampler": {"name": result.sampler, "population": result.population, "seed": cfg.seed},
         "storage": result.storage,

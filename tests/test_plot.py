@@ -30,7 +30,8 @@ def synthetic_trials() -> pd.DataFrame:
         (5, 0.5, 0.95, False, "COMPLETE"),  # infeasible (would dominate everything)
         (6, 4.0, 0.70, False, "COMPLETE"),  # infeasible and dominated
         (7, 1.5, 0.99, True, "FAIL"),  # not complete: ignored
-        (8, 2.0, 0.85, True, "COMPLETE"),  # duplicate of 1: on the front too
+        (8, 2.0, 0.85, True, "COMPLETE"),  # repeats 1: the front counts it once, as the search
+        # does (the simplest design, then the earliest trial: 1)
     ]
     df = pd.DataFrame(rows, columns=["trial", "latency_ms", "accuracy", "feasible", "state"])
     df["exits"] = [f"{i}:conv@0.9" for i in range(len(df))]
@@ -41,9 +42,9 @@ def synthetic_trials() -> pd.DataFrame:
 
 def test_series_info_splits_front_dominated_infeasible() -> None:
     s = series_info(synthetic_trials(), "latency_ms", "accuracy", chosen_trial=2)
-    assert sorted(s.front["trial"]) == [0, 1, 2, 8]
+    assert sorted(s.front["trial"]) == [0, 1, 2]
     assert s.front["x"].is_monotonic_increasing
-    assert sorted(s.dominated["trial"]) == [3, 4]
+    assert sorted(s.dominated["trial"]) == [3, 4, 8]
     assert sorted(s.infeasible["trial"]) == [5, 6]
     assert 7 not in set(s.front["trial"]) | set(s.dominated["trial"]) | set(s.infeasible["trial"])
     assert s.chosen == (3.0, 0.90)
@@ -57,7 +58,7 @@ def test_series_info_reads_csv_strings_and_other_axes(tmp_path: Path) -> None:
     back = pd.read_csv(p)
     back["feasible"] = back["feasible"].astype(str)  # "True"/"False" as written by csv
     s = series_info(back, "energy_mj", "accuracy")
-    assert sorted(s.front["trial"]) == [0, 1, 2, 8]
+    assert sorted(s.front["trial"]) == [0, 1, 2]
     assert sorted(s.infeasible["trial"]) == [5, 6]
 
 
@@ -140,8 +141,8 @@ def test_plot_cli_renders_a_png(run_cli, tmp_path: Path) -> None:
     assert (np.abs(rgb - front_colour).max(axis=1) < 0.05).sum() > 50  # the front is drawn
     side = json.loads(out.with_suffix(".plot.json").read_text())
     series = side["series"][0]
-    assert [p["trial"] for p in series["front"]] == [0, 1, 8, 2]
-    assert (series["dominated"], series["infeasible"]) == (2, 2)
+    assert [p["trial"] for p in series["front"]] == [0, 1, 2]
+    assert (series["dominated"], series["infeasible"]) == (3, 2)  # trial 8 repeats 1
     assert side["slo_lines"] == [{"axis": "x", "value": 2.5, "label": "SLO latency=2.5ms"}]
     assert (side["x"], side["y"]) == ("latency_ms", "accuracy")
     assert side["provenance"]["settings"] == {

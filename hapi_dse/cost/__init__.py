@@ -7,7 +7,15 @@ dict of a ``design.json``.
 
 from hapi_dse.cost.costs import SegmentCosts
 from hapi_dse.cost.design import POLICIES, Design, Exit
-from hapi_dse.cost.metrics import METRIC_TABLE, METRICS, Metric, find_metric, metric, pareto_mask
+from hapi_dse.cost.metrics import (
+    METRIC_TABLE,
+    METRICS,
+    Metric,
+    find_metric,
+    metric,
+    pareto_front,
+    pareto_mask,
+)
 from hapi_dse.cost.model import CostModel, predict, simulate
 from hapi_dse.cost.policies import POLICY_REGISTRY, ExitPolicy, get_policy
 from hapi_dse.cost.slo import (
@@ -36,6 +44,7 @@ __all__ = [
     "find_metric",
     "get_policy",
     "metric",
+    "pareto_front",
     "pareto_mask",
     "parse_objectives",
     "parse_slo",

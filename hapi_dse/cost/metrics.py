@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -110,6 +111,28 @@ def metric(name: str, *, kind: str = "metric") -> Metric:
     if m is None or not m.objective:
         raise unknown_name(kind, name, [m.name for m in METRIC_TABLE if m.objective])
     return m
+
+
+def pareto_front(
+    points: np.ndarray, maximize: Sequence[bool] | None = None, rank: Sequence[Any] | None = None
+) -> np.ndarray:
+    """The Pareto front as hapi reports it everywhere (the search's summary and
+    ``pareto.csv``, ``hapi plot``): the rows no other row dominates (:func:`pareto_mask`),
+    and of rows with equal values only one, the first by ``rank`` (e.g. fewest exits, then
+    earliest trial; by default the first row)."""
+    pts = np.asarray(points, float)
+    if pts.ndim != 2:
+        pts = pts.reshape(len(pts), -1) if pts.size else pts.reshape(len(pts), 0)
+    keep = pareto_mask(pts, maximize)
+    ranks = list(range(len(pts))) if rank is None else list(rank)
+    best: dict[tuple[float, ...], int] = {}
+    for i in np.flatnonzero(keep):
+        v = tuple(pts[i].tolist())
+        if v not in best or ranks[i] < ranks[best[v]]:
+            best[v] = int(i)
+    out = np.zeros(len(pts), bool)
+    out[list(best.values())] = True
+    return out
 
 
 def pareto_mask(points: np.ndarray, maximize: Sequence[bool] | None = None) -> np.ndarray:

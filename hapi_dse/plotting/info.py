@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hapi_dse.cost.metrics import find_metric, metric, pareto_mask
+from hapi_dse.cost.metrics import find_metric, metric, pareto_front
 from hapi_dse.errors import ArtefactError
 from hapi_dse.readers import read_json
 
@@ -125,11 +125,18 @@ def series_info(
         }
     )[ok].reset_index(drop=True)
     feas = (_as_bool(df["feasible"]) if "feasible" in df.columns else np.ones(len(df), bool))[ok]
+    n_exits = (
+        pd.to_numeric(df["n_exits"], errors="coerce").fillna(0).to_numpy()[ok]
+        if "n_exits" in df.columns
+        else np.zeros(len(frame))
+    )
     front_mask = np.zeros(len(frame), bool)
-    if feas.any():
+    if feas.any():  # the search's definition: equal points count once, the simplest design
         idx = np.flatnonzero(feas)
-        front_mask[idx] = pareto_mask(
-            frame[["x", "y"]].to_numpy()[idx], maximize=[_maximised(x), _maximised(y)]
+        front_mask[idx] = pareto_front(
+            frame[["x", "y"]].to_numpy()[idx],
+            maximize=[_maximised(x), _maximised(y)],
+            rank=list(zip(n_exits[idx], frame["trial"].to_numpy()[idx], strict=True)),
         )
     chosen = None
     if chosen_trial is not None:

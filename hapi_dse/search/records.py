@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from hapi_dse.cost import SLO, Design, Objective, find_metric, pareto_mask
+from hapi_dse.cost import SLO, Design, Objective, find_metric, pareto_front
 from hapi_dse.search.picking import default_rule, parse_pick, pick
 
 
@@ -102,18 +102,11 @@ def collect(problem: Any, run: Any, cfg: Any) -> DeviceResult:
     pts = np.array([r.objective_vector(objectives) for r in candidates]).reshape(
         len(candidates), len(objectives)
     )
-    front = [r for r, k in zip(candidates, pareto_mask(pts), strict=True) if k]
-    # equal objective values: keep the simplest design (fewest exits, then earliest trial)
-    best: dict[tuple[float, ...], TrialRecord] = {}
-    for r in front:
-        v = tuple(r.objective_vector(objectives))
-        assert r.design is not None
-        other = best.get(v)
-        if other is None or (len(r.design.exits), r.number) < _simplicity(other):
-            best[v] = r
+    # equal objective values: the simplest design (fewest exits, then earliest trial)
+    mask = pareto_front(pts, rank=[_simplicity(r) for r in candidates])
     # fastest first (mean latency, then accuracy, then the objectives)
     front = sorted(
-        best.values(),
+        (r for r, k in zip(candidates, mask, strict=True) if k),
         key=lambda r: (
             _metric(r, "latency_ms"),
             -_metric(r, "accuracy"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import platform
 import re
 import sys
@@ -102,7 +103,15 @@ def library_versions(*names: str) -> dict[str, str]:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    """Now, in UTC; ``$SOURCE_DATE_EPOCH`` (the reproducible-builds convention) when set, so
+    that a generated file is the same bytes each time (``make docs``)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    when = (
+        datetime.fromtimestamp(int(epoch), timezone.utc)
+        if epoch.isdigit() and len(epoch) <= 12
+        else datetime.now(timezone.utc)
+    )
+    return when.isoformat(timespec="seconds")
 
 
 def provenance(

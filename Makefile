@@ -13,6 +13,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "make install: pip installs hapi and its dependencies into $(VENV) (a few minutes the first time)"
 	$(PIP) install --quiet --disable-pip-version-check -c constraints.txt -e '.[all,dev,postgres]'
 	touch $@
 

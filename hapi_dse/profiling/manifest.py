@@ -93,8 +93,9 @@ def _check_segment(s: Segment, i: int) -> None:
             raise TypeError(f"segments[{i}].{name} is {getattr(s, name)!r}, expected a string")
     for name in ("position", "flops", "params"):
         v = getattr(s, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"segments[{i}].{name} is {v!r}, expected an integer >= 0")
+        low = -1 if name == "position" and s.kind == "noop" else 0  # noop.onnx: position -1
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"segments[{i}].{name} is {v!r}, expected an integer >= {low}")
     if not s.input_shape or min(s.input_shape) < 1:
         raise ValueError(f"segments[{i}].input_shape is {list(s.input_shape)}, expected sizes >= 1")
 

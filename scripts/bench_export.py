@@ -41,6 +41,12 @@ Prints progress lines, then ONE JSON object as the last line:
   the search predicted.
 * ``exit_agreement_min`` / ``accuracy_abs_diff_pp_max``: the fidelity of the exported
   decisions against the cost model's simulation (targets >= 0.995 and <= 0.1).
+* ``export_wall_s``: the wall time of ``hapi export RESULT_DIR --out X.onnx`` as a user runs
+  it (a new process: imports, inputs, check plan, graph, checks), for the search's chosen
+  design, with an EMPTY network cache (``HAPI_CACHE_DIR`` a new folder: the network is
+  exported); ``export_wall_warm_s`` the same command right after (the cache that export
+  filled), ``export_staged_wall_warm_s`` the staged format (target: <= 5 s).
+  ``--only-export-wall`` runs the profile (unless a table exists), the search and this only.
 
 Steps: profile this machine (``hapi profile --device host``) unless a table exists, search
 (``hapi search --device host``, no SLO), then export and evaluate. Timings are paired:
@@ -48,6 +54,7 @@ the graphs compared are timed in alternating rounds so drifts of the machine hit
 
 Usage: python scripts/bench_export.py [--model RUN] [--profiles DIR] [--work DIR]
        [--designs 20] [--limit N] [--threads 1] [--verify-seeds 5] [--only-verify]
+       [--only-export-wall]
 """
 
 from __future__ import annotations
@@ -84,6 +91,34 @@ def hapi(*args: str) -> None:
     tail = res.stdout.strip().splitlines()[-3:]
     for line in tail:
         log("  " + line)
+
+
+def export_walls(search_out: Path, model_arg: list[str], work: Path) -> dict[str, float]:
+    """Wall seconds of ``hapi export`` (new processes): cold network cache, then warm."""
+    cache = work / "export-wall-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    cache.mkdir(parents=True)
+    out = work / "export-wall"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    env = {**os.environ, "HAPI_NO_PROGRESS": "1", "HAPI_CACHE_DIR": str(cache)}
+    exe = Path(sys.executable).with_name("hapi")
+    walls = {}
+    for name, dest, extra in (
+        ("export_wall_s", out / "cold.onnx", []),
+        ("export_wall_warm_s", out / "warm.onnx", []),
+        ("export_staged_wall_warm_s", out / "staged", ["--format", "staged"]),
+    ):
+        cmd = [str(exe) if exe.exists() else "hapi", "export", str(search_out / "host")]
+        cmd += [*model_arg, "--out", str(dest), *extra]
+        log("$ " + " ".join(cmd))
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        walls[name] = round(time.perf_counter() - t0, 2)
+        if res.returncode != 0:
+            raise SystemExit(f"command failed ({res.returncode}): {res.stderr.strip()}")
+        log(f"  {walls[name]} s")
+    return walls
 
 
 def parse_exits(text: str) -> list[dict[str, Any]]:
@@ -172,6 +207,11 @@ def main() -> None:
         action="store_true",
         help="run the profile (unless --work holds it), the search and the --verify check only",
     )
+    ap.add_argument(
+        "--only-export-wall",
+        action="store_true",
+        help="run the profile (unless --work holds it), the search and the export_wall_s check",
+    )
     add_record_option(ap)
     args = ap.parse_args()
     os.environ.setdefault("HAPI_NO_PROGRESS", "1")
@@ -224,6 +264,16 @@ def main() -> None:
         "--seed",
         str(args.seed),
     )
+
+    walls = export_walls(search_out, model_arg, work)
+    if args.only_export_wall:
+        finish(
+            {**walls, "model_id": run.model_id},
+            args.record,
+            started=started,
+            machine_start=machine_start,
+        )
+        return
 
     import pandas as pd
 
@@ -377,6 +427,7 @@ def main() -> None:
     verified = verify_slo(args, model_arg, profiles, pareto, work)
 
     result = {
+        **walls,
         "single_graph_deep_path_ratio": deep.get("ratio"),
         "staged_overhead_us_per_stage": staged_us,
         "latency_median_abs_err": float(np.median(np.abs(errs))) if len(errs) else None,

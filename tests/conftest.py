@@ -11,6 +11,10 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("HAPI_NO_PROGRESS", "1")
+if "HAPI_CACHE_DIR" not in os.environ:  # exported networks: shared by this session's tests only
+    from hapi_dse.tempdirs import make_temp_dir
+
+    os.environ["HAPI_CACHE_DIR"] = str(make_temp_dir("hapi-test-cache-"))
 
 
 @dataclass

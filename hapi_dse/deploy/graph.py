@@ -125,11 +125,16 @@ class DesignGraph(nn.Module):
     ``forward(x[, thresholds, temperatures])`` returns ``(logits (1, C), exit_index (1,))``
     where ``exit_index`` is ``0..m-1`` for the design's exits and ``m`` for the final
     classifier. The graph's entry stage has no anchor; later stages have one when
-    ``layout_anchor`` (see the module docstring).
+    ``layout_anchor`` (see the module docstring). ``eager`` takes the branches in Python
+    instead of ``torch.cond``: the same results, for checking an export against PyTorch
+    (an eager ``torch.cond`` compiles its branches, about a second a call); not exportable.
     """
 
-    def __init__(self, net: EarlyExitNet, design: Design, *, layout_anchor: bool = True) -> None:
+    def __init__(
+        self, net: EarlyExitNet, design: Design, *, layout_anchor: bool = True, eager: bool = False
+    ) -> None:
         super().__init__()
+        self.eager = eager
         self.policy = design.policy
         self.patience = design.patience
         self.num_exits = len(design.exits)
@@ -167,6 +172,8 @@ class DesignGraph(nn.Module):
                 return self._tail(i + 1, h, tuple(rest), None)
             return self._tail(i + 1, h, tuple(rest[1:]), rest[0])
 
+        if self.eager:  # the same branches in Python: eager torch.cond compiles (~1 s a call)
+            return take(*operands) if bool(fire) else go_on(*operands)
         out: tuple[torch.Tensor, torch.Tensor] = torch.cond(fire, take, go_on, operands)
         return out
 

@@ -76,7 +76,7 @@ def _export(cfg: ProfileConfig, out: Path) -> tuple[Manifest, dict[str, Path]]:
     from hapi_dse.run import resolve_run
 
     run = resolve_run(cfg.model)
-    total = run.num_blocks * (1 + len(run.model["arch"]["heads"])) + 3
+    total = run.num_blocks * (1 + len(run.model["arch"]["heads"])) + 4  # + the network
     with Progress(total, "export") as bar:
         man = export_segments(
             run,

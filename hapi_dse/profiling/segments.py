@@ -120,31 +120,25 @@ def _check_inputs(net: Any, in_shape: tuple[int, ...], seed: int) -> Callable[[i
     return at
 
 
-def _export_graph(
+def _cut_graph(
     job: _Job,
+    network: Any,
     inputs: tuple[Any, Any],
     out: Path,
     flops: dict[tuple[str, int, str], int],
     *,
     batch: int,
-    opset: int,
-    dynamo: bool,
-) -> tuple[Segment, Any]:
-    """Export ``job`` checked on both inputs; return its segment and the export report."""
-    from hapi_dse.onnx_tools import export_onnx
+) -> tuple[Segment, dict[str, float]]:
+    """Cut ``job`` out of the exported network, check it on both inputs (``onnx.checker``,
+    onnxruntime vs PyTorch) and write it; return its segment and max abs differences."""
+    from hapi_dse.onnx_tools.network import block_name, head_name, write_checked
 
     a, b = inputs
     fname = f"{job.name}.onnx"
-    rep = export_onnx(
-        job.module,
-        (a,),
-        out / fname,
-        input_names=["x"],
-        output_names=["y"],
-        opset=opset,
-        dynamo=dynamo,
-        check_inputs=[(b,)],
-    )
+    source = "x" if job.source < 0 else block_name(job.source)
+    target = block_name(job.position) if job.kind in ("block", "backbone") else ""
+    target = target or head_name(job.position, job.head)
+    diffs = write_checked(network.cut(source, target), out / fname, job.module, [(a,), (b,)])
     if job.kind == "backbone":
         fl = sum(f for k, f in flops.items() if k[0] == "block")
     else:
@@ -160,7 +154,7 @@ def _export_graph(
         flops=fl * batch,
         params=sum(p.numel() for p in job.module.parameters()),
     )
-    return seg, rep
+    return seg, diffs
 
 
 def _export_graphs(
@@ -174,22 +168,38 @@ def _export_graphs(
     dynamo: bool,
     on_step: Callable[[str], None] | None,
 ) -> tuple[list[Segment], dict[str, dict[str, float]], int]:
-    """Export every job of :func:`_jobs`; return the segments, each file's max abs difference
-    vs PyTorch per output, and the opset the exporter wrote (the dynamo exporter may raise
-    the one asked for)."""
-    segments: list[Segment] = []
-    checks: dict[str, dict[str, float]] = {}
-    actual_opset = opset
-    for job in _jobs(net):
+    """Export the whole network once (:mod:`hapi_dse.onnx_tools.network`, cached) and cut
+    every job of :func:`_jobs` out of it; return the segments, each file's max abs
+    difference vs PyTorch per output, and the opset the exporter wrote (the dynamo exporter
+    may raise the one asked for). A cached network whose cuts fail their check is exported
+    again."""
+    from hapi_dse.errors import HapiError
+    from hapi_dse.onnx_tools.network import network_model
+
+    in_shape = tuple(int(d) for d in inputs_at(-1)[0].shape)
+    fresh = False
+    while True:
         if on_step:
-            on_step(job.name)
-        seg, report = _export_graph(
-            job, inputs_at(job.source), out, flops, batch=batch, opset=opset, dynamo=dynamo
-        )
-        segments.append(seg)
-        checks[seg.file] = report.max_abs_diff
-        actual_opset = report.opset
-    return segments, checks, actual_opset
+            on_step("network")
+        network = network_model(net, in_shape, opset=opset, dynamo=dynamo, fresh=fresh)
+        segments: list[Segment] = []
+        checks: dict[str, dict[str, float]] = {}
+        try:
+            for job in _jobs(net):
+                if on_step:
+                    on_step(job.name)
+                seg, diffs = _cut_graph(
+                    job, network, inputs_at(job.source), out, flops, batch=batch
+                )
+                segments.append(seg)
+                checks[seg.file] = diffs
+        except HapiError as e:
+            if not network.cached:
+                raise
+            log.warning("the cached network graph failed a check (%s): exporting it again", e)
+            fresh = True
+            continue
+        return segments, checks, network.opset
 
 
 def _write_noop(out: Path, in_shape: tuple[int, ...], opset: int) -> Segment:

@@ -1,0 +1,335 @@
+"""The whole overprovisioned network exported once, and any part of it cut out of that graph.
+
+The dynamo exporter costs ~0.3-0.5 s per graph here, whatever its size, and a profile used to
+export 93 segments one by one, and ``hapi export`` the design's blocks and heads again. Now
+:func:`network_model` exports every block, every head at every position and the final
+classifier in ONE graph whose outputs are all of them (``block_003``, ``head_003_conv``,
+``final``), and :func:`cut` extracts any segment by tensor names (``onnx.utils.Extractor``):
+a block is the nodes between the previous block's output and its own, a head those between
+its block's output and its logits. The cut graphs hold the same operators as a graph
+exported alone (BatchNorm folded into the convolutions alike); every caller still checks
+each graph it writes against PyTorch.
+
+The exported network is cached by content hash (:func:`cache_key`: the weights, the
+architecture, the input shape, the opset, the exporter and the library versions), in
+``$HAPI_CACHE_DIR`` (default ``~/.cache/hapi``; ``HAPI_CACHE_DIR=off`` disables it), so a
+second profile or export of the same network exports nothing. A cache entry is only a
+speed-up: one that cannot be read, or whose cuts disagree with PyTorch, is exported again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hapi_dse.onnx_tools.torch_export import DEFAULT_OPSET
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+#: bump when the exported network's layout (its outputs and their names) changes
+NETWORK_LAYOUT_VERSION = 1
+CACHE_ENV = "HAPI_CACHE_DIR"
+
+
+def block_name(position: int) -> str:
+    return f"block_{position:03d}"
+
+
+def head_name(position: int, head: str) -> str:
+    return "final" if head == "final" else f"head_{position:03d}_{head}"
+
+
+def _network_module(net: Any) -> torch.nn.Module:
+    """A module whose outputs are every block's features, every head's logits and the final
+    classifier's, in :func:`output_names` order."""
+    from torch import nn
+
+    class _Network(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: Any) -> tuple[Any, ...]:
+            feats = []
+            for block in self.net.backbone.blocks:
+                x = block(x)
+                feats.append(x)
+            heads = [self.net.head(p, h)(feats[p]) for p, h in self.net.columns[:-1]]
+            return (*feats, *heads, self.net.backbone.classifier(x))
+
+    return _Network().eval()
+
+
+def output_names(net: Any) -> list[str]:
+    blocks = [block_name(i) for i in range(net.backbone.num_blocks)]
+    return [*blocks, *[head_name(p, h) for p, h in net.columns[:-1]], "final"]
+
+
+def cache_dir() -> Path | None:
+    """Where exported networks are cached; ``None`` when caching is off."""
+    raw = os.environ.get(CACHE_ENV)
+    if raw is not None and raw.strip().lower() in ("", "0", "off", "no", "none"):
+        return None
+    if raw:
+        return Path(raw)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "hapi"
+
+
+def cache_key(net: Any, in_shape: Sequence[int], opset: int, dynamo: bool) -> str:
+    """sha256 of everything the exported network depends on."""
+    import numpy as np
+    import onnx
+    import torch
+
+    from hapi_dse import __version__
+
+    h = hashlib.sha256()
+    settings = {
+        "layout": NETWORK_LAYOUT_VERSION,
+        "hapi": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxscript": _version("onnxscript"),
+        "opset": opset,
+        "exporter": "dynamo" if dynamo else "legacy",
+        "input_shape": [int(d) for d in in_shape],
+        "columns": [list(c) for c in net.columns],
+        "modules": repr(net),  # the architecture, as torch prints it
+    }
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    for name, t in net.state_dict().items():
+        arr = np.ascontiguousarray(t.detach().cpu().numpy())
+        h.update(f"{name}:{arr.dtype}:{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return ""
+
+
+def network_model(
+    net: Any,
+    in_shape: Sequence[int],
+    *,
+    opset: int = DEFAULT_OPSET,
+    dynamo: bool = True,
+    fresh: bool = False,
+) -> NetworkGraph:
+    """The whole network as one ONNX model: from the cache unless ``fresh``, else exported
+    (and checked against PyTorch on one input) and cached."""
+    root = cache_dir()
+    key = cache_key(net, in_shape, opset, dynamo)
+    if not fresh and key in _MEMO:  # this process exported or read it already
+        return _MEMO[key]
+    graph = _network_model(net, in_shape, key, root, opset=opset, dynamo=dynamo, fresh=fresh)
+    _MEMO.clear()  # one network at a time: its graph is a few MB
+    _MEMO[key] = graph
+    return graph
+
+
+_MEMO: dict[str, NetworkGraph] = {}
+
+
+def _network_model(
+    net: Any,
+    in_shape: Sequence[int],
+    key: str,
+    root: Path | None,
+    *,
+    opset: int,
+    dynamo: bool,
+    fresh: bool,
+) -> NetworkGraph:
+    import torch
+
+    from hapi_dse.onnx_tools.torch_export import CHECK_ATOL, compare_with_torch, export_onnx
+    from hapi_dse.readers import read_onnx
+    from hapi_dse.tempdirs import temp_dir
+
+    entry = root / "onnx" / f"network-{key[:32]}.onnx" if root is not None else None
+    module = _network_module(net)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(tuple(int(d) for d in in_shape), generator=gen)
+    if entry is not None and not fresh and entry.is_file():
+        try:  # an entry is used only when it is this network's and agrees with PyTorch
+            model = read_onnx(entry)
+            ours = any(p.key == "hapi.cache_key" and p.value == key for p in model.metadata_props)
+            diffs = compare_with_torch(module, entry, ["x"], output_names(net), [(x,)])
+            if ours and all(d <= CHECK_ATOL for d in diffs.values()):
+                log.debug("network graph from the cache: %s", entry)
+                return NetworkGraph(model, _opset_of(model, opset), cached=True)
+            log.debug("cache entry %s is not this network's: exported again", entry)
+        except Exception as e:  # any failure of a cache entry: export it again
+            log.debug("cache entry %s unusable (%s): exported again", entry, e)
+    with temp_dir("hapi-network-") as tmp:
+        report = export_onnx(
+            module,
+            (x,),
+            tmp / "network.onnx",
+            input_names=["x"],
+            output_names=output_names(net),
+            opset=opset,
+            dynamo=dynamo,
+        )
+        model = read_onnx(tmp / "network.onnx")
+    entry_prop = model.metadata_props.add()
+    entry_prop.key, entry_prop.value = "hapi.cache_key", key
+    if entry is not None:
+        _store(entry, model)
+    return NetworkGraph(model, report.opset, cached=False)
+
+
+@dataclass
+class NetworkGraph:
+    """The exported network, the opset the exporter wrote, and whether it came from the cache
+    (a caller whose check fails on a cached graph asks for a fresh one)."""
+
+    model: Any
+    opset: int
+    cached: bool
+
+    def cut(self, source: str, target: str) -> Any:
+        return cut(self.model, source, target)
+
+
+def _opset_of(model: Any, default: int) -> int:
+    versions = (int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return next(versions, default)
+
+
+def _store(entry: Path, model: Any) -> None:
+    """Write a cache entry; a cache that cannot be written only costs the next export."""
+    import onnx
+
+    from hapi_dse.atomic import atomic_path
+    from hapi_dse.errors import HapiError
+
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(entry) as tmp:
+            onnx.save(model, str(tmp))
+    except (OSError, HapiError) as e:
+        log.debug("could not cache the network graph at %s: %s", entry, e)
+
+
+def _producers(graph: Any) -> dict[str, Any]:
+    return {o: n for n in graph.node for o in n.output}
+
+
+def _resolve(graph: Any, name: str) -> str:
+    """The tensor a graph output stands for: through the exporter's Identity nodes."""
+    prod = _producers(graph)
+    while name in prod and prod[name].op_type == "Identity":
+        name = prod[name].input[0]
+    return name
+
+
+def cut(
+    model: Any, source: str, target: str, *, input_name: str = "x", output_name: str = "y"
+) -> Any:
+    """The graph computing output ``target`` from tensor ``source`` (``"x"``: the network's
+    input), with its input and output renamed ``input_name`` and ``output_name``."""
+    import onnx
+
+    graph = model.graph
+    src = source if source == graph.input[0].name else _resolve(graph, source)
+    dst = _resolve(graph, target)
+    outputs = {o.name: o for o in graph.output}
+    ex = _extractor(model)
+    # the Extractor looks value infos up by name: the graph outputs hold them
+    for name, alias in ((src, source), (dst, target)):
+        if name not in ex.value_infos and alias in outputs:
+            info = onnx.ValueInfoProto()
+            info.CopyFrom(outputs[alias])
+            info.name = name
+            ex.value_infos[name] = info
+    sub = ex.extract_model([src], [dst])
+    _rename(sub.graph, src, input_name)
+    _rename(sub.graph, dst, output_name)
+    sub.graph.name = output_name if output_name != "y" else target
+    del sub.metadata_props[:]
+    sub.producer_name = model.producer_name
+    sub.producer_version = model.producer_version
+    return sub
+
+
+_EXTRACTORS: dict[int, tuple[Any, Any]] = {}
+
+
+def _extractor(model: Any) -> Any:
+    """One Extractor per model (its shape inference is the slow part), reused for every cut."""
+    from onnx.utils import Extractor
+
+    hit = _EXTRACTORS.get(id(model))
+    if hit is None or hit[0] is not model:
+        _EXTRACTORS.clear()
+        hit = (model, Extractor(model))
+        _EXTRACTORS[id(model)] = hit
+    return hit[1]
+
+
+def _rename(graph: Any, old: str, new: str) -> None:
+    if old == new:
+        return
+    for node in graph.node:
+        for k, n in enumerate(node.input):
+            if n == old:
+                node.input[k] = new
+        for k, n in enumerate(node.output):
+            if n == old:
+                node.output[k] = new
+    for v in (*graph.input, *graph.output, *graph.value_info):
+        if v.name == old:
+            v.name = new
+
+
+def write_checked(
+    graph: Any,
+    path: Path,
+    module: Any,
+    inputs_list: Sequence[tuple[Any, ...]],
+    *,
+    input_names: Sequence[str] = ("x",),
+    output_names: Sequence[str] = ("y",),
+    atol: float | None = None,
+) -> dict[str, float]:
+    """Write ``graph`` atomically to ``path`` after the checks of an export: ``onnx.checker``
+    (full check), then onnxruntime against ``module`` on every input; returns each output's
+    max abs difference (:class:`ExportMismatchError` above ``atol``)."""
+    import onnx
+
+    from hapi_dse.atomic import atomic_path
+    from hapi_dse.errors import ArtefactError
+    from hapi_dse.onnx_tools.torch_export import (
+        CHECK_ATOL,
+        ExportMismatchError,
+        compare_with_torch,
+    )
+
+    tol = CHECK_ATOL if atol is None else atol
+    try:
+        onnx.checker.check_model(graph, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ArtefactError(f"{path}: onnx.checker rejected the graph: {e}") from None
+    with atomic_path(path) as tmp:
+        onnx.save(graph, str(tmp))
+        diffs = compare_with_torch(module, tmp, input_names, output_names, inputs_list)
+        if any(not d <= tol for d in diffs.values()):
+            raise ExportMismatchError(path, diffs, tol)
+    return diffs

@@ -1,0 +1,202 @@
+"""Segments and design graphs cut from the network exported once equal the graphs exported
+one by one (today's path, the dynamo exporter on each module), and the network cache is only
+a speed-up: reused when it is this network's, exported again when it is not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.test_export_policies import DESIGNS
+
+
+@pytest.fixture(scope="module")
+def net_and_network(tiny_run: Path) -> tuple[Any, Any, Any]:
+    from hapi_dse.onnx_tools.network import network_model
+    from hapi_dse.run import RunDir
+
+    run = RunDir(tiny_run)
+    net = run.load_model().eval()
+    shape = (1, *[int(d) for d in run.model["arch"]["input_shape"]])
+    return run, net, network_model(net, shape)
+
+
+def _ops(model: Any) -> list[str]:
+    return [n.op_type for n in model.graph.node]
+
+
+def _run(model_or_path: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    src = model_or_path if isinstance(model_or_path, str) else model_or_path.SerializeToString()
+    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    return [np.asarray(o) for o in sess.run(None, feed)]
+
+
+def test_cut_segments_equal_segments_exported_alone(
+    net_and_network: tuple[Any, Any, Any], tmp_path: Path
+) -> None:
+    import torch
+
+    from hapi_dse.onnx_tools import export_onnx
+    from hapi_dse.onnx_tools.network import block_name, head_name
+    from hapi_dse.readers import read_onnx
+
+    run, net, network = net_and_network
+    last = net.backbone.num_blocks - 1
+    mid = last // 2
+    x = torch.randn(1, *[int(d) for d in run.model["arch"]["input_shape"]])
+    with torch.no_grad():
+        feats, _ = net.backbone.forward_intermediates(x)
+    cases = [
+        ("x", block_name(0), net.backbone.blocks[0], x),
+        (block_name(mid - 1), block_name(mid), net.backbone.blocks[mid], feats[mid - 1]),
+        (block_name(mid), head_name(mid, "conv"), net.head(mid, "conv"), feats[mid]),
+        (block_name(mid), head_name(mid, "mlp"), net.head(mid, "mlp"), feats[mid]),
+        (block_name(last), "final", net.backbone.classifier, feats[last]),
+        ("x", block_name(last), torch.nn.Sequential(*net.backbone.blocks), x),
+    ]
+    for k, (source, target, module, inp) in enumerate(cases):
+        alone = tmp_path / f"alone_{k}.onnx"
+        export_onnx(module, (inp,), alone, input_names=["x"], output_names=["y"])
+        cut = network.cut(source, target)
+        assert _ops(cut) == _ops(read_onnx(alone)), target
+        feed = {"x": inp.numpy()}
+        np.testing.assert_allclose(_run(cut, feed)[0], _run(str(alone), feed)[0], atol=1e-6)
+        with torch.no_grad():
+            np.testing.assert_allclose(_run(cut, feed)[0], module(inp).numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("policy", sorted(DESIGNS))
+def test_assembled_design_graph_equals_the_exported_one(
+    net_and_network: tuple[Any, Any, Any], tmp_path: Path, policy: str
+) -> None:
+    """The one-graph export assembled from cuts gives the outputs of the torch.cond export
+    (the previous path) on every exit path, and its structure: one If per exit that can fire."""
+    import torch
+
+    from hapi_dse.cost.design import Design
+    from hapi_dse.deploy import compose
+    from hapi_dse.deploy.graph import FORCE, DesignGraph, input_names
+    from hapi_dse.onnx_tools import export_onnx
+
+    run, net, network = net_and_network
+    doc = {"schema_version": 1, "model_id": run.model_id, **DESIGNS[policy]}
+    design = Design.from_dict(doc)
+    m = len(design.exits)
+    names = input_names(design)
+    module = DesignGraph(net, design).eval()
+    temps = torch.full((m,), 1.3)
+    rng = np.random.default_rng(0)
+    images = [rng.standard_normal((1, *net_shape(run))).astype(np.float32) for _ in range(6)]
+    feeds: list[tuple[Any, ...]]
+    if design.policy in FORCE:
+        always, never = FORCE[design.policy]
+        forced = [torch.tensor([never] * i + [always] * (m - i)) for i in range(m + 1)]
+        feeds = [(torch.from_numpy(images[0]), t, temps) for t in forced]
+    else:
+        feeds = [(torch.from_numpy(img),) for img in images]
+    old = tmp_path / "torch_cond.onnx"
+    export_onnx(module, feeds[0], old, input_names=names, output_names=["logits", "exit_index"])
+    new = compose.design_model(network, net, design, layout_anchor=True, input_names=names)
+    eager = DesignGraph(net, design, eager=True).eval()
+    paths = set()
+    for f in feeds:
+        feed = {n: t.numpy() for n, t in zip(names, f, strict=True)}
+        got, ref = _run(new, feed), _run(str(old), feed)
+        np.testing.assert_allclose(got[0], ref[0], atol=1e-5)
+        assert int(got[1][0]) == int(ref[1][0])
+        with torch.no_grad():
+            z, k = eager(*f)
+        np.testing.assert_allclose(got[0], z.numpy(), atol=1e-4)
+        assert int(k[0]) == int(got[1][0])
+        paths.add(int(got[1][0]))
+    if design.policy in FORCE:
+        assert paths == set(range(m + 1))  # every exit path was compared
+    firing = m if design.policy in FORCE else m - max(design.patience - 1, 0)
+    assert sum(n.op_type == "If" for n in _all_nodes(new.graph)) == firing
+
+
+def net_shape(run: Any) -> tuple[int, ...]:
+    return tuple(int(d) for d in run.model["arch"]["input_shape"])
+
+
+def _all_nodes(graph: Any) -> list[Any]:
+    out = []
+    for node in graph.node:
+        out.append(node)
+        for a in node.attribute:
+            if a.g.node:
+                out += _all_nodes(a.g)
+    return out
+
+
+def test_network_cache_is_reused_and_a_bad_entry_is_exported_again(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hapi_dse.onnx_tools import network as nw
+    from hapi_dse.run import RunDir
+
+    monkeypatch.setenv(nw.CACHE_ENV, str(tmp_path / "cache"))
+    run = RunDir(tiny_run)
+    net = run.load_model().eval()
+    shape = (1, *net_shape(run))
+    monkeypatch.setattr(nw, "_MEMO", {})
+    first = nw.network_model(net, shape)
+    assert not first.cached
+    entries = list((tmp_path / "cache" / "onnx").glob("network-*.onnx"))
+    assert len(entries) == 1
+    monkeypatch.setattr(nw, "_MEMO", {})
+    second = nw.network_model(net, shape)
+    assert second.cached
+    assert second.model.SerializeToString() == first.model.SerializeToString()
+    # another network (other weights) has another key
+    import torch
+
+    other = RunDir(tiny_run).load_model().eval()
+    with torch.no_grad():
+        next(other.parameters()).mul_(1.5)
+    assert nw.cache_key(other, shape, 18, True) != nw.cache_key(net, shape, 18, True)
+    # an entry that is not a graph, or holds another network's weights: exported again
+    fresh_net = RunDir(tiny_run).load_model().eval()
+    entries[0].write_bytes(b"not an onnx file")
+    monkeypatch.setattr(nw, "_MEMO", {})
+    again = nw.network_model(fresh_net, shape)
+    assert not again.cached
+    key = nw.cache_key(fresh_net, shape, 18, True)
+    entry = tmp_path / "cache" / "onnx" / f"network-{key[:32]}.onnx"
+    import onnx
+
+    tampered = onnx.load(str(entry))
+    w = next(t for t in tampered.graph.initializer if len(t.dims) == 4)
+    arr = onnx.numpy_helper.to_array(w) * 2
+    w.CopyFrom(onnx.numpy_helper.from_array(arr, w.name))
+    onnx.save(tampered, str(entry))
+    monkeypatch.setattr(nw, "_MEMO", {})
+    assert not nw.network_model(fresh_net, shape).cached
+
+
+def test_cache_can_be_turned_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from hapi_dse.onnx_tools import network as nw
+
+    monkeypatch.setenv(nw.CACHE_ENV, "off")
+    assert nw.cache_dir() is None
+    monkeypatch.setenv(nw.CACHE_ENV, str(tmp_path))
+    assert nw.cache_dir() == tmp_path
+
+
+def test_exported_segments_load_back_with_their_noop(tiny_run: Path, tmp_path: Path) -> None:
+    """segments.json as export_segments writes it (noop.onnx at position -1) loads: a
+    profile of --onnx-dir works on what --export-dir wrote."""
+    from hapi_dse.profiling.manifest import load_manifest
+    from hapi_dse.profiling.segments import export_segments
+    from hapi_dse.run import RunDir
+
+    man = export_segments(RunDir(tiny_run), tmp_path / "seg", with_probes=False)
+    back = load_manifest(tmp_path / "seg")
+    assert [s.file for s in back.segments] == [s.file for s in man.segments]
+    assert back.get("noop") is not None and back.get("noop").position == -1  # type: ignore[union-attr]
+    assert all(max(d.values()) <= 1e-4 for d in back.export_check.values())

@@ -329,3 +329,28 @@ def test_a_run_without_flops_csv_is_refused_in_one_line(tiny_run, tmp_path, run_
     assert len(lines) == 1 and f"{run / 'flops.csv'}: not found" in lines[0]
     assert "hapi train" in lines[0]
     assert not (export / "segments.json").exists()
+
+
+def test_a_busy_machine_is_warned_about_and_recorded(
+    exported, tiny_run, tmp_path, monkeypatch, caplog
+):
+    """hapi profile on a loaded machine (an injected load of 3.8 on 2 cores) warns as hapi
+    eval does and records the readings in the table's sidecar; a quiet one stays silent."""
+    from hapi_dse.deploy import measure
+
+    monkeypatch.setattr(measure, "BUSY_CPU_SHARE", 0.0)  # this test's own CPU share aside
+    for load, busy in ((3.8, True), (0.0, False)):
+        monkeypatch.setattr(measure, "machine_load", lambda load=load: (load, 2))
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            run_profile(
+                ProfileConfig(
+                    onnx_dir=str(exported), device="host", profiles=str(tmp_path / str(load)),
+                    runs=3, warmup=1, rounds=1,
+                )
+            )  # fmt: skip
+        warned = [r for r in caplog.records if "busy" in r.getMessage()]
+        assert len(warned) == (1 if busy else 0)
+        t = load_table("host", RunDir(tiny_run).model_id, tmp_path / str(load))
+        assert t.sidecar["machine"]["load"]["busy"] is busy
+        assert t.sidecar["machine"]["load"]["load_before"] == load

@@ -60,14 +60,23 @@ class OrtProfiler(Profiler):
         segs = manifest.table_segments()
         extra = [s for s in (manifest.get("backbone"), manifest.get("noop")) if s is not None]
         graphs = [*segs, *extra]
+        from hapi_dse.deploy.measure import busy_warning, clocks, load_report, machine_load
+
         sessions = [make_session(manifest.path(s), self.settings) for s in graphs]
         probes = ProbeTimer(manifest, manifest.probes, self.settings) if manifest.probes else None
+        before, (cpu0, wall0) = machine_load(), clocks()
         timings = time_sessions(
             sessions,
             self.settings,
             on_progress=progress,
             between_rounds=probes.run_round if probes is not None else None,
         )
+        cpu1, wall1 = clocks()
+        load = load_report(
+            before, machine_load(), cpu1 - cpu0, wall1 - wall0, self.settings.threads
+        )
+        if load["busy"]:  # as hapi eval says it: a table timed on a busy machine reads slow
+            log.warning(busy_warning(load))
         by_kind = {s.kind: t for s, t in zip(graphs, timings, strict=True)}
 
         energy: list[float]
@@ -123,6 +132,7 @@ class OrtProfiler(Profiler):
                 "platform": platform.platform(),
                 "processor": platform.processor(),
                 "machine": platform.machine(),
+                "load": load,  # busy: the readings behind the warning
             },
             "energy_source": energy_source,
             "energy": (

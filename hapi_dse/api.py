@@ -76,6 +76,7 @@ def profile(
     modelled: bool = False,
     spec: str | Path | None = None,
     profiles: str | Path | None = None,
+    out: str | Path | None = None,
     onnx_dir: str | Path | None = None,
     runs: int = 200,
     threads: int = 1,
@@ -85,29 +86,47 @@ def profile(
 ) -> ProfiledTable:
     """Build ``device``'s profile table for ``run`` (default: the bundled example), as
     ``hapi profile`` does: measured on this machine with onnxruntime, or with
-    ``modelled=True`` modelled from a device spec (``spec``, default the shipped spec named
-    ``device``) and labelled as modelled. The segments are exported first, unless
-    ``onnx_dir`` holds them ('hapi profile --export-only'). Writes
-    ``profiles/DEVICE/MODEL_ID.csv`` and its sidecar (default ``./profiles``) and returns
-    the written table (``.path``, ``.result.rows``, ``.summary()``)."""
+    ``modelled=True`` modelled from a device spec (``spec``, default the spec named
+    ``device`` on the profile search path: ``profiles``, ``$HAPI_PROFILES``, ``./profiles``,
+    the shipped specs) and labelled as modelled. The segments are exported first, unless
+    ``onnx_dir`` holds them ('hapi profile --export-only').
+
+    Returns the table (``.result.rows``, ``.result.sidecar``, ``.summary()``) and writes
+    nothing unless asked: ``out=DIR`` writes ``DIR/DEVICE/MODEL_ID.csv`` and its sidecar, as
+    ``hapi profile --profiles DIR`` does (``.path``; ``load_costs(..., profiles=DIR)`` reads
+    it); without ``out`` the table is built in a temporary directory, removed before this
+    returns, and ``.path`` is ``None``."""
+    import dataclasses
+
     from hapi_dse.profiling.modes import ProfileConfig, ProfileMode
     from hapi_dse.profiling.runner import profile_table
+    from hapi_dse.profiling.specs import spec_paths
+    from hapi_dse.tempdirs import temp_dir
 
     model = None if run is None else str(run.path if hasattr(run, "path") else run)
-    cfg = ProfileConfig(
-        device=device,
-        mode=ProfileMode.MODELLED if modelled else ProfileMode.MEASURE,
-        model=None if onnx_dir is not None else model,
-        profiles=None if profiles is None else str(profiles),
-        onnx_dir=None if onnx_dir is None else str(onnx_dir),
-        spec=None if spec is None else str(spec),
-        runs=runs,
-        threads=threads,
-        exporter=exporter,
-        seed=seed,
-        force=force,
-    )
-    return profile_table(cfg)
+    if spec is None and profiles is not None:  # looked up where asked, whatever is written
+        spec = spec_paths(profiles).get(device)
+
+    def build(dest: Path) -> ProfiledTable:
+        cfg = ProfileConfig(
+            device=device,
+            mode=ProfileMode.MODELLED if modelled else ProfileMode.MEASURE,
+            model=None if onnx_dir is not None else model,
+            profiles=str(dest),
+            onnx_dir=None if onnx_dir is None else str(onnx_dir),
+            spec=None if spec is None else str(spec),
+            runs=runs,
+            threads=threads,
+            exporter=exporter,
+            seed=seed,
+            force=force,
+        )
+        return profile_table(cfg)
+
+    if out is not None:
+        return build(Path(out))
+    with temp_dir("hapi-api-profile-") as tmp:
+        return dataclasses.replace(build(tmp / "profiles"), path=None)
 
 
 def search(

@@ -179,7 +179,7 @@ def test_api_profile_models_a_device_the_search_then_uses(tiny_run: Path, tmp_pa
     from hapi_dse.profiling.specs import find_spec
 
     table = hapi.profile(
-        tiny_run, "pixel6", modelled=True, profiles=tmp_path / "profiles", exporter="legacy"
+        tiny_run, "pixel6", modelled=True, out=tmp_path / "profiles", exporter="legacy"
     )
     run = hapi.load_run(tiny_run)
     assert table.path == tmp_path / "profiles" / "pixel6" / f"{run.model_id}.csv"
@@ -194,3 +194,34 @@ def test_api_profile_models_a_device_the_search_then_uses(tiny_run: Path, tmp_pa
     assert costs.source == "modelled" and costs.has_energy
     result = hapi.search(val, costs, trials=20, seed=0, model_id=run.model_id)
     assert len(result.records) == 20 and result.chosen is not None
+
+
+def test_api_profile_writes_nothing_unless_asked(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``out`` the table comes back in memory and no ``./profiles`` appears; the
+    spec is looked up in ``profiles`` (here a copy of pixel6's with twice the power)."""
+    import hapi_dse.api as hapi
+    from hapi_dse.profiling.specs import find_spec, spec_paths
+
+    mine = tmp_path / "mine"
+    (mine / "specs").mkdir(parents=True)
+    text = spec_paths()["pixel6"].read_text()
+    power = find_spec("pixel6").active_power_w
+    line = next(x for x in text.splitlines() if x.replace(" ", "").startswith("active_power_w="))
+    (mine / "specs" / "pixel6.toml").write_text(
+        text.replace(line, f"active_power_w = {2 * power!r}")
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("HAPI_PROFILES", raising=False)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    table = hapi.profile(tiny_run, "pixel6", modelled=True, profiles=mine, exporter="legacy")
+    assert table.path is None and "not written" in table.summary()
+    assert list(work.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == before
+    assert sorted(p.name for p in mine.iterdir()) == ["specs"]
+    rows = table.result.rows
+    assert {r["source"] for r in rows} == {"modelled"}
+    for r in rows:
+        assert r["energy_mj"] == pytest.approx(2 * power * r["latency_ms"], rel=1e-4)

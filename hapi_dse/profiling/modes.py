@@ -134,10 +134,11 @@ class ProfileConfig:
 
 @dataclass(frozen=True)
 class ProfiledTable:
-    """A table written to ``path`` (modes ``measure`` and ``modelled``)."""
+    """A table written to ``path`` (modes ``measure`` and ``modelled``); ``None`` when it was
+    built in a temporary place and not kept (``hapi_dse.api.profile`` without ``out``)."""
 
     device: str
-    path: Path
+    path: Path | None
     manifest: Manifest
     result: ProfileResult
 
@@ -147,7 +148,8 @@ class ProfiledTable:
         blocks = sum(r["latency_ms"] for r in rows if r["segment"] == "block")
         first = (
             f"{len(rows)} segments of {self.manifest.model_id} on {self.device} "
-            f"({rows[0]['source']}, energy {rows[0]['energy_source']}) -> {self.path}"
+            f"({rows[0]['source']}, energy {rows[0]['energy_source']}) -> "
+            f"{self.path or 'not written'}"
         )
         line = f"blocks {blocks:.3f} ms, call overhead {side['call_overhead_ms']:.4f} ms"
         if side.get("monolithic_backbone_ms"):

@@ -52,7 +52,7 @@ def sweep_temp_dirs(prefix: str, base: Path) -> list[Path]:
     untouched; best effort, never an error. Returns what was removed."""
     owned = re.compile(rf"{re.escape(prefix)}{re.escape(_HOST)}-(\d+)-[a-z0-9_]+")
     legacy = re.compile(rf"{re.escape(prefix)}[a-z0-9_]{{8}}")
-    removed = []
+    removed: list[Path] = []
     try:
         with os.scandir(base) as it:
             entries = [e for e in it if e.name.startswith(prefix)]

@@ -272,9 +272,8 @@ def export_segments(
             on_step("deployment probes")
         probes = _export_probes(net, arch, in_shape, out, opset=actual_opset, seed=seed)
     worst = max(max(d.values(), default=0.0) for d in checks.values())
-    log.info(
-        "exported %d graphs to %s (max abs difference vs PyTorch %.2g)", len(segments), out, worst
-    )
+    # no folder named: it is a scratch one (a temporary, or --export-dir's before its swap)
+    log.info("exported %d graphs (max abs difference vs PyTorch %.2g)", len(segments), worst)
     exporter = "dynamo" if dynamo else "legacy"
     man = Manifest(
         root=out,

@@ -1,7 +1,7 @@
 """Temporary directories that the next run sweeps when a killed hapi left them.
 
-``kill -9`` (or a power cut) runs no cleanup: an export's scratch beside ``--out`` or the
-segments ``hapi profile`` exports to the system's temp directory stayed there for good. A
+``kill -9`` (or a power cut) runs no cleanup: the network ``hapi export`` exports or the
+segments ``hapi profile`` exports to a temp directory stayed there for good. A
 directory made here is named ``PREFIX-HOST-PID-RANDOM`` (the host and process scheme of
 :mod:`hapi_dse.atomic`'s scratch names), and every new one first removes the directories of
 the same prefix that a process of this host, now gone, left. One of an older hapi

@@ -14,8 +14,10 @@ from hapi_dse.readers import read_json
 #: pixel6 in every run (the README's device); the others with the slow tests (an export each)
 DEVICES = [
     "pixel6",
-    *(pytest.param(d, marks=pytest.mark.slow) for d in ("raspberry-pi-4", "jetson-nano")),
-    pytest.param("jetson-nano-gpu", marks=pytest.mark.slow),
+    *(
+        pytest.param(d, marks=pytest.mark.slow)
+        for d in ("raspberry-pi-4", "jetson-nano", "jetson-nano-gpu")
+    ),
 ]
 
 

@@ -90,7 +90,11 @@ def test_export_onnx_lets_an_interrupt_the_exporter_wrapped_through(
 
 
 @pytest.fixture
-def design(tiny_run: Path, write_design, tmp_path: Path) -> Path:
+def design(tiny_run: Path, write_design, tmp_path: Path, monkeypatch) -> Path:
+    from hapi_dse.onnx_tools import network
+
+    monkeypatch.setenv("HAPI_CACHE_DIR", "off")  # export, not a cached network graph
+    monkeypatch.setattr(network, "_MEMO", {})  # nor one this process exported before
     return write_design(tiny_run, tmp_path / "res" / "host" / "design.json", [(1, "linear", 0.6)])
 
 

@@ -128,8 +128,11 @@ def test_an_export_killed_by_sigkill_leaves_scratch_the_next_export_sweeps(
     if proc.returncode != -signal.SIGKILL or not left:
         pytest.skip("the export ended before it could be killed in its temp phase")
     assert left[0].name.startswith(f"hapi-network-{_HOST}-{proc.pid}-")
+    from hapi_dse.onnx_tools import network
+
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     monkeypatch.setenv("HAPI_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(network, "_MEMO", {})  # not a network this process exported before
     res = run_cli(*args)
     assert res.exit_code == 0, res.stderr
     assert out.is_file()

@@ -64,7 +64,7 @@ class OrtProfiler(Profiler):
 
         sessions = [make_session(manifest.path(s), self.settings) for s in graphs]
         probes = ProbeTimer(manifest, manifest.probes, self.settings) if manifest.probes else None
-        before, (cpu0, wall0) = machine_load(), clocks()
+        load_before, (cpu0, wall0) = machine_load(), clocks()
         timings = time_sessions(
             sessions,
             self.settings,

@@ -73,7 +73,7 @@ class OrtProfiler(Profiler):
         )
         cpu1, wall1 = clocks()
         load = load_report(
-            before, machine_load(), cpu1 - cpu0, wall1 - wall0, self.settings.threads
+            load_before, machine_load(), cpu1 - cpu0, wall1 - wall0, self.settings.threads
         )
         if load["busy"]:  # as hapi eval says it: a table timed on a busy machine reads slow
             log.warning(busy_warning(load))

@@ -75,8 +75,6 @@ class OrtProfiler(Profiler):
         load = load_report(
             load_before, machine_load(), cpu1 - cpu0, wall1 - wall0, self.settings.threads
         )
-        if load["busy"]:  # as hapi eval says it: a table timed on a busy machine reads slow
-            log.warning(busy_warning(load))
         by_kind = {s.kind: t for s, t in zip(graphs, timings, strict=True)}
 
         energy: list[float]
@@ -132,8 +130,8 @@ class OrtProfiler(Profiler):
                 "platform": platform.platform(),
                 "processor": platform.processor(),
                 "machine": platform.machine(),
-                "load": load,  # busy: the readings behind the warning
             },
+            "load": load,  # busy: the readings behind the warning
             "energy_source": energy_source,
             "energy": (
                 {
@@ -171,4 +169,6 @@ class OrtProfiler(Profiler):
             n_blocks = sum(1 for s in segs if s.kind == "block")
             net = block_sum - (n_blocks - 1) * side["call_overhead_ms"]
             side["segments_net_sum_over_monolithic"] = net / mono if mono > 0 else None
+        if load["busy"]:  # once the table is sure to be written: as hapi eval says it
+            log.warning(busy_warning(load))
         return ProfileResult(rows, side)

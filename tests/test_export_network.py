@@ -200,3 +200,87 @@ def test_exported_segments_load_back_with_their_noop(tiny_run: Path, tmp_path: P
     assert [s.file for s in back.segments] == [s.file for s in man.segments]
     assert back.get("noop") is not None and back.get("noop").position == -1  # type: ignore[union-attr]
     assert all(max(d.values()) <= 1e-4 for d in back.export_check.values())
+
+
+def test_a_designs_heads_only_give_the_same_graph_and_never_serve_another_design(
+    net_and_network: tuple[Any, Any, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the whole network cached, an export exports only its design's heads (and every
+    block, and the final classifier): the design graph assembled from that part is the one
+    assembled from the whole network, op for op and output for output; the part is cached
+    under a key of its own, which another design's heads never hit, and the whole network,
+    once cached, serves every design."""
+    from hapi_dse.cost.design import Design
+    from hapi_dse.deploy import compose
+    from hapi_dse.deploy.graph import input_names
+    from hapi_dse.onnx_tools import network as nw
+
+    run, net, whole = net_and_network
+    monkeypatch.setenv(nw.CACHE_ENV, str(tmp_path / "cache"))
+    shape = (1, *net_shape(run))
+    designs = [
+        Design.from_dict({"schema_version": 1, "model_id": run.model_id, **DESIGNS[p]})
+        for p in ("max_softmax", "entropy")
+    ]
+    heads = [[(e.position, e.head) for e in d.exits] for d in designs]
+    assert set(heads[0]) != set(heads[1])
+    rng = np.random.default_rng(1)
+    images = [rng.standard_normal((1, *net_shape(run))).astype(np.float32) for _ in range(8)]
+    parts = []
+    for design, hs in zip(designs, heads, strict=True):
+        monkeypatch.setattr(nw, "_MEMO", {})
+        part = nw.network_model(net, shape, heads=hs)
+        assert not part.cached  # nothing in the cache serves it: not the other design's part
+        parts.append(part)
+        outs = {o.name for o in part.model.graph.output}
+        assert {nw.head_name(p, h) for p, h in hs} <= outs
+        assert len(outs) == net.backbone.num_blocks + len(hs) + 1  # no other head
+        names = input_names(design)
+        got = compose.design_model(part, net, design, layout_anchor=True, input_names=names)
+        ref = compose.design_model(whole, net, design, layout_anchor=True, input_names=names)
+        assert [n.op_type for n in _all_nodes(got.graph)] == [
+            n.op_type for n in _all_nodes(ref.graph)
+        ]
+        m = len(design.exits)
+        for img in images:  # thresholds low and high: early and late exit paths
+            for thr in (0.0, 0.5, 1.0):
+                feed = {"input": img, "thresholds": np.full(m, thr, np.float32)}
+                feed["temperatures"] = np.ones(m, np.float32)
+                a, b = _run(got, feed), _run(ref, feed)
+                np.testing.assert_array_equal(a[0], b[0])
+                assert int(a[1][0]) == int(b[1][0])
+    keys = {p.key for p in parts}
+    assert len(keys) == 2 and nw.cache_key(net, shape, 18, True) not in keys
+    entries = sorted((tmp_path / "cache" / "onnx").glob("network-*.onnx"))
+    assert len(entries) == 2
+    # read back from the cache: the design's own part
+    monkeypatch.setattr(nw, "_MEMO", {})
+    again = nw.network_model(net, shape, heads=list(reversed(heads[0])))
+    assert again.cached and again.key == parts[0].key
+    # the whole network cached: it serves any design (no new part is exported)
+    monkeypatch.setattr(nw, "_MEMO", {})
+    full = nw.network_model(net, shape)
+    monkeypatch.setattr(nw, "_MEMO", {})
+    served = nw.network_model(net, shape, heads=[(3, "conv")])
+    assert served.cached and served.key == full.key
+    assert len(list((tmp_path / "cache" / "onnx").glob("network-*.onnx"))) == 3
+    with pytest.raises(ValueError, match="no head"):
+        nw.network_model(net, shape, heads=[(0, "no-such-head")])
+
+
+def test_cache_follows_xdg_cache_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from hapi_dse.onnx_tools import network as nw
+
+    monkeypatch.delenv(nw.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert nw.cache_dir() == tmp_path / "xdg" / "hapi"
+    monkeypatch.setenv("XDG_CACHE_HOME", "")  # set but empty: the fallback, as the spec says
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert nw.cache_dir() == tmp_path / "home" / ".cache" / "hapi"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")  # relative: invalid, ignored
+    assert nw.cache_dir() == tmp_path / "home" / ".cache" / "hapi"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert nw.cache_dir() == tmp_path / "home" / ".cache" / "hapi"
+    monkeypatch.setenv(nw.CACHE_ENV, str(tmp_path / "own"))  # HAPI_CACHE_DIR wins
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert nw.cache_dir() == tmp_path / "own"

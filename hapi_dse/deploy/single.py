@@ -154,7 +154,9 @@ def write_single_graph(
     t0 = time.perf_counter()
     fresh = False
     while True:  # a cached network graph whose assembly fails its check is exported again
-        network = network_model(net, tuple(example_t[0].shape), opset=opset, fresh=fresh)
+        network = network_model(
+            net, tuple(example_t[0].shape), heads=_heads(design), opset=opset, fresh=fresh
+        )
         timings["network_graph"] = round(time.perf_counter() - t0, 2)
         t0 = time.perf_counter()
         model = compose.design_model(
@@ -175,6 +177,12 @@ def write_single_graph(
         path=out, opset=network.opset, exporter="dynamo", max_abs_diff=diffs, checked=True
     )
     return BuiltGraph(report, moved, census, diffs, timings)
+
+
+def _heads(design: Any) -> list[tuple[int, str]]:
+    """The heads the design runs: all the network graph needs besides the blocks and the
+    final classifier (a cold cache exports only those)."""
+    return [(e.position, e.head) for e in design.exits]
 
 
 def _finish(

@@ -55,7 +55,8 @@ def export_staged(
     manifest_stages = []
     diffs_all: dict[str, dict[str, float]] = {}
     # the stages are cut out of the network exported once (cached), not exported one by one
-    network = network_model(net, tuple(feats[0][:1].shape), opset=opset)
+    heads = [(e.position, e.head) for e in design.exits]  # the design's only
+    network = network_model(net, tuple(feats[0][:1].shape), heads=heads, opset=opset)
     opset = network.opset
     with atomic_dir(out, kind="staged-export", overwrite=overwrite) as tmp:
         for i, st in enumerate(stages):

@@ -12,9 +12,15 @@ each graph it writes against PyTorch.
 
 The exported network is cached by content hash (:func:`cache_key`: the weights, the
 architecture, the input shape, the opset, the exporter and the library versions), in
-``$HAPI_CACHE_DIR`` (default ``~/.cache/hapi``; ``HAPI_CACHE_DIR=off`` disables it), so a
-second profile or export of the same network exports nothing. A cache entry is only a
-speed-up: one that cannot be read, or whose cuts disagree with PyTorch, is exported again.
+``$HAPI_CACHE_DIR`` (default ``$XDG_CACHE_HOME/hapi``, else ``~/.cache/hapi``;
+``HAPI_CACHE_DIR=off`` disables it), so a second profile or export of the same network
+exports nothing. A cache entry is only a speed-up: one that cannot be read, or whose cuts
+disagree with PyTorch, is exported again.
+
+An export needs only the design's heads (``heads=``): without the whole network in the cache
+it exports every block, those heads and the final classifier (a smaller graph, a shorter
+export), cached under a key that names those heads, so that it never serves another design;
+the whole network, when cached, serves every design.
 """
 
 from __future__ import annotations
@@ -48,10 +54,28 @@ def head_name(position: int, head: str) -> str:
     return "final" if head == "final" else f"head_{position:03d}_{head}"
 
 
-def _network_module(net: Any) -> torch.nn.Module:
-    """A module whose outputs are every block's features, every head's logits and the final
-    classifier's, in :func:`output_names` order."""
+Column = tuple[int, str]
+
+
+def _head_columns(net: Any, heads: Sequence[Column] | None) -> list[Column]:
+    """The heads a network graph computes, in the network's column order (all of them when
+    ``heads`` is None); a head the network lacks is a ``ValueError``."""
+    cols = [(int(p), str(h)) for p, h in net.columns[:-1]]
+    if heads is None:
+        return cols
+    want = {(int(p), str(h)) for p, h in heads}
+    missing = want - set(cols)
+    if missing:
+        raise ValueError(f"the network has no head {sorted(missing)}")
+    return [c for c in cols if c in want]
+
+
+def _network_module(net: Any, heads: Sequence[Column] | None = None) -> torch.nn.Module:
+    """A module whose outputs are every block's features, the logits of ``heads`` (every
+    head when None) and the final classifier's, in :func:`output_names` order."""
     from torch import nn
+
+    cols = _head_columns(net, heads)
 
     class _Network(nn.Module):
         def __init__(self) -> None:
@@ -63,38 +87,58 @@ def _network_module(net: Any) -> torch.nn.Module:
             for block in self.net.backbone.blocks:
                 x = block(x)
                 feats.append(x)
-            heads = [self.net.head(p, h)(feats[p]) for p, h in self.net.columns[:-1]]
-            return (*feats, *heads, self.net.backbone.classifier(x))
+            logits = [self.net.head(p, h)(feats[p]) for p, h in cols]
+            return (*feats, *logits, self.net.backbone.classifier(x))
 
     return _Network().eval()
 
 
-def output_names(net: Any) -> list[str]:
+def output_names(net: Any, heads: Sequence[Column] | None = None) -> list[str]:
     blocks = [block_name(i) for i in range(net.backbone.num_blocks)]
-    return [*blocks, *[head_name(p, h) for p, h in net.columns[:-1]], "final"]
+    return [*blocks, *[head_name(p, h) for p, h in _head_columns(net, heads)], "final"]
 
 
 def cache_dir() -> Path | None:
-    """Where exported networks are cached; ``None`` when caching is off."""
+    """Where exported networks are cached; ``None`` when caching is off: ``$HAPI_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/hapi`` (an absolute path, as the XDG spec asks), else
+    ``~/.cache/hapi``."""
     raw = os.environ.get(CACHE_ENV)
     if raw is not None and raw.strip().lower() in ("", "0", "off", "no", "none"):
         return None
     if raw:
         return Path(raw)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "hapi"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "hapi"
 
 
-def cache_key(net: Any, in_shape: Sequence[int], opset: int, dynamo: bool) -> str:
-    """sha256 of everything the exported network depends on."""
+def cache_key(
+    net: Any,
+    in_shape: Sequence[int],
+    opset: int,
+    dynamo: bool,
+    heads: Sequence[Column] | None = None,
+) -> str:
+    """sha256 of everything the exported network depends on: with ``heads``, of the graph of
+    those heads only (the whole network's key is unchanged by the option)."""
+    return _cache_keys(net, in_shape, opset, dynamo, [heads])[0]
+
+
+def _cache_keys(
+    net: Any,
+    in_shape: Sequence[int],
+    opset: int,
+    dynamo: bool,
+    variants: Sequence[Sequence[Column] | None],
+) -> list[str]:
+    """:func:`cache_key` of each of ``variants`` (head lists), the weights read once."""
     import numpy as np
     import onnx
     import torch
 
     from hapi_dse import __version__
 
-    h = hashlib.sha256()
-    settings = {
+    settings: dict[str, Any] = {
         "layout": NETWORK_LAYOUT_VERSION,
         "hapi": __version__,
         "torch": torch.__version__,
@@ -106,12 +150,18 @@ def cache_key(net: Any, in_shape: Sequence[int], opset: int, dynamo: bool) -> st
         "columns": [list(c) for c in net.columns],
         "modules": repr(net),  # the architecture, as torch prints it
     }
-    h.update(json.dumps(settings, sort_keys=True).encode())
+    hashers = []
+    for heads in variants:
+        h = hashlib.sha256()
+        extra = {} if heads is None else {"outputs": output_names(net, heads)}
+        h.update(json.dumps({**settings, **extra}, sort_keys=True).encode())
+        hashers.append(h)
     for name, t in net.state_dict().items():
         arr = np.ascontiguousarray(t.detach().cpu().numpy())
-        h.update(f"{name}:{arr.dtype}:{arr.shape}".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
+        for h in hashers:
+            h.update(f"{name}:{arr.dtype}:{arr.shape}".encode())
+            h.update(arr.tobytes())
+    return [h.hexdigest() for h in hashers]
 
 
 def _version(dist: str) -> str:
@@ -127,19 +177,31 @@ def network_model(
     net: Any,
     in_shape: Sequence[int],
     *,
+    heads: Sequence[Column] | None = None,
     opset: int = DEFAULT_OPSET,
     dynamo: bool = True,
     fresh: bool = False,
 ) -> NetworkGraph:
-    """The whole network as one ONNX model: from the cache unless ``fresh``, else exported
-    (and checked against PyTorch on one input) and cached."""
-    root = cache_dir()
-    key = cache_key(net, in_shape, opset, dynamo)
-    if not fresh and key in _MEMO:  # this process exported or read it already
-        return _MEMO[key]
-    graph = _network_model(net, in_shape, key, root, opset=opset, dynamo=dynamo, fresh=fresh)
+    """The network as one ONNX model: from the cache unless ``fresh``, else exported (and
+    checked against PyTorch on one input) and cached.
+
+    With ``heads`` (``(position, head)`` pairs), only those heads are needed: the whole
+    network serves when it is cached (or read already by this process), else a graph of
+    every block, those heads and the final classifier, cached under its own key."""
+    if heads is not None and _head_columns(net, heads) == _head_columns(net, None):
+        heads = None  # every head: the whole network
+    variants: list[Sequence[Column] | None] = [None] if heads is None else [None, heads]
+    keys = _cache_keys(net, in_shape, opset, dynamo, variants)
+    if not fresh:
+        for key in keys:
+            if key in _MEMO:  # this process exported or read it already
+                return _MEMO[key]
+    graph = _network_model(
+        net, in_shape, list(zip(keys, variants, strict=True)), cache_dir(),
+        opset=opset, dynamo=dynamo, fresh=fresh,
+    )  # fmt: skip
     _MEMO.clear()  # one network at a time: its graph is a few MB
-    _MEMO[key] = graph
+    _MEMO[graph.key] = graph
     return graph
 
 
@@ -149,60 +211,72 @@ _MEMO: dict[str, NetworkGraph] = {}
 def _network_model(
     net: Any,
     in_shape: Sequence[int],
-    key: str,
+    variants: list[tuple[str, Sequence[Column] | None]],
     root: Path | None,
     *,
     opset: int,
     dynamo: bool,
     fresh: bool,
 ) -> NetworkGraph:
+    """The first of ``variants`` (cache key, heads) found in the cache, else the last one
+    exported."""
     import torch
 
     from hapi_dse.onnx_tools.torch_export import CHECK_ATOL, compare_with_torch, export_onnx
     from hapi_dse.readers import read_onnx
     from hapi_dse.tempdirs import temp_dir
 
-    entry = root / "onnx" / f"network-{key[:32]}.onnx" if root is not None else None
-    module = _network_module(net)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(tuple(int(d) for d in in_shape), generator=gen)
-    if entry is not None and not fresh and entry.is_file():
+    for key, heads in variants if not fresh else ():
+        entry = _entry(root, key) if root is not None else None
+        if entry is None or not entry.is_file():
+            continue
         try:  # an entry is used only when it is this network's and agrees with PyTorch
             model = read_onnx(entry)
             ours = any(p.key == "hapi.cache_key" and p.value == key for p in model.metadata_props)
-            diffs = compare_with_torch(module, entry, ["x"], output_names(net), [(x,)])
+            module = _network_module(net, heads)
+            names = output_names(net, heads)
+            diffs = compare_with_torch(module, entry, ["x"], names, [(x,)])
             if ours and all(d <= CHECK_ATOL for d in diffs.values()):
                 log.debug("network graph from the cache: %s", entry)
-                return NetworkGraph(model, _opset_of(model, opset), cached=True)
+                return NetworkGraph(model, _opset_of(model, opset), cached=True, key=key)
             log.debug("cache entry %s is not this network's: exported again", entry)
         except Exception as e:  # any failure of a cache entry: export it again
             log.debug("cache entry %s unusable (%s): exported again", entry, e)
+    key, heads = variants[-1]
     with temp_dir("hapi-network-") as tmp:
         report = export_onnx(
-            module,
+            _network_module(net, heads),
             (x,),
             tmp / "network.onnx",
             input_names=["x"],
-            output_names=output_names(net),
+            output_names=output_names(net, heads),
             opset=opset,
             dynamo=dynamo,
         )
         model = read_onnx(tmp / "network.onnx")
     entry_prop = model.metadata_props.add()
     entry_prop.key, entry_prop.value = "hapi.cache_key", key
-    if entry is not None:
-        _store(entry, model)
-    return NetworkGraph(model, report.opset, cached=False)
+    if root is not None:
+        _store(_entry(root, key), model)
+    return NetworkGraph(model, report.opset, cached=False, key=key)
+
+
+def _entry(root: Path, key: str) -> Path:
+    return root / "onnx" / f"network-{key[:32]}.onnx"
 
 
 @dataclass
 class NetworkGraph:
-    """The exported network, the opset the exporter wrote, and whether it came from the cache
-    (a caller whose check fails on a cached graph asks for a fresh one)."""
+    """The exported network (or the part of it asked for), the opset the exporter wrote, and
+    whether it came from the cache (a caller whose check fails on a cached graph asks for a
+    fresh one)."""
 
     model: Any
     opset: int
     cached: bool
+    key: str = ""  # its cache key
 
     def cut(self, source: str, target: str) -> Any:
         return cut(self.model, source, target)

@@ -69,10 +69,15 @@ def _per_channel(values: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ArraySet(ImageSet):
-    """Images held in memory, float32 ``(n, C, H, W)``."""
+    """Images held in memory, float32 ``(n, C, H, W)``; with ``mean`` and ``std``, normalised
+    when :meth:`take` reads them (the same float32 operations on the same values as
+    normalising the whole array at once, so the same bits; a command that reads 512 images
+    of a split does not normalise all 70,000)."""
 
     x: np.ndarray
     labels: np.ndarray
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -80,13 +85,18 @@ class ArraySet(ImageSet):
         return int(c), int(h), int(w)
 
     def take(self, idx: np.ndarray) -> np.ndarray:
-        return self.x[idx]
+        x = self.x[idx]
+        if self.mean is not None and self.std is not None:
+            x = (x - _per_channel(self.mean)) / _per_channel(self.std)
+        return x
 
     def subset(self, idx: np.ndarray) -> ArraySet:
-        return ArraySet(self.x[idx], self.labels[idx])
+        return ArraySet(self.x[idx], self.labels[idx], self.mean, self.std)
 
     def normalised(self, mean: np.ndarray, std: np.ndarray) -> ArraySet:
-        return ArraySet((self.x - _per_channel(mean)) / _per_channel(std), self.labels)
+        if self.mean is not None or self.std is not None:  # normalised already: apply both
+            return ArraySet(self.all(), self.labels, mean, std)
+        return ArraySet(self.x, self.labels, mean, std)
 
 
 def pillow() -> Any:
@@ -164,7 +174,7 @@ def channel_stats(s: ImageSet, limit: int, seed: int) -> tuple[np.ndarray, np.nd
     memory or at most ``limit``, else ``limit`` drawn by ``seed``. A constant channel gets
     std 1."""
     if isinstance(s, ArraySet):
-        x = s.x  # in memory already: all of it
+        x = s.x if s.mean is None and s.std is None else s.all()  # in memory: all of it
     elif len(s) <= limit:
         x = s.all()
     else:

@@ -206,14 +206,15 @@ def test_a_designs_heads_only_give_the_same_graph_and_never_serve_another_design
     net_and_network: tuple[Any, Any, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without the whole network cached, an export exports only its design's heads (and every
-    block, and the final classifier): the design graph assembled from that part is the one
-    assembled from the whole network, op for op and output for output; the part is cached
-    under a key of its own, which another design's heads never hit, and the whole network,
-    once cached, serves every design."""
+    block, and the final classifier; by the TorchScript exporter, rewritten): the design graph
+    assembled from that part is the one assembled from the whole network, op for op, and its
+    outputs agree to float rounding; the part is cached under a key of its own, which another
+    design's heads never hit, and the whole network, once cached, serves every design."""
     from hapi_dse.cost.design import Design
     from hapi_dse.deploy import compose
     from hapi_dse.deploy.graph import input_names
     from hapi_dse.onnx_tools import network as nw
+    from hapi_dse.onnx_tools.rewrite import BUILDER
 
     run, net, whole = net_and_network
     monkeypatch.setenv(nw.CACHE_ENV, str(tmp_path / "cache"))
@@ -231,6 +232,7 @@ def test_a_designs_heads_only_give_the_same_graph_and_never_serve_another_design
         monkeypatch.setattr(nw, "_MEMO", {})
         part = nw.network_model(net, shape, heads=hs)
         assert not part.cached  # nothing in the cache serves it: not the other design's part
+        assert part.exporter == BUILDER and whole.exporter == "dynamo"
         parts.append(part)
         outs = {o.name for o in part.model.graph.output}
         assert {nw.head_name(p, h) for p, h in hs} <= outs
@@ -247,7 +249,7 @@ def test_a_designs_heads_only_give_the_same_graph_and_never_serve_another_design
                 feed = {"input": img, "thresholds": np.full(m, thr, np.float32)}
                 feed["temperatures"] = np.ones(m, np.float32)
                 a, b = _run(got, feed), _run(ref, feed)
-                np.testing.assert_array_equal(a[0], b[0])
+                np.testing.assert_allclose(a[0], b[0], rtol=0, atol=1e-5)
                 assert int(a[1][0]) == int(b[1][0])
     keys = {p.key for p in parts}
     assert len(keys) == 2 and nw.cache_key(net, shape, 18, True) not in keys
@@ -256,7 +258,7 @@ def test_a_designs_heads_only_give_the_same_graph_and_never_serve_another_design
     # read back from the cache: the design's own part
     monkeypatch.setattr(nw, "_MEMO", {})
     again = nw.network_model(net, shape, heads=list(reversed(heads[0])))
-    assert again.cached and again.key == parts[0].key
+    assert again.cached and again.key == parts[0].key and again.exporter == BUILDER
     # the whole network cached: it serves any design (no new part is exported)
     monkeypatch.setattr(nw, "_MEMO", {})
     full = nw.network_model(net, shape)
@@ -284,3 +286,64 @@ def test_cache_follows_xdg_cache_home(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv(nw.CACHE_ENV, str(tmp_path / "own"))  # HAPI_CACHE_DIR wins
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert nw.cache_dir() == tmp_path / "own"
+
+
+def test_rewritten_torchscript_graph_has_the_dynamo_exporters_operators(
+    net_and_network: tuple[Any, Any, Any], tmp_path: Path
+) -> None:
+    """Every segment cut from the network built by the TorchScript exporter and rewritten has
+    the operators, attributes and small constants of the one cut from the dynamo export, and
+    weights equal to float rounding; a graph with an operator the rewrite does not know is
+    refused (the caller exports it with dynamo)."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from hapi_dse.onnx_tools import network as nw
+    from hapi_dse.onnx_tools.rewrite import torchscript_network
+
+    run, net, whole = net_and_network
+    x = torch.randn(1, *net_shape(run))
+    model = torchscript_network(
+        nw._network_module(net), x, tmp_path / "ts.onnx", nw.output_names(net), 18
+    )
+    assert model is not None
+    fast = nw.NetworkGraph(model, 18, cached=False)
+    onnx.checker.check_model(model, full_check=True)
+
+    def attrs(node: Any) -> list[tuple[str, Any]]:
+        defaults = {"auto_pad": b"NOTSET", "storage_order": 0, "transA": 0}
+        got = [(a.name, onnx.helper.get_attribute_value(a)) for a in node.attribute]
+        return sorted((k, v) for k, v in got if defaults.get(k, object()) != v)
+
+    last = net.backbone.num_blocks - 1
+    segs = [("x" if i == 0 else nw.block_name(i - 1), nw.block_name(i)) for i in range(last + 1)]
+    segs += [(nw.block_name(p), nw.head_name(p, h)) for p, h in net.columns[:-1]]
+    segs.append((nw.block_name(last), "final"))
+    kinds = set()
+    for source, target in segs:
+        a, b = fast.cut(source, target), whole.cut(source, target)
+        assert [(n.op_type, attrs(n)) for n in a.graph.node] == [
+            (n.op_type, attrs(n)) for n in b.graph.node
+        ], target
+        ia = {t.name: numpy_helper.to_array(t) for t in a.graph.initializer}
+        ib = {t.name: numpy_helper.to_array(t) for t in b.graph.initializer}
+        for na, nb in zip(a.graph.node, b.graph.node, strict=True):
+            for va, vb in zip(
+                [ia[i] for i in na.input if i in ia], [ib[i] for i in nb.input if i in ib],
+                strict=True,
+            ):  # fmt: skip
+                assert va.shape == vb.shape and va.dtype == vb.dtype
+                np.testing.assert_allclose(va, vb, rtol=1e-6, atol=1e-7)
+            kinds.add(na.op_type)
+        feed = {"x": np.random.default_rng(0).standard_normal(
+            [d.dim_value for d in a.graph.input[0].type.tensor_type.shape.dim]
+        ).astype(np.float32)}  # fmt: skip
+        np.testing.assert_allclose(_run(a, feed)[0], _run(b, feed)[0], rtol=0, atol=1e-5)
+    assert {"ReduceMean", "Reshape", "Conv", "Gemm"} <= kinds  # the rewritten ones are there
+
+    class Odd(torch.nn.Module):  # Sigmoid on activations: not an operator the rewrite knows
+        def forward(self, x: Any) -> Any:
+            return torch.sigmoid(x) * 2
+
+    assert torchscript_network(Odd(), x, tmp_path / "odd.onnx", ["y"], 18) is None

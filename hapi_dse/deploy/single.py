@@ -174,7 +174,7 @@ def write_single_graph(
     moved, census, diffs = built
     timings["assemble_and_check"] = round(time.perf_counter() - t0, 2)
     report = ExportReport(
-        path=out, opset=network.opset, exporter="dynamo", max_abs_diff=diffs, checked=True
+        path=out, opset=network.opset, exporter=network.exporter, max_abs_diff=diffs, checked=True
     )
     return BuiltGraph(report, moved, census, diffs, timings)
 

@@ -122,7 +122,7 @@ def export_staged(
         {
             "file": MANIFEST,
             "opset": opset,
-            "exporter": "dynamo",
+            "exporter": network.exporter,
             "stages": [s["file"] for s in manifest_stages],
             "layout_anchor": layout_anchor,
             "thresholds_in": f"{MANIFEST} ('thresholds', 'temperatures'), fed by the runtime "

@@ -18,9 +18,12 @@ exports nothing. A cache entry is only a speed-up: one that cannot be read, or w
 disagree with PyTorch, is exported again.
 
 An export needs only the design's heads (``heads=``): without the whole network in the cache
-it exports every block, those heads and the final classifier (a smaller graph, a shorter
-export), cached under a key that names those heads, so that it never serves another design;
-the whole network, when cached, serves every design.
+it exports every block, those heads and the final classifier, cached under a key that names
+those heads, so that it never serves another design; the whole network, when cached, serves
+every design. That part is built by the TorchScript exporter and rewritten to the dynamo
+exporter's operators (:mod:`~hapi_dse.onnx_tools.rewrite`: ~1 s where dynamo took ~4.7 s),
+with dynamo as the fallback for an operator the rewrite does not know; the graph records
+which (``exporter``, also in the export's sidecar).
 """
 
 from __future__ import annotations
@@ -153,7 +156,11 @@ def _cache_keys(
     hashers = []
     for heads in variants:
         h = hashlib.sha256()
-        extra = {} if heads is None else {"outputs": output_names(net, heads)}
+        extra: dict[str, Any] = {} if heads is None else {"outputs": output_names(net, heads)}
+        if heads is not None and dynamo:
+            from hapi_dse.onnx_tools.rewrite import BUILDER
+
+            extra["builder"] = BUILDER
         h.update(json.dumps({**settings, **extra}, sort_keys=True).encode())
         hashers.append(h)
     for name, t in net.state_dict().items():
@@ -240,27 +247,49 @@ def _network_model(
             diffs = compare_with_torch(module, entry, ["x"], names, [(x,)])
             if ours and all(d <= CHECK_ATOL for d in diffs.values()):
                 log.debug("network graph from the cache: %s", entry)
-                return NetworkGraph(model, _opset_of(model, opset), cached=True, key=key)
+                props = {p.key: p.value for p in model.metadata_props}
+                exporter = props.get("hapi.exporter", "dynamo" if dynamo else "legacy")
+                return NetworkGraph(
+                    model, _opset_of(model, opset), cached=True, key=key, exporter=exporter
+                )
             log.debug("cache entry %s is not this network's: exported again", entry)
         except Exception as e:  # any failure of a cache entry: export it again
             log.debug("cache entry %s unusable (%s): exported again", entry, e)
     key, heads = variants[-1]
+    module, names = _network_module(net, heads), output_names(net, heads)
+    exporter = "dynamo" if dynamo else "legacy"
     with temp_dir("hapi-network-") as tmp:
-        report = export_onnx(
-            _network_module(net, heads),
-            (x,),
-            tmp / "network.onnx",
-            input_names=["x"],
-            output_names=output_names(net, heads),
-            opset=opset,
-            dynamo=dynamo,
-        )
-        model = read_onnx(tmp / "network.onnx")
-    entry_prop = model.metadata_props.add()
-    entry_prop.key, entry_prop.value = "hapi.cache_key", key
+        model = None
+        if heads is not None and dynamo:  # a design's part: the fast path when it applies
+            from hapi_dse.onnx_tools.rewrite import BUILDER, torchscript_network
+
+            model = torchscript_network(module, x, tmp / "torchscript.onnx", names, opset)
+            if model is not None:
+                diffs = compare_with_torch(module, _saved(model, tmp / "part.onnx"), ["x"],
+                                           names, [(x,)])  # fmt: skip
+                if all(d <= CHECK_ATOL for d in diffs.values()):
+                    exporter = BUILDER
+                else:
+                    model = None
+        if model is None:
+            export_onnx(
+                module, (x,), tmp / "network.onnx", input_names=["x"], output_names=names,
+                opset=opset, dynamo=dynamo,
+            )  # fmt: skip
+            model = read_onnx(tmp / "network.onnx")
+    for k, v in (("hapi.cache_key", key), ("hapi.exporter", exporter)):
+        prop = model.metadata_props.add()
+        prop.key, prop.value = k, v
     if root is not None:
         _store(_entry(root, key), model)
-    return NetworkGraph(model, report.opset, cached=False, key=key)
+    return NetworkGraph(model, _opset_of(model, opset), cached=False, key=key, exporter=exporter)
+
+
+def _saved(model: Any, path: Path) -> Path:
+    import onnx
+
+    onnx.save(model, str(path))
+    return path
 
 
 def _entry(root: Path, key: str) -> Path:
@@ -277,6 +306,7 @@ class NetworkGraph:
     opset: int
     cached: bool
     key: str = ""  # its cache key
+    exporter: str = "dynamo"  # what built it (:data:`~hapi_dse.onnx_tools.rewrite.BUILDER`)
 
     def cut(self, source: str, target: str) -> Any:
         return cut(self.model, source, target)

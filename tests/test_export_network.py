@@ -347,3 +347,29 @@ def test_rewritten_torchscript_graph_has_the_dynamo_exporters_operators(
             return torch.sigmoid(x) * 2
 
     assert torchscript_network(Odd(), x, tmp_path / "odd.onnx", ["y"], 18) is None
+    relu6 = torch.nn.Sequential(torch.nn.Conv2d(x.shape[1], 4, 3), torch.nn.ReLU6())
+    assert torchscript_network(relu6.eval(), x, tmp_path / "clip.onnx", ["y"], 18) is None
+
+
+def test_export_falls_back_to_dynamo_without_the_torchscript_exporter(
+    net_and_network: tuple[Any, Any, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A torch whose TorchScript exporter fails (or is gone) still exports: with dynamo."""
+    from hapi_dse.errors import ArtefactError
+    from hapi_dse.onnx_tools import network as nw
+    from hapi_dse.onnx_tools import torch_export
+
+    run, net, _ = net_and_network
+    real = torch_export.export_onnx
+
+    def no_legacy(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("dynamo") is False:
+            raise ArtefactError("torch.onnx.export (legacy) failed: gone")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch_export, "export_onnx", no_legacy)
+    monkeypatch.setenv(nw.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(nw, "_MEMO", {})
+    part = nw.network_model(net, (1, *net_shape(run)), heads=[(1, "linear")])
+    assert part.exporter == "dynamo" and not part.cached
+    assert nw.head_name(1, "linear") in {o.name for o in part.model.graph.output}

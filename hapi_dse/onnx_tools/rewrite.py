@@ -14,11 +14,14 @@ caller exports it with dynamo. Either way the graph is checked against PyTorch.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 #: operators the two exporters write alike (same inputs and attributes) for hapi's layers
 SAME_OPERATORS = frozenset(
@@ -36,17 +39,26 @@ def torchscript_network(
     opset: int,
 ) -> Any | None:
     """``module`` exported by the TorchScript exporter (checked as every export) and rewritten;
-    ``None`` when it holds an operator the rewrite does not know."""
+    ``None`` when it holds an operator the rewrite does not know, or when that exporter fails
+    (a torch without it, a module it cannot trace): the caller exports with dynamo."""
     import onnx
 
+    from hapi_dse.errors import HapiError, interrupt_in
     from hapi_dse.onnx_tools.torch_export import export_onnx
     from hapi_dse.readers import read_onnx
 
-    export_onnx(
-        module, (x,), path, input_names=["x"], output_names=list(output_names), opset=opset,
-        dynamo=False,
-    )  # fmt: skip
-    model = read_onnx(path)
+    try:
+        export_onnx(
+            module, (x,), path, input_names=["x"], output_names=list(output_names),
+            opset=opset, dynamo=False,
+        )  # fmt: skip
+        model = read_onnx(path)
+    except (HapiError, RuntimeError, ValueError, TypeError, AttributeError) as e:
+        interrupt = interrupt_in(e)
+        if interrupt is not None:
+            raise interrupt from None
+        log.debug("TorchScript export refused (%s): dynamo instead", e)
+        return None
     if any(n.op_type == "If" or n.domain not in ("", "ai.onnx") for n in model.graph.node):
         return None
     _fold_constants(model)

@@ -40,7 +40,7 @@ def test_a_hapi_study_opens_in_optuna_dashboard_with_readable_names(
     args = ["search", "--model", str(synth["run"]), "--profiles", str(synth["profiles"])]
     args += ["--device", "devA", "--trials", "40", "--storage", url, "--study", "team"]
     args += ["--slo", "latency=10ms", "--out", str(tmp_path / "out"), "-q"]
-    assert main(args) in (0, 1, None)
+    assert main(args) in (None, 0)  # a feasible design was found: the search succeeded
 
     app = optuna_dashboard.wsgi(url)
     (summary,) = api(app, "/api/studies")["study_summaries"]

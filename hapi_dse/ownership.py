@@ -1,9 +1,10 @@
 """What hapi can prove it wrote: the manifest of an output folder, and its own single files.
 
-Every folder hapi writes as a whole (a training run, a search result, a staged export) holds
-``.hapi_files.json``: the folder's kind and every file hapi put there, with its size and
-sha256. ``--overwrite`` replaces a folder only when :func:`examine` finds every file in it
-listed there and unchanged; the first file that is not is named in the refusal. A single
+Every folder hapi writes as a whole (a training run, a search result, a staged export, a
+segment export) holds ``.hapi_files.json``: the folder's kind and every file hapi put there,
+with its size and sha256. ``--overwrite`` replaces a folder only when :func:`examine` finds
+every file in it listed there and unchanged; the first file that is not is named in the
+refusal. A single
 output file (an eval report, a single-graph export, a plot) is recognised as hapi's own by
 what hapi writes into it (:func:`own_file`): provenance in JSON, ``hapi.`` metadata in ONNX,
 a ``.plot.json`` beside an image that records the image's hash.
@@ -12,14 +13,15 @@ a ``.plot.json`` beside an image that records the image's hash.
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from hapi_dse.errors import HapiError
 from hapi_dse.provenance import sha256_file
+from hapi_dse.readers import loads_json, read_json, read_onnx
 
 #: the manifest in every output folder
 MANIFEST = ".hapi_files.json"
@@ -134,8 +136,8 @@ def _parse_manifest(data: bytes | None) -> dict[str, Any] | None:
     if data is None:
         return None
     try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
+        doc = loads_json(data, MANIFEST, finite=True)
+    except HapiError:  # not a manifest hapi wrote
         return None
     ok = (
         isinstance(doc, dict)
@@ -249,10 +251,8 @@ def part_of_output(path: str | Path) -> Path | None:
 # -- single files -------------------------------------------------------------------------------
 def _own_json(path: Path) -> bool:
     try:
-        if path.stat().st_size > 256 << 20:
-            return False
-        doc = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
+        doc = read_json(path)
+    except HapiError:
         return False
     prov = doc.get("provenance") if isinstance(doc, dict) else None
     return isinstance(prov, dict) and "hapi_version" in prov
@@ -260,10 +260,8 @@ def _own_json(path: Path) -> bool:
 
 def _own_onnx(path: Path) -> bool:
     try:
-        import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # not an ONNX file at all
+        model = read_onnx(path, load_external_data=False)
+    except HapiError:  # not an ONNX file at all
         return False
     return any(p.key.startswith("hapi.") for p in model.metadata_props)
 
@@ -273,9 +271,9 @@ def _own_image(path: Path) -> bool:
     if not _own_json(side):
         return False
     try:
-        doc = json.loads(side.read_bytes())
-        return bool(doc.get("image_sha256")) and doc["image_sha256"] == sha256_file(path)
-    except (OSError, ValueError, KeyError):
+        recorded = read_json(side).get("image_sha256")
+        return isinstance(recorded, str) and recorded == sha256_file(path)
+    except (HapiError, OSError):
         return False
 
 

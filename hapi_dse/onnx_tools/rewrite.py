@@ -52,6 +52,9 @@ def torchscript_network(
             module, (x,), path, input_names=["x"], output_names=list(output_names),
             opset=opset, dynamo=False,
         )  # fmt: skip
+        # this exporter may restore training=True on submodules (PITFALLS): BatchNorm must
+        # stay in inference mode for the check below and for whatever uses them next
+        module.eval()
         model = read_onnx(path)
     except (HapiError, RuntimeError, ValueError, TypeError, AttributeError) as e:
         interrupt = interrupt_in(e)

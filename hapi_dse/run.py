@@ -59,12 +59,17 @@ WEIGHTS_KEY = "weights_sha256"
 _HEX = frozenset("0123456789abcdef")
 
 
+def _is_sha256(value: Any) -> bool:
+    """Whether ``value`` is a recorded digest: 64 lowercase hex digits."""
+    return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX
+
+
 def weights_digest(value: Any, where: str | Path) -> str | None:
     """A recorded ``weights_sha256``: the digest, or ``None`` when not recorded (a run
     older than the key: accepted); anything but 64 hex digits is refused."""
     if value is None:
         return None
-    if isinstance(value, str) and len(value) == 64 and set(value) <= _HEX:
+    if _is_sha256(value):
         return value
     raise ArtefactError(
         f"{where}: {WEIGHTS_KEY} is {str(value)[:80]!r}, expected the sha256 of weights.pt "
@@ -92,7 +97,7 @@ def stats_digest(record: Any, split: str, where: str | Path) -> str | None:
     value = record.get(split)
     if value is None:
         return None
-    if isinstance(value, str) and len(value) == 64 and set(value) <= _HEX:
+    if _is_sha256(value):
         return value
     raise ArtefactError(
         f"{where}: {STATS_KEY}.{split} is {str(value)[:80]!r}, expected the sha256 of "

@@ -7,7 +7,6 @@ line and exit status 2, leaving the disk as it was; hapi's own output is replace
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from pathlib import Path
@@ -17,20 +16,7 @@ import pytest
 from hapi_dse.errors import UsageError
 from hapi_dse.outdirs import atomic_dir, check_out_dir
 from hapi_dse.testing import write_synthetic_run, write_synthetic_table
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every path under ``root`` (``root`` included) with its content's hash or its kind."""
-    out = {}
-    for p in [root, *sorted(root.rglob("*"))] if root.exists() or root.is_symlink() else []:
-        rel = str(p.relative_to(root))
-        if p.is_symlink():
-            out[rel] = "-> " + str(p.readlink())
-        elif p.is_file():
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-        else:
-            out[rel] = "dir"
-    return out
+from hapi_dse.testing.files import tree_snapshot as snapshot
 
 
 def one_line_exit_2(res, *needles: str) -> None:

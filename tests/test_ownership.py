@@ -18,19 +18,7 @@ import pytest
 
 from hapi_dse.ownership import MANIFEST, owned_kind
 from hapi_dse.testing import write_synthetic_run, write_synthetic_table
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = str(p.relative_to(root))
-        if p.is_symlink():
-            out[rel] = "-> " + str(p.readlink())
-        elif p.is_file():
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-        else:
-            out[rel] = "other"
-    return out
+from hapi_dse.testing.files import tree_snapshot as snapshot
 
 
 def refused(res, *needles: str) -> str:
@@ -146,6 +134,7 @@ def test_eval_refuses_a_file_of_a_run(
     before = snapshot(tmp_path)
     res = run_cli("eval", shared_export["out"], "--out", run / "model.json", "--overwrite")
     refused(res, "is a file of the training run")
+    assert snapshot(tmp_path) == before
     (run / MANIFEST).unlink()
     before = snapshot(tmp_path)
     res = run_cli(

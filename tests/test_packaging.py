@@ -68,6 +68,8 @@ def test_wheel_contents(tmp_path: Path) -> None:
     # the example's manifest: an installed example is hapi's own run ('make example')
     assert "hapi_dse/examples/fashion-mnist/.hapi_files.json" in names
     assert {"hapi_dse/shipped_search_spaces/default.toml", "hapi_dse/api.py"} <= set(names)
+    # PEP 561: type checkers read an installed hapi's annotations
+    assert "hapi_dse/py.typed" in names
 
 
 def _names(requirements: str) -> list[str]:

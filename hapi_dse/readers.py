@@ -29,7 +29,7 @@ import os
 import sys
 import warnings
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -59,22 +59,33 @@ def read_text(path: str | Path, *, error: ErrorType = ArtefactError) -> str:
     """The UTF-8 text of ``path``; a missing, unreadable, oversized or non-UTF-8 file is one
     ``error`` line naming it."""
     p = Path(path)
+    raw = _read_start(
+        p, MAX_TEXT_BYTES + 1, error=error, expected="a text file", max_size=MAX_TEXT_BYTES
+    )
+    return decode_text(raw, p, error=error)
+
+
+def _read_start(
+    p: Path, n: int, *, error: ErrorType, expected: str, max_size: int | None = None
+) -> bytes:
+    """The first ``n`` bytes of ``p``; a missing or unreadable file, a directory, or a file
+    larger than ``max_size`` (when given) is one ``error`` line naming it (``expected``: what
+    it should be, "a text file")."""
     try:
         with open(p, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            if size > MAX_TEXT_BYTES:
+            if max_size is not None and size > max_size:
                 raise error(
-                    f"{p}: {_size_text(size)}, larger than the {_size_text(MAX_TEXT_BYTES)} "
-                    "hapi reads from a text file; not a file hapi wrote"
+                    f"{p}: {_size_text(size)}, larger than the {_size_text(max_size)} "
+                    f"hapi reads from {expected}; not a file hapi wrote"
                 )
-            raw = f.read(MAX_TEXT_BYTES + 1)
+            return f.read(n)
     except FileNotFoundError:
         raise error(f"{p}: cannot read it (no such file)") from None
     except IsADirectoryError:
-        raise error(f"{p}: cannot read it (a directory, expected a file)") from None
+        raise error(f"{p}: cannot read it (a directory, expected {expected})") from None
     except OSError as e:
         raise error(f"{p}: cannot read it ({e.strerror or first_line(e)})") from None
-    return decode_text(raw, p, error=error)
 
 
 def decode_text(raw: bytes, where: str | Path, *, error: ErrorType = ArtefactError) -> str:
@@ -164,18 +175,35 @@ def loads_json(
 
     if isinstance(text, bytes):
         text = decode_text(text, where, error=error)
+    data = _parse("JSON", json.loads, text, where, error, (json.JSONDecodeError, str), ValueError)
+    return check_tree(data, where, kind="JSON", finite=finite, error=error)
+
+
+def _parse(
+    kind: str,
+    parse: Callable[[str], Any],
+    text: str,
+    where: str | Path,
+    error: ErrorType,
+    syntax: tuple[type[Exception], Callable[[Exception], str]],
+    other: type[Exception],
+) -> Any:
+    """``parse(text)``; every failure is one ``error`` line ``WHERE: not valid KIND (...)``:
+    the parser's ``syntax`` errors in its own words (the callable writes them on one line),
+    nesting beyond the interpreter's recursion limit, and ``other`` errors (an integer over
+    Python's 4300-digit conversion limit)."""
+    errors, words = syntax
     try:
-        data = json.loads(text)
+        return parse(text)
     except RecursionError:
         raise error(
-            f"{where}: not valid JSON (nested too deeply to parse; hapi reads at most "
+            f"{where}: not valid {kind} (nested too deeply to parse; hapi reads at most "
             f"{MAX_DEPTH} levels)"
         ) from None
-    except json.JSONDecodeError as e:
-        raise error(f"{where}: not valid JSON ({e})") from None
-    except ValueError as e:  # an integer over Python's 4300-digit conversion limit
-        raise error(f"{where}: not valid JSON ({_int_limit_text(e)})") from None
-    return check_tree(data, where, kind="JSON", finite=finite, error=error)
+    except errors as e:
+        raise error(f"{where}: not valid {kind} ({words(e)})") from None
+    except other as e:
+        raise error(f"{where}: not valid {kind} ({_int_limit_text(e)})") from None
 
 
 def read_json(path: str | Path, *, finite: bool = False, error: ErrorType = ArtefactError) -> Any:
@@ -201,17 +229,8 @@ def loads_toml(
         import tomllib
     else:  # pragma: no cover
         import tomli as tomllib
-    try:
-        data = tomllib.loads(text)
-    except RecursionError:
-        raise error(
-            f"{where}: not valid TOML (nested too deeply to parse; hapi reads at most "
-            f"{MAX_DEPTH} levels)"
-        ) from None
-    except tomllib.TOMLDecodeError as e:
-        raise error(f"{where}: not valid TOML ({e})") from None
-    except ValueError as e:  # an integer over Python's 4300-digit limit
-        raise error(f"{where}: not valid TOML ({_int_limit_text(e)})") from None
+    syntax = (tomllib.TOMLDecodeError, str)
+    data = _parse("TOML", tomllib.loads, text, where, error, syntax, ValueError)
     return check_tree(data, where, kind="TOML", finite=finite, error=error)
 
 
@@ -236,17 +255,9 @@ def loads_yaml(
         raise error(
             f"{where}: reading YAML needs PyYAML: pip install pyyaml, or write the file as TOML"
         ) from None
-    try:
-        data = yaml.safe_load(text)
-    except RecursionError:
-        raise error(
-            f"{where}: not valid YAML (nested too deeply to parse; hapi reads at most "
-            f"{MAX_DEPTH} levels)"
-        ) from None
-    except yaml.YAMLError as e:
-        raise error(f"{where}: not valid YAML ({_yaml_error(e)})") from None
-    except Exception as e:  # ValueError (huge integer), TypeError (unhashable key), ...
-        raise error(f"{where}: not valid YAML ({_int_limit_text(e)})") from None
+    # any other error: ValueError (huge integer), TypeError (unhashable key), ...
+    syntax = (yaml.YAMLError, _yaml_error)
+    data = _parse("YAML", yaml.safe_load, text, where, error, syntax, Exception)
     return check_tree(data, where, kind="YAML", finite=finite, error=error)
 
 
@@ -336,15 +347,7 @@ def read_npz(
     p = Path(path)
     want = None if keys is None else set(keys)
     tail = f"; {fix}" if fix else ""
-    try:
-        with open(p, "rb") as f:
-            head = f.read(len(_NPY_MAGIC))
-    except FileNotFoundError:
-        raise error(f"{p}: file not found") from None
-    except IsADirectoryError:
-        raise error(f"{p}: a directory, expected an .npz file") from None
-    except OSError as e:
-        raise error(f"{p}: cannot read it ({e.strerror or first_line(e)})") from None
+    head = _read_start(p, len(_NPY_MAGIC), error=error, expected="an .npz file")
     if head == _NPY_MAGIC:
         raise error(f"{p}: a single .npy array, not an .npz archive of named arrays{tail}")
     try:

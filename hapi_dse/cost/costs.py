@@ -24,7 +24,7 @@ import numpy as np
 
 from hapi_dse.cost.deployment import DeploymentTerms
 from hapi_dse.errors import ArtefactError
-from hapi_dse.run import ExitStats
+from hapi_dse.exit_stats import ExitStats
 
 BYTES_PER_PARAM = 4  # float32 weights
 

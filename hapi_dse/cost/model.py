@@ -38,7 +38,7 @@ from hapi_dse.cost.design import Design
 from hapi_dse.cost.metrics import METRICS
 from hapi_dse.cost.policies import get_policy
 from hapi_dse.errors import ArtefactError, UsageError
-from hapi_dse.run import ExitStats
+from hapi_dse.exit_stats import ExitStats
 
 _MAX_CACHED_MASKS = 32_768  # rows of ceil(n / 64) words: 20 MB at n = 5,000
 

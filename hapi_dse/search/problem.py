@@ -19,7 +19,8 @@ from hapi_dse.search.sampling import make_sampler
 from hapi_dse.search.space import BoundSpace, SearchSpace, load_space
 
 if TYPE_CHECKING:
-    from hapi_dse.run import ExitStats, RunDir
+    from hapi_dse.exit_stats import ExitStats
+    from hapi_dse.run import RunDir
     from hapi_dse.search.config import SearchConfig
 
 

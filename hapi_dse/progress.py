@@ -24,21 +24,25 @@ def is_quiet() -> bool:
     return _quiet
 
 
-def enabled() -> bool:
-    """On a terminal, unless CI, ``HAPI_NO_PROGRESS`` or ``-q``."""
-    if _quiet or os.environ.get("CI") or os.environ.get("HAPI_NO_PROGRESS"):
+def enabled(show: bool = True) -> bool:
+    """Whether a progress bar is drawn: when asked (``show``: a library call's ``progress``
+    argument, false with ``hapi -q``), on a terminal, unless ``CI`` or ``HAPI_NO_PROGRESS``
+    is set."""
+    if not show or _quiet or os.environ.get("CI") or os.environ.get("HAPI_NO_PROGRESS"):
         return False
     return sys.stderr.isatty()
 
 
 class Progress:
-    """A minimal stderr progress bar. Draws at most ~10 times a second; no-op off a terminal."""
+    """A minimal stderr progress bar. Draws at most ~10 times a second; no-op off a terminal
+    or unless ``show`` (see :func:`enabled`; ``enabled_`` decides alone, for tests)."""
 
     def __init__(
         self,
         total: int,
         desc: str = "",
         *,
+        show: bool = True,
         enabled_: bool | None = None,
         status: Callable[[], str] | None = None,
     ) -> None:
@@ -50,7 +54,7 @@ class Progress:
         self.postfix = ""
         #: called for the postfix only when the bar is drawn (at most ~10 times a second)
         self.status = status
-        self.on = enabled() if enabled_ is None else enabled_
+        self.on = enabled(show) if enabled_ is None else enabled_
 
     def update(self, n: int = 1, postfix: str | None = None) -> None:
         self.n += n

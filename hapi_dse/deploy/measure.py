@@ -178,10 +178,11 @@ def measure_exports(
     seed: int = 0,
     threads: int = 1,
     desc: str = "measure",
+    progress: bool = True,
 ) -> list[Measurement]:
     """Measure every runner (``x (1, ...) -> (logits, exit_index)``, with ``num_paths``
     exit paths and ``threads`` intra-op threads) on every sample of ``x`` with the protocol
-    of the module docstring."""
+    of the module docstring; ``progress``: a progress bar on a terminal."""
     n, e = len(x), len(runners)
     if n == 0:
         raise ValueError("no samples to measure")
@@ -202,7 +203,7 @@ def measure_exports(
     gc.disable()
     cpu0, wall0 = clocks()
     try:
-        with Progress(passes * e * n, desc) as bar:
+        with Progress(passes * e * n, desc, show=progress) as bar:
             for p in range(passes):
                 order = rng.permutation(n)
                 for lo in range(0, n, round_size):

@@ -54,9 +54,10 @@ class EvalConfig:
     overwrite: bool = False  # replace a report file hapi did not write
 
 
-def evaluate_export(cfg: EvalConfig) -> dict[str, Any]:
-    """Measure an export on a split and compare it with the cost model's prediction."""
-    return evaluate_exports([cfg.model], cfg)[0]
+def evaluate_export(cfg: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Measure an export on a split and compare it with the cost model's prediction;
+    ``progress``: a progress bar on a terminal."""
+    return evaluate_exports([cfg.model], cfg, progress=progress)[0]
 
 
 def report_path(model: Path) -> Path:
@@ -65,7 +66,9 @@ def report_path(model: Path) -> Path:
     return model / "eval.json" if model.is_dir() else model.with_suffix(".eval.json")
 
 
-def evaluate_to_file(cfg: EvalConfig, out: Path | None = None) -> tuple[dict[str, Any], Path]:
+def evaluate_to_file(
+    cfg: EvalConfig, out: Path | None = None, *, progress: bool = True
+) -> tuple[dict[str, Any], Path]:
     """:func:`evaluate_export`, its report written to ``out`` (default
     :func:`report_path`), which is checked writable before the measurement, not after it.
     Returns the report and where it went."""
@@ -80,13 +83,15 @@ def evaluate_to_file(cfg: EvalConfig, out: Path | None = None) -> tuple[dict[str
     else:
         inputs = [cfg.model, sidecar_for(cfg.model, "onnx")]
     check_out_file(out, inputs=[*inputs, cfg.run], overwrite=cfg.overwrite)
-    rep = evaluate_export(cfg)
+    rep = evaluate_export(cfg, progress=progress)
     write_json(out, rep)
     adopt(out)  # a report inside a staged export stays part of it
     return rep, out
 
 
-def evaluate_exports(models: list[Path], cfg: EvalConfig) -> list[dict[str, Any]]:
+def evaluate_exports(
+    models: list[Path], cfg: EvalConfig, *, progress: bool = True
+) -> list[dict[str, Any]]:
     """:func:`evaluate_export` for several exports of one run, measured together: their
     timing rounds interleave (:func:`~hapi_dse.deploy.measure.measure_exports`), so that a
     drift of the machine hits them all alike. ``cfg.model`` is ignored."""
@@ -140,6 +145,7 @@ def evaluate_exports(models: list[Path], cfg: EvalConfig) -> list[dict[str, Any]
         seed=cfg.seed,
         threads=cfg.threads,
         desc="eval",
+        progress=progress,
     )
     reports = []
     for export, design, meas in zip(exports, designs, measurements, strict=True):

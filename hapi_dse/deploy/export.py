@@ -100,8 +100,12 @@ def sidecar_for(out: Path, fmt: str) -> Path:
     return out / STAGED_SIDECAR if fmt == "staged" else out.with_suffix(".export.json")
 
 
-def export_design(cfg: ExportConfig) -> dict[str, Any]:
-    """Export, check and describe one design; returns the ``export.json`` content."""
+def export_design(
+    cfg: ExportConfig, *, trust_code: bool = False, backbone: str | None = None
+) -> dict[str, Any]:
+    """Export, check and describe one design; returns the ``export.json`` content.
+    ``trust_code`` and ``backbone``: what code the run's model.json may run
+    (:meth:`~hapi_dse.run.RunDir.check_arch`)."""
     cfg.validate()
     t0 = time.perf_counter()
     dfile = load_design(cfg.source, trial=cfg.trial)
@@ -115,7 +119,7 @@ def export_design(cfg: ExportConfig) -> dict[str, Any]:
     import torch
 
     torch.manual_seed(cfg.seed)
-    net = run.load_model()
+    net = run.load_model(trust_code, backbone)
     checked = CheckedDesign.prepare(net, dfile.design, temps, x)
     common = _common_info(cfg, dfile, run, temps)
     common["timings_s"] = {"inputs_and_check_plan": round(time.perf_counter() - t0, 2)}

@@ -243,9 +243,13 @@ def export_segments(
     seed: int = 0,
     with_probes: bool = True,
     on_step: Callable[[str], None] | None = None,
+    trust_code: bool = False,
+    backbone: str | None = None,
 ) -> Manifest:
     """Export every block, head, the final classifier, the backbone and a no-op graph, and
     (``with_probes``, batch 1) the deployment probes of :mod:`hapi_dse.deploy.probes`.
+    ``trust_code`` and ``backbone``: what code the run's model.json may run
+    (:meth:`~hapi_dse.run.RunDir.check_arch`).
 
     Each graph is checked (``onnx.checker`` full check, onnxruntime vs PyTorch on two
     inputs at tolerance 1e-4). Segment FLOPs come from the run's ``flops.csv`` (times
@@ -254,7 +258,8 @@ def export_segments(
     from hapi_dse.atomic import write_json
     from hapi_dse.provenance import provenance
 
-    net = run.load_model().eval()  # the run's weights and flops.csv before any export
+    # the run's weights and flops.csv before any export
+    net = run.load_model(trust_code, backbone).eval()
     flops = _segment_flops(run)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -172,8 +172,11 @@ def run_workers(
     population: int | None,
     before: int,
     scratch: tuple[Path, int] | None = None,
+    *,
+    progress: bool = True,
 ) -> None:
-    """Run the missing trials in ``cfg.jobs`` forked workers on the shared storage ``url``.
+    """Run the missing trials in ``cfg.jobs`` forked workers on the shared storage ``url``
+    (``progress``: a progress bar on a terminal).
 
     The workers never outlive this process (see :func:`worker`); on an interrupt they are
     stopped after their trial before the interrupt goes on."""
@@ -203,7 +206,7 @@ def run_workers(
     try:
         for p in procs:
             p.start()
-        with Progress(missing, f"search {problem.device} ({jobs} workers)") as bar:
+        with Progress(missing, f"search {problem.device} ({jobs} workers)", show=progress) as bar:
             # a terminal is watching: poll the shared study (through Optuna's cache of it,
             # which reads only the trials that changed)
             shared = _load_study(url, study_name) if bar.on else None

@@ -94,8 +94,11 @@ class StudyRun:
     population: int | None
 
 
-def run_study(problem: Problem, cfg: SearchConfig, study_name: str) -> StudyRun:
-    """Run the missing trials of ``study_name`` in this process or in ``cfg.jobs`` workers."""
+def run_study(
+    problem: Problem, cfg: SearchConfig, study_name: str, *, progress: bool = True
+) -> StudyRun:
+    """Run the missing trials of ``study_name`` in this process or in ``cfg.jobs`` workers;
+    ``progress``: a progress bar on a terminal."""
     from hapi_dse.progress import Progress
 
     quiet_optuna()
@@ -118,7 +121,9 @@ def run_study(problem: Problem, cfg: SearchConfig, study_name: str) -> StudyRun:
         own = [0]  # trials this process ran (others may be joining the same study)
         if missing and cfg.jobs == 1:
             live = LiveFront(problem.objectives, problem.backbone())
-            with Progress(missing, f"search {problem.device}", status=live.status) as bar:
+            with Progress(
+                missing, f"search {problem.device}", show=progress, status=live.status
+            ) as bar:
                 # others may join the study: stop when it is full
                 full = stop_at(cfg.trials, lambda: complete_trials(study)) if storage else None
 
@@ -143,7 +148,17 @@ def run_study(problem: Problem, cfg: SearchConfig, study_name: str) -> StudyRun:
                 finally:
                     problem.after_trial = None
         elif missing:
-            run_workers(problem, cfg, url, study_name, missing, population, before, scratch)
+            run_workers(
+                problem,
+                cfg,
+                url,
+                study_name,
+                missing,
+                population,
+                before,
+                scratch,
+                progress=progress,
+            )
             storage = open_storage(url)
             study = open_study(problem, storage, study_name, sampler)
         search_s = time.perf_counter() - t0

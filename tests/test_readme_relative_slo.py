@@ -151,10 +151,10 @@ def test_the_verify_example_finds_the_same_design_at_any_speed(
 
     models: dict[str, Any] = {}
 
-    def fake_export(cfg: Any) -> None:  # the "export" holds the design it was given
+    def fake_export(cfg: Any, **_: Any) -> None:  # the "export" holds the design it was given
         Path(cfg.out).write_text(Path(cfg.source).read_text())
 
-    def fake_eval(paths: list[Path], cfg: Any) -> list[dict[str, Any]]:
+    def fake_eval(paths: list[Path], cfg: Any, **_: Any) -> list[dict[str, Any]]:
         out = []
         for p in paths:
             m = models["now"].evaluate(Design.from_dict(json.loads(p.read_text())))

@@ -83,7 +83,15 @@ MAX_ROUNDS = 3
 
 
 def _export_and_measure(
-    batch: list[Any], result: Any, run: Any, cfg: Any, tmp: Path
+    batch: list[Any],
+    result: Any,
+    run: Any,
+    cfg: Any,
+    tmp: Path,
+    *,
+    progress: bool,
+    trust_code: bool,
+    backbone: str | None,
 ) -> list[dict[str, Any]]:
     from hapi_dse.atomic import write_json
     from hapi_dse.deploy.evaluate import EvalConfig, evaluate_exports
@@ -101,7 +109,11 @@ def _export_and_measure(
         src = tmp / f"trial_{r.number}.design.json"
         write_json(src, doc)
         out = tmp / f"trial_{r.number}.onnx"
-        export_design(ExportConfig(source=src, out=out, model=str(run.path), seed=cfg.seed))
+        export_design(
+            ExportConfig(source=src, out=out, model=str(run.path), seed=cfg.seed),
+            trust_code=trust_code,
+            backbone=backbone,
+        )
         exports.append(out)
     reports = evaluate_exports(
         exports,
@@ -113,6 +125,7 @@ def _export_and_measure(
             profiles=cfg.profiles,
             seed=cfg.seed,
         ),
+        progress=progress,
     )
     for r, out, rep in zip(batch, exports, reports, strict=True):
         write_json(out.with_suffix(".eval.json"), rep)
@@ -146,9 +159,20 @@ def _next_batch(result: Any, verified: list[Any], k: int) -> tuple[list[Any], di
     return batch, ratio
 
 
-def verify(result: Any, run: Any, cfg: Any, work_root: Path) -> None:
+def verify(
+    result: Any,
+    run: Any,
+    cfg: Any,
+    work_root: Path,
+    *,
+    progress: bool = True,
+    trust_code: bool = False,
+    backbone: str | None = None,
+) -> None:
     """Export, measure and re-pick (see the module docstring); fills ``result.verify`` and
-    ``result.verify_dir`` (the exports and reports, moved into the result directory)."""
+    ``result.verify_dir`` (the exports and reports, moved into the result directory).
+    ``progress``: progress bars on a terminal; ``trust_code`` and ``backbone``: what code
+    the run's model.json may run (:meth:`~hapi_dse.run.RunDir.check_arch`)."""
     from hapi_dse.search.picking import pick
 
     k = int(cfg.verify)
@@ -166,7 +190,16 @@ def verify(result: Any, run: Any, cfg: Any, work_root: Path) -> None:
     reports: list[dict[str, Any]] = []
     try:
         for _ in range(MAX_ROUNDS):
-            reports += _export_and_measure(batch, result, run, cfg, tmp)
+            reports += _export_and_measure(
+                batch,
+                result,
+                run,
+                cfg,
+                tmp,
+                progress=progress,
+                trust_code=trust_code,
+                backbone=backbone,
+            )
             verified += batch
             rounds.append({"trials": [r.number for r in batch]})
             if any(not r.measured_broken for r in verified):

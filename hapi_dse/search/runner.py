@@ -68,9 +68,18 @@ def resumes(dest: Path, cfg: SearchConfig, study: str) -> bool:
     )
 
 
-def run_search(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> list[Any]:
+def run_search(
+    cfg: SearchConfig,
+    echo: Callable[[str], None] | None = None,
+    *,
+    progress: bool = True,
+    trust_code: bool = False,
+    backbone: str | None = None,
+) -> list[Any]:
     """Search every device of ``cfg``; write ``<out>/<device>/``. Returns one
-    :class:`~hapi_dse.search.outputs.DeviceResult` per device."""
+    :class:`~hapi_dse.search.outputs.DeviceResult` per device. ``progress``: progress bars
+    on a terminal; ``trust_code`` and ``backbone``: what code the run's model.json may run
+    (``--verify`` exports it: :meth:`~hapi_dse.run.RunDir.check_arch`)."""
     from hapi_dse.outdirs import check_not_cwd, check_out_dir
     from hapi_dse.search.outputs import write_results
     from hapi_dse.search.records import collect
@@ -99,13 +108,21 @@ def run_search(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> 
     for problem in problems:
         t1 = time.perf_counter()
         name = study_name_for(cfg, problem.device, problem.model_id)
-        study = run_study(problem, cfg, name)
+        study = run_study(problem, cfg, name, progress=progress)
         result = collect(problem, study, cfg)
         result.timings.update(load_s=load_s, search_s=study.search_s)
         if cfg.verify:
             from hapi_dse.search.verify import verify
 
-            verify(result, run, cfg, out)
+            verify(
+                result,
+                run,
+                cfg,
+                out,
+                progress=progress,
+                trust_code=trust_code,
+                backbone=backbone,
+            )
         write_results(result, out / problem.device, cfg, overwrite=replace[problem.device])
         result.timings["device_s"] = time.perf_counter() - t1
         results.append(result)

@@ -114,8 +114,11 @@ def train_backbone(
     cfg: TrainConfig,
     gen: torch.Generator,
     precision: Precision | None = None,
+    *,
+    progress: bool = True,
 ) -> list[dict[str, float]]:
-    """The backbone alone (SGD, Nesterov, cosine schedule), one history row per epoch."""
+    """The backbone alone (SGD, Nesterov, cosine schedule), one history row per epoch;
+    ``progress``: a progress bar on a terminal."""
     run = precision or Precision()
     bb = net.backbone
     train = data.sets["train"]
@@ -125,7 +128,7 @@ def train_backbone(
     steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
     sched = _cosine(opt, steps)
     history = []
-    with Progress(steps, "backbone") as bar:
+    with Progress(steps, "backbone", show=progress) as bar:
         for epoch in range(cfg.epochs):
             bb.train()
             t0, total, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
@@ -188,8 +191,11 @@ def train_exits(
     cfg: TrainConfig,
     gen: torch.Generator,
     precision: Precision | None = None,
+    *,
+    progress: bool = True,
 ) -> list[dict[str, float]]:
-    """IC-only training: frozen backbone, every head trained from one forward per batch."""
+    """IC-only training: frozen backbone, every head trained from one forward per batch;
+    ``progress``: a progress bar on a terminal."""
     run = precision or Precision()
     freeze(net.backbone)
     train = data.sets["train"]
@@ -199,7 +205,7 @@ def train_exits(
     sched = _cosine(opt, steps)
     cols = net.columns[:-1]
     history = []
-    with Progress(steps, "exits") as bar:
+    with Progress(steps, "exits", show=progress) as bar:
         for epoch in range(cfg.exit_epochs):
             net.heads.train()
             t0, total, loss_sum = time.perf_counter(), 0, 0.0

@@ -86,12 +86,13 @@ class _Calibrated:
     stats: dict[str, ExitStats]
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
+def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run the whole training and write the run directory ``cfg.out`` atomically.
 
     Steps: prepare (seed, data, network), train the backbone then the exits, calibrate and
     cache the exit statistics, describe the run (``model.json``, ``train.json``), write it.
-    Returns ``train.json``.
+    Returns ``train.json``. ``progress``: progress bars on a terminal (not a setting of the
+    run: train.json does not record it).
     """
     cfg.validate()
     acc = select_accelerator(cfg.accelerator, cfg.amp)
@@ -113,7 +114,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     )
     net = build(arch).to(acc.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     timings: dict[str, float] = {}
-    history, digest = _train_network(net, data, cfg, timings, Precision(acc))
+    history, digest = _train_network(net, data, cfg, timings, Precision(acc), progress)
     t = time.perf_counter()
     cal = _calibrate(net, data)
     timings["statistics_s"] = time.perf_counter() - t
@@ -133,6 +134,7 @@ def _train_network(
     cfg: TrainConfig,
     timings: dict[str, float],
     precision: Precision,
+    progress: bool = True,
 ) -> tuple[dict[str, list[dict[str, float]]], str]:
     """The backbone (``--init`` and/or trained), then IC-only training of the exits.
 
@@ -142,12 +144,14 @@ def _train_network(
     t = time.perf_counter()
     if cfg.init is not None:
         _load_init(net, Path(cfg.init))
-    backbone_history = train_backbone(net, data, cfg, gen, precision) if cfg.epochs > 0 else []
+    backbone_history = (
+        train_backbone(net, data, cfg, gen, precision, progress=progress) if cfg.epochs > 0 else []
+    )
     timings["backbone_s"] = time.perf_counter() - t
 
     before = state_digest(net.backbone)
     t = time.perf_counter()
-    exit_history = train_exits(net, data, cfg, gen, precision)
+    exit_history = train_exits(net, data, cfg, gen, precision, progress=progress)
     timings["exits_s"] = time.perf_counter() - t
     after = state_digest(net.backbone)
     assert before == after, "IC-only training changed the frozen backbone"

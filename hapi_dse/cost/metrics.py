@@ -10,6 +10,8 @@ Adding a metric means adding a row here and computing its column in
 ['accuracy', 'latency', 'p90_latency', 'p99_latency', 'max_latency', 'energy', 'size']
 >>> pareto_mask(np.array([[1.0, 0.9], [2.0, 0.95], [2.0, 0.8]]), maximize=[False, True]).tolist()
 [True, True, False]
+>>> statistics([4.0, 1.0, 3.0, 2.0])
+{'mean': 2.5, 'p50': 2.0, 'p90': 4.0, 'p99': 4.0, 'max': 4.0}
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class Metric:
     label: str  # axis label
     slo: bool = True  # may be bounded with --slo
     objective: bool = True  # may be a search objective, a --pick rule and a plot axis
-    statistic: str | None = None  # for latency metrics: the statistic over samples
+    statistic: str | None = None  # for latency metrics: the statistic over samples (STATISTICS)
 
     @property
     def unit(self) -> str:
@@ -96,6 +98,14 @@ METRIC_TABLE: tuple[Metric, ...] = (
 
 #: The metric columns, in order (the keys of every metrics dict the cost model returns).
 METRICS: tuple[str, ...] = tuple(m.column for m in METRIC_TABLE)
+#: The metrics that are a statistic over per-sample latencies (their ``statistic`` is set):
+#: what ``hapi eval`` and ``--verify`` measure of an export, by the same statistic.
+STATISTIC_METRICS: tuple[Metric, ...] = tuple(m for m in METRIC_TABLE if m.statistic)
+#: The statistics over per-sample values that hapi reports, in the order it reports them
+#: (``hapi eval``: measured and predicted latency): every :attr:`Metric.statistic`, and the
+#: median. ``pNN`` is the smallest value that at least NN % of the samples do not exceed
+#: (:func:`percentile_rank`).
+STATISTICS: tuple[str, ...] = ("mean", "p50", "p90", "p99", "max")
 _BY_KEY = {**{m.column: m for m in METRIC_TABLE}, **{m.name: m for m in METRIC_TABLE}}
 
 
@@ -111,6 +121,40 @@ def metric(name: str, *, kind: str = "metric") -> Metric:
     if m is None or not m.objective:
         raise unknown_name(kind, name, [m.name for m in METRIC_TABLE if m.objective])
     return m
+
+
+def percentile_rank(q: int, n: int) -> int:
+    """The rank (1-based) of the order statistic that is the ``q``-th percentile of ``n``
+    values: the smallest value that at least ``q`` % of them do not exceed, ``ceil(q n / 100)``
+    in integers (numpy's ``inverted_cdf`` percentile). The cost model reads its p90 / p99
+    at these ranks; :func:`statistic` over measured samples takes the same order statistic.
+
+    >>> percentile_rank(90, 10), percentile_rank(90, 11), percentile_rank(99, 1000)
+    (9, 10, 990)
+    """
+    return -(-q * n // 100)
+
+
+def statistic(values: Sequence[float] | np.ndarray, name: str) -> float:
+    """The statistic ``name`` (one of :data:`STATISTICS`) over per-sample ``values``, as the
+    cost model defines it: ``mean``, ``max``, or ``pNN`` the order statistic of rank
+    :func:`percentile_rank` ``(NN, n)``."""
+    v = np.asarray(values, np.float64).ravel()
+    if name not in STATISTICS:
+        raise unknown_name("statistic", name, STATISTICS)
+    if not len(v):
+        raise ValueError(f"the {name} of no values is undefined")
+    if name == "mean":
+        return float(np.mean(v))
+    if name == "max":
+        return float(np.max(v))
+    k = percentile_rank(int(name[1:]), len(v)) - 1
+    return float(np.partition(v, k)[k])
+
+
+def statistics(values: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """Every one of :data:`STATISTICS` over per-sample ``values``, in that order."""
+    return {name: statistic(values, name) for name in STATISTICS}
 
 
 def pareto_front(

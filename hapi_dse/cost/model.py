@@ -35,7 +35,7 @@ import numpy as np
 from hapi_dse.cost.costs import BYTES_PER_PARAM, SegmentCosts
 from hapi_dse.cost.deployment import first_decision, path_extra_ms, path_extra_ms_one
 from hapi_dse.cost.design import Design
-from hapi_dse.cost.metrics import METRICS
+from hapi_dse.cost.metrics import METRICS, percentile_rank
 from hapi_dse.cost.policies import get_policy
 from hapi_dse.errors import ArtefactError, UsageError
 from hapi_dse.exit_stats import ExitStats
@@ -114,9 +114,9 @@ class CostModel:
         self._store[0, 1] = self._correct[self._final]
         self._store[1] = 0
         self._rows = 2
-        # ranks (1-based) of the order statistics giving p90 / p99 (inverted_cdf)
-        self._rank90 = -(-90 * self.n // 100)
-        self._rank99 = -(-99 * self.n // 100)
+        # ranks (1-based) of the order statistics giving p90 / p99 (Metric.statistic)
+        self._rank90 = percentile_rank(90, self.n)
+        self._rank99 = percentile_rank(99, self.n)
 
     # -- designs --------------------------------------------------------------------------
     def columns(self, design: Design) -> list[int]:

@@ -383,10 +383,12 @@ def recorded_run(doc: Any) -> RunDir | None:
     """The run a search result was searched on, as its ``design.json`` or ``search.json``
     records it (the directory of the exit statistics it read), if that run is still there
     and is the model the result names; else None."""
+    from hapi_dse.training_id import same_training
+
     try:
         stats = Path(doc["provenance"]["inputs"]["exits_val"]["path"])
         run = RunDir(stats.parent)
-        return run if run.model_id == doc.get("model_id") else None
+        return run if same_training(doc.get("model_id"), run.model_id) else None
     except (KeyError, TypeError, HapiError, OSError):
         return None
 

@@ -21,6 +21,7 @@ from hapi_dse.errors import ArtefactError, HapiError, UsageError
 from hapi_dse.provenance import sha256_file
 from hapi_dse.readers import read_csv, read_json
 from hapi_dse.run import RunDir, run_for_result
+from hapi_dse.training_id import check_same_training
 
 
 @dataclass(frozen=True)
@@ -219,11 +220,14 @@ def design_run(design: DesignFile, model: str | Path | None) -> RunDir:
     (when still there), else the bundled example; ids must match."""
     run = run_for_result(model, design.doc)
     mid = design.model_id
-    if mid is not None and mid != run.model_id:
-        where = "--model" if model is not None else "the bundled example"
-        raise ArtefactError(
-            f"{design.path}: design is for model {mid} but {where} is {run.model_id} "
-            f"({run.path}); pass --model with the run directory of {mid}"
+    if mid is not None:  # a design that names no model has nothing to check
+        holder = "--model" if model is not None else "the bundled example"
+        check_same_training(
+            f"{design.path}: design",
+            mid,
+            run,
+            holder=f"{holder} {run.path}",
+            fix=f"pass --model with the run directory of {mid}",
         )
     check_design(design.design, run, design.path)
     return run

@@ -51,6 +51,7 @@ def load_references(
     from hapi_dse.plotting.info import reference_points
     from hapi_dse.profiling.table import load_table
     from hapi_dse.run import run_for_result
+    from hapi_dse.training_id import check_same_training
 
     out: dict[tuple[str, str], list[Reference]] = {}
     for r in results:
@@ -59,11 +60,8 @@ def load_references(
             continue
         try:
             run = run_for_result(model, {"model_id": r.model_id, **r.search})
-            if r.model_id and run.model_id != r.model_id:
-                raise HapiError(
-                    f"the run {run.path} is {run.model_id}, the results are for "
-                    f"{r.model_id}; pass --model"
-                )
+            if r.model_id:  # results that name no model have nothing to check
+                check_same_training("the results", r.model_id, run, fix="pass --model")
             stats = run.stats("val")
             table = load_table(r.device, run.model_id, profiles)
             out[key] = reference_points(stats, SegmentCosts.from_table(table, stats), x, y)

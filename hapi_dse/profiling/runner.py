@@ -34,6 +34,7 @@ from hapi_dse.profiling.modes import (
     ProfileOutcome,
 )
 from hapi_dse.progress import Progress
+from hapi_dse.training_id import check_same_training, same_training
 
 if TYPE_CHECKING:
     from hapi_dse.profiling.timing import TimingSettings
@@ -138,7 +139,7 @@ def _refuse_overwrite(cfg: ProfileConfig, model_id: str, source: str, of: str = 
     """Refuse (unless ``--force``) to replace a measured table with a modelled one, or a
     file whose sidecar names another model than ``model_id`` (the model to profile, from
     ``of``). ``model_id`` covers the weights, so another training writes its own file."""
-    from hapi_dse.errors import ArtefactError, HapiError
+    from hapi_dse.errors import HapiError
     from hapi_dse.paths import default_profiles_out
     from hapi_dse.profiling.names import sidecar_path, table_path
     from hapi_dse.readers import read_json
@@ -151,10 +152,13 @@ def _refuse_overwrite(cfg: ProfileConfig, model_id: str, source: str, of: str = 
         old, theirs = side.get("source"), side.get("model_id")
     except (HapiError, AttributeError):
         return
-    if theirs is not None and theirs != model_id:
-        raise ArtefactError(
-            f"{dest} holds a table of model {theirs}, not {model_id} ({of}); pass --profiles "
-            "OTHER_DIR to keep it, or --force to replace it"
+    if theirs is not None:  # a sidecar that names no model: not another training's
+        check_same_training(
+            f"{dest}: table",
+            theirs,
+            model_id,
+            holder=of or "the model to profile",
+            fix="pass --profiles OTHER_DIR to keep it, or --force to replace it",
         )
     if old == "measured" and source == "modelled":
         raise UsageError(
@@ -219,7 +223,7 @@ def profile_table(cfg: ProfileConfig) -> ProfiledTable:
     target: Manifest | RunDir
     if cfg.onnx_dir:
         target = load_manifest(cfg.onnx_dir)
-        of = f"the segments in {cfg.onnx_dir}"
+        of = f"the segment export {cfg.onnx_dir}"
     else:
         target = resolve_run(cfg.model)
         of = f"the run {target.path}"
@@ -306,7 +310,7 @@ def compare_with_measured(cfg: ProfileConfig, spec: Any) -> dict[str, Any]:
     run = resolve_run(cfg.model)
     table = load_table(cfg.device, run.model_id, cfg.profiles)
     with _export_dir(cfg) as out:
-        if (out / MANIFEST).is_file() and load_manifest(out).model_id == run.model_id:
+        if (out / MANIFEST).is_file() and same_training(load_manifest(out).model_id, run.model_id):
             man = load_manifest(out)
         else:
             man = _export(replace(cfg, batch=int(table.rows["batch"].iat[0])), out)[0]

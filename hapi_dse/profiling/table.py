@@ -54,6 +54,7 @@ from hapi_dse.profiling.table_format import (
     validate_sidecar,
 )
 from hapi_dse.readers import loads_json, parse_csv, read_json, read_text
+from hapi_dse.training_id import check_same_training
 
 if TYPE_CHECKING:
     import numpy as np
@@ -175,11 +176,15 @@ def write_table(
     side = dict(sidecar)
     side.setdefault("device", device)
     side.setdefault("model_id", model_id)
-    if side["device"] != device or side["model_id"] != model_id:
-        raise ArtefactError(
-            f"{csv_path}: sidecar says {side['device']}/{side['model_id']}, "
-            f"expected {device}/{model_id}"
-        )
+    if side["device"] != device:
+        raise ArtefactError(f"{csv_path}: sidecar says device {side['device']!r}, not {device!r}")
+    check_same_training(
+        f"{csv_path}: sidecar",
+        side["model_id"],
+        model_id,
+        holder="the table being written",
+        fix="pass a sidecar without model_id or with the table's",
+    )
     side.setdefault("source", sources.pop())
     side.setdefault("energy_source", checked[0]["energy_source"])
     side.setdefault("date", utc_now())
@@ -222,11 +227,13 @@ def check_table(
     side = read_json(sidecar_path(path))
     validate_sidecar(side, str(sidecar_path(path)))
     want_id = model_id if model_id is not None else path.stem
-    if side.get("model_id") != want_id:
-        raise ArtefactError(
-            f"{path}: table is for model {side.get('model_id')!r}, not {want_id!r}; "
-            "profile this model with 'hapi profile --model RUN'"
-        )
+    check_same_training(
+        f"{path}: table",
+        side.get("model_id"),
+        want_id,
+        holder="the model asked for" if model_id is not None else "its file name",
+        fix="profile this model with 'hapi profile --model RUN'",
+    )
     want_dev = device if device is not None else path.parent.name
     if side.get("device", want_dev) != want_dev:
         raise ArtefactError(f"{path}: sidecar says device {side.get('device')!r}, not {want_dev!r}")

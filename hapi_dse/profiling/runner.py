@@ -72,13 +72,20 @@ def _export_dir(cfg: ProfileConfig) -> Iterator[Path]:
             yield tmp
 
 
-def _export(cfg: ProfileConfig, out: Path) -> tuple[Manifest, dict[str, Path]]:
+def _export(
+    cfg: ProfileConfig,
+    out: Path,
+    *,
+    progress: bool,
+    trust_code: bool,
+    backbone: str | None,
+) -> tuple[Manifest, dict[str, Path]]:
     from hapi_dse.profiling.segments import export_segments
     from hapi_dse.run import resolve_run
 
     run = resolve_run(cfg.model)
     total = run.num_blocks * (1 + len(run.model["arch"]["heads"])) + 4  # + the network
-    with Progress(total, "export") as bar:
+    with Progress(total, "export", show=progress) as bar:
         man = export_segments(
             run,
             out,
@@ -87,6 +94,8 @@ def _export(cfg: ProfileConfig, out: Path) -> tuple[Manifest, dict[str, Path]]:
             dynamo=cfg.exporter == "dynamo",
             seed=cfg.seed,
             on_step=lambda name: bar.update(postfix=name),
+            trust_code=trust_code,
+            backbone=backbone,
         )
     return man, {"model.json": run.path / "model.json", "weights.pt": run.path / "weights.pt"}
 
@@ -180,11 +189,18 @@ def _check_writable(cfg: ProfileConfig) -> None:
         check_writable(out / cfg.device / "table.csv", "--profiles", shown=out)
 
 
-def _segments(cfg: ProfileConfig, out: Path) -> tuple[Manifest, dict[str, Path]]:
+def _segments(
+    cfg: ProfileConfig,
+    out: Path,
+    *,
+    progress: bool,
+    trust_code: bool,
+    backbone: str | None,
+) -> tuple[Manifest, dict[str, Path]]:
     """The segments of ``--onnx-dir``, else the model's exported to ``out``; and the input
     files they come from (for the sidecar's provenance)."""
     if not cfg.onnx_dir:
-        return _export(cfg, out)
+        return _export(cfg, out, progress=progress, trust_code=trust_code, backbone=backbone)
     man = load_manifest(cfg.onnx_dir)
     if cfg.batch != 1 and cfg.batch != man.batch:
         raise UsageError(
@@ -194,21 +210,38 @@ def _segments(cfg: ProfileConfig, out: Path) -> tuple[Manifest, dict[str, Path]]
     return man, {"segments.json": Path(cfg.onnx_dir) / MANIFEST}
 
 
-def run_profile(cfg: ProfileConfig) -> ProfileOutcome:
-    """Run ``cfg``'s mode; the result's type follows from the mode. See the module doc."""
+def run_profile(
+    cfg: ProfileConfig,
+    *,
+    progress: bool = True,
+    trust_code: bool = False,
+    backbone: str | None = None,
+) -> ProfileOutcome:
+    """Run ``cfg``'s mode; the result's type follows from the mode. See the module doc.
+    ``progress``: progress bars on a terminal; ``trust_code`` and ``backbone``: what code
+    the run's model.json may run when it is exported
+    (:meth:`~hapi_dse.run.RunDir.check_arch`)."""
     cfg.validate()
     if cfg.mode is ProfileMode.CALIBRATE:
-        return run_calibrate(cfg)
+        return run_calibrate(cfg, progress=progress, trust_code=trust_code, backbone=backbone)
     if cfg.mode is ProfileMode.EXPORT_ONLY:
         _check_writable(cfg)
         with _export_dir(cfg) as out:
-            return ExportedSegments(_segments(cfg, out)[0])
-    return profile_table(cfg)
+            return ExportedSegments(
+                _segments(cfg, out, progress=progress, trust_code=trust_code, backbone=backbone)[0]
+            )
+    return profile_table(cfg, progress=progress, trust_code=trust_code, backbone=backbone)
 
 
-def profile_table(cfg: ProfileConfig) -> ProfiledTable:
+def profile_table(
+    cfg: ProfileConfig,
+    *,
+    progress: bool = True,
+    trust_code: bool = False,
+    backbone: str | None = None,
+) -> ProfiledTable:
     """Modes ``measure`` and ``modelled``: export (or read) the segments, profile them, write
-    the table. :func:`run_profile` for a table, typed as one."""
+    the table. :func:`run_profile` for a table, typed as one (and its keywords)."""
     from hapi_dse.profiling.table import write_table
     from hapi_dse.provenance import provenance
     from hapi_dse.run import resolve_run
@@ -230,9 +263,11 @@ def profile_table(cfg: ProfileConfig) -> ProfiledTable:
     _refuse_overwrite(cfg, target.model_id, profiler.source, of)
     _check_writable(cfg)  # before exporting and profiling, not after
     with _export_dir(cfg) as out:
-        man, inputs = _segments(cfg, out)
+        man, inputs = _segments(
+            cfg, out, progress=progress, trust_code=trust_code, backbone=backbone
+        )
         n = len(man.table_segments())
-        with Progress(n, "profile") as bar:
+        with Progress(n, "profile", show=progress) as bar:
             result = profiler.profile(man, _progress_fn(bar))
         worst = max((max(d.values(), default=0.0) for d in man.export_check.values()), default=None)
         sidecar = {
@@ -265,7 +300,13 @@ def profile_table(cfg: ProfileConfig) -> ProfiledTable:
     return ProfiledTable(cfg.device, path, man, result)
 
 
-def run_calibrate(cfg: ProfileConfig) -> CalibratedSpec:
+def run_calibrate(
+    cfg: ProfileConfig,
+    *,
+    progress: bool = True,
+    trust_code: bool = False,
+    backbone: str | None = None,
+) -> CalibratedSpec:
     """Fit this machine's spec, write it, and compare it with a measured table if one exists."""
     from hapi_dse.errors import HapiError
     from hapi_dse.profiling.calibrate import calibrate
@@ -287,11 +328,20 @@ def run_calibrate(cfg: ProfileConfig) -> CalibratedSpec:
     path = write_spec(spec, cfg.profiles, header)
     comparison = None
     with contextlib.suppress(HapiError):
-        comparison = compare_with_measured(cfg, spec)
+        comparison = compare_with_measured(
+            cfg, spec, progress=progress, trust_code=trust_code, backbone=backbone
+        )
     return CalibratedSpec(cfg.device, path, spec, report, comparison)
 
 
-def compare_with_measured(cfg: ProfileConfig, spec: Any) -> dict[str, Any]:
+def compare_with_measured(
+    cfg: ProfileConfig,
+    spec: Any,
+    *,
+    progress: bool = True,
+    trust_code: bool = False,
+    backbone: str | None = None,
+) -> dict[str, Any]:
     """Model this machine's measured table with ``spec``: Spearman rho and MAPE over segments.
 
     The segments come from ``--onnx-dir``, else from ``--export-dir`` when it holds this
@@ -313,7 +363,14 @@ def compare_with_measured(cfg: ProfileConfig, spec: Any) -> dict[str, Any]:
         if (out / MANIFEST).is_file() and same_training(load_manifest(out).model_id, run.model_id):
             man = load_manifest(out)
         else:
-            man = _export(replace(cfg, batch=int(table.rows["batch"].iat[0])), out)[0]
+            batch = int(table.rows["batch"].iat[0])
+            man = _export(
+                replace(cfg, batch=batch),
+                out,
+                progress=progress,
+                trust_code=trust_code,
+                backbone=backbone,
+            )[0]
         rows = ModelledProfiler(spec).profile(man).rows
     return compare_rows(table.rows.to_dict("records"), rows)
 

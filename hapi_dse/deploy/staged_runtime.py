@@ -47,20 +47,30 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
     return opts
 
 
+#: A copy of hapi's own plain-name rule (``profiling/names.py``: ``NAME_RULE`` and
+#: ``valid_name``): this file ships inside an export and cannot import hapi. hapi's
+#: tests/test_plain_names.py holds the two copies to the same answers.
+NAME_RULE = "letters, digits, '-', '_' or '.', not starting with '.'"
+
+
+def valid_name(name: Any) -> bool:
+    """A name that is safe as one path component: letters, digits, ``-``, ``_``, ``.``, not
+    starting with ``.`` (so never ``.``, ``..``, a hidden file or a path)."""
+    return (
+        isinstance(name, str)
+        and bool(name)
+        and not name.startswith(".")
+        and all((c.isascii() and c.isalnum()) or c in "-_." for c in name)
+    )
+
+
 def stage_file(root: Path, name: Any) -> Path:
     """``root / name`` for a stage file named in the manifest; a name that is not a plain file
     name (a path, ``..``, a hidden file) could reach outside the export and is refused."""
-    if not (
-        isinstance(name, str)
-        and name
-        and not name.startswith(".")
-        and "/" not in name
-        and "\\" not in name
-        and Path(name).name == name
-    ):
+    if not valid_name(name):
         raise ValueError(
             f"{root / 'manifest.json'}: stage file {name!r} is not a plain file name inside "
-            f"{root}; expected a name like stage_0.onnx"
+            f"{root} ({NAME_RULE}); expected a name like stage_0.onnx"
         )
     return root / name
 

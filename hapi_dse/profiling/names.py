@@ -12,6 +12,9 @@ from pathlib import Path
 from hapi_dse.errors import ArtefactError
 from hapi_dse.paths import SPECS_SUBDIR
 
+#: The plain-name rule. ``hapi_dse/deploy/staged_runtime.py`` (shipped inside an export, so
+#: it cannot import hapi) has a copy of it and of :func:`valid_name`;
+#: tests/test_plain_names.py holds the two copies to the same answers.
 NAME_RULE = "letters, digits, '-', '_' or '.', not starting with '.'"
 
 

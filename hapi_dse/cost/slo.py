@@ -33,6 +33,7 @@ per device (:meth:`SLO.resolve`) before the study starts; ``text`` keeps what wa
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -40,7 +41,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hapi_dse.cost.metrics import EXAMPLE, METRIC_TABLE, UNIT_HELP, UNITS, find_metric
-from hapi_dse.errors import UsageError, unknown_name
+from hapi_dse.errors import ArtefactError, UsageError, unknown_name
 
 _PATTERN = re.compile(
     r"^\s*([A-Za-z0-9_]+)\s*=\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
@@ -142,6 +143,61 @@ class SLO:
         if self.relative is not None:
             out.update(relative=self.relative, baseline=self.baseline)
         return out
+
+    @classmethod
+    def from_dict(cls, data: Any, name: str = "SLO") -> SLO:
+        """An SLO as :meth:`to_dict` records it (the ``slos`` of ``search.json``,
+        ``design.json`` and an export's metadata), checked: ``metric`` an SLO metric,
+        ``value`` a finite number, ``bound`` (if given) the metric's direction, ``text`` a
+        string, and for a relative SLO ``relative`` a finite factor > 0 and ``baseline`` the
+        finite backbone value it was resolved against (a recorded SLO is resolved).
+
+        Anything else raises :class:`ArtefactError` naming the field as ``{name}.FIELD``
+        (e.g. ``slos[0].value``), for the reader to say which file it is in.
+        """
+        if not isinstance(data, Mapping):
+            raise ArtefactError(
+                f"{name} is {_short(data)}, expected an object {{metric, bound, value, text}} "
+                "as 'hapi search' records an SLO"
+            )
+        raw = data.get("metric")
+        found = find_metric(raw) if isinstance(raw, str) else None
+        if found is None or not found.slo:
+            columns = ", ".join(m.column for m in METRIC_TABLE if m.slo)
+            raise ArtefactError(f"{name}.metric is {_short(raw)}, expected one of {columns}")
+        column = found.column
+
+        def number(key: str, rule: str, positive: bool = False) -> float:
+            v = data.get(key)
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, int | float)
+                or not math.isfinite(v)
+                or (positive and v <= 0)
+            ):
+                raise ArtefactError(f"{name}.{key} is {_short(v)}, expected {rule}")
+            return float(v)
+
+        value = number("value", f"a finite value (the bound on {column})")
+        bound = "min" if found.maximize else "max"
+        if data.get("bound", bound) != bound:
+            raise ArtefactError(
+                f"{name}.bound is {_short(data.get('bound'))}, expected {_short(bound)}: {column} "
+                f"has {'a lower' if found.maximize else 'an upper'} bound"
+            )
+        text = data.get("text", "")
+        if not isinstance(text, str):
+            raise ArtefactError(f"{name}.text is {_short(text)}, expected a string")
+        if data.get("relative") is None and data.get("baseline") is None:
+            return cls(metric=column, value=value, text=text)
+        relative = number("relative", f"a finite factor > 0 of the plain backbone's {column}", True)
+        baseline = number("baseline", f"a finite number (the plain backbone's {column})")
+        return cls(column, value, text, relative=relative, baseline=baseline)
+
+
+def _short(value: Any) -> str:
+    """A stored value as an error message quotes it: JSON, at most 60 characters."""
+    return json.dumps(value, default=str)[:60]
 
 
 def parse_slo(text: str) -> SLO:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hapi_dse.deploy.measure import STATISTICS
+from hapi_dse.cost.metrics import STATISTICS
 
 
 def format_report(rep: dict[str, Any]) -> str:

@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from hapi_dse.deploy.measure import METRIC_STATISTIC
+from hapi_dse.cost.metrics import STATISTIC_METRICS
 from hapi_dse.errors import UsageError
 from hapi_dse.tempdirs import make_temp_dir
 
 log = logging.getLogger(__name__)
 
-MEASURED_COLUMNS = ("accuracy", *METRIC_STATISTIC)
+MEASURED_COLUMNS = ("accuracy", *(m.column for m in STATISTIC_METRICS))
 
 
 def this_machine() -> dict[str, str]:
@@ -71,8 +71,8 @@ def nearest(front: list[Any], chosen: Any, objectives: list[Any], k: int) -> lis
 
 def measured_metrics(rep: dict[str, Any]) -> dict[str, float]:
     out = {"accuracy": float(rep["measured"]["accuracy"])}
-    for col, stat in METRIC_STATISTIC.items():
-        out[col] = float(rep["measured"]["latency_ms"][stat])
+    for m in STATISTIC_METRICS:  # each latency metric as measured, by its own statistic
+        out[m.column] = float(rep["measured"]["latency_ms"][m.statistic])
     return out
 
 
@@ -141,8 +141,8 @@ def _next_batch(result: Any, verified: list[Any], k: int) -> tuple[list[Any], di
     from hapi_dse.search.picking import pick
 
     ratio = {
-        m: max(r.measured[m] / r.metrics[m] for r in verified if r.metrics[m] > 0)
-        for m in METRIC_STATISTIC
+        col: max(r.measured[col] / r.metrics[col] for r in verified if r.metrics[col] > 0)
+        for col in (m.column for m in STATISTIC_METRICS)
     }
     seen = {r.number for r in verified}
 

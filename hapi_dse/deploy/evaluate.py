@@ -8,7 +8,8 @@ machine's profile table (``--device``, default ``host``: ``hapi profile --device
 RUN``), deployment terms included. Also: the share of samples whose exit and class agree
 with the cost model's simulation (the fidelity of the exported decisions), and a verdict for
 every SLO the design was searched under (measured and predicted value; met, broken, or not
-measurable here). Percentiles use numpy's ``inverted_cdf``, as the cost model does.
+measurable here). The statistics over samples are the cost model's
+(:func:`hapi_dse.cost.metrics.statistics`).
 
 The export is opened by :mod:`hapi_dse.deploy.load`; the console table is
 :func:`hapi_dse.deploy.report.format_report`.
@@ -23,13 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from hapi_dse.cost.metrics import STATISTIC_METRICS, STATISTICS, find_metric, statistic
 from hapi_dse.deploy.load import MANIFEST, Export, open_export
-from hapi_dse.deploy.measure import (
-    DEFAULT_PASSES,
-    METRIC_STATISTIC,
-    STATISTICS,
-    measure_exports,
-)
+from hapi_dse.deploy.measure import DEFAULT_PASSES, measure_exports
 from hapi_dse.errors import ArtefactError, HapiError, UsageError
 
 log = logging.getLogger(__name__)
@@ -216,12 +213,13 @@ def slo_verdicts(
     from hapi_dse.cost.slo import SLO
 
     out = []
-    for d in slos:
-        slo = SLO(metric=str(d["metric"]), value=float(d["value"]), text=str(d.get("text", "")))
+    for i, d in enumerate(slos):
+        slo = SLO.from_dict(d, name=f"slos[{i}]")
+        found = find_metric(slo.metric)
         if slo.metric == "accuracy":
             mv: float | None = measured["accuracy"]
-        elif slo.metric in METRIC_STATISTIC:
-            mv = measured["latency_ms"][METRIC_STATISTIC[slo.metric]]
+        elif found is not None and found.statistic is not None:
+            mv = measured["latency_ms"][found.statistic]
         else:
             mv = None
         pv = None
@@ -326,16 +324,16 @@ def _predict(
     m = len(design.exits)
     cols = [stats.column(e.position, e.head) for e in design.exits] + [stats.k - 1]
     sim_pred = stats.prediction[np.arange(n), np.asarray(cols)[sim_exit]]
+    # the cost model's figure where it predicts the statistic, else (p50) the statistic over
+    # the latencies of its simulated samples
+    column = {m.statistic: m.column for m in STATISTIC_METRICS}
     predicted = {
         "accuracy": float(metrics["accuracy"]),
         "latency_ms": None
         if "error" in table_info
         else {
-            "mean": float(metrics["latency_ms"]),
-            "p50": float(np.percentile(sim_lat, 50, method="inverted_cdf")),
-            "p90": float(metrics["p90_latency_ms"]),
-            "p99": float(metrics["p99_latency_ms"]),
-            "max": float(metrics["max_latency_ms"]),
+            k: float(metrics[column[k]]) if k in column else statistic(sim_lat, k)
+            for k in STATISTICS
         },
         # without a table only accuracy is predicted: the costs above are placeholders
         "metrics": {

@@ -16,8 +16,8 @@ median of the round's calls on that path** (rounds with fewer than
 :data:`MIN_CALLS` such calls do not count; a path that never has enough takes the median
 of all its calls): the median of the quietest round, which other processes taking the
 cores during part of the measurement do not move. Each sample's latency is its path's; the
-mean, p50, p90, p99 and max over the samples follow (percentiles with numpy's
-``inverted_cdf``, as the cost model). The plain mean of every timed call is kept too
+mean, p50, p90, p99 and max over the samples follow, as the cost model defines them
+(:func:`hapi_dse.cost.metrics.statistics`). The plain mean of every timed call is kept too
 (``raw_mean``).
 
 Busy machine: the quietest-round estimator survives other processes taking the cores for
@@ -42,18 +42,11 @@ from typing import Any
 
 import numpy as np
 
+from hapi_dse.cost.metrics import statistics
 from hapi_dse.progress import Progress
 
 log = logging.getLogger(__name__)
 
-STATISTICS = ("mean", "p50", "p90", "p99", "max")
-#: cost-model latency metric -> the measured statistic that is its counterpart
-METRIC_STATISTIC = {
-    "latency_ms": "mean",
-    "p90_latency_ms": "p90",
-    "p99_latency_ms": "p99",
-    "max_latency_ms": "max",
-}
 DEFAULT_PASSES = 2
 DEFAULT_ROUND_SIZE = 500
 #: a round counts for a path when it has at least this many calls on it
@@ -68,7 +61,7 @@ class Measurement:
 
     prediction: np.ndarray  # (n,) argmax of the logits
     exit_index: np.ndarray  # (n,)
-    latency_ms: dict[str, float]  # STATISTICS over samples of their path's latency
+    latency_ms: dict[str, float]  # metrics.STATISTICS over samples of their path's latency
     path_ms: list[float | None]  # latency per exit path (None: no sample took it)
     raw_mean_ms: float  # plain mean of every timed call
     load: dict[str, Any] = field(default_factory=dict)
@@ -76,17 +69,6 @@ class Measurement:
     @property
     def busy(self) -> bool:
         return bool(self.load.get("busy"))
-
-
-def summarize(ms: np.ndarray) -> dict[str, float]:
-    """The :data:`STATISTICS` of one round's per-sample latencies."""
-    return {
-        "mean": float(np.mean(ms)),
-        "p50": float(np.percentile(ms, 50, method="inverted_cdf")),
-        "p90": float(np.percentile(ms, 90, method="inverted_cdf")),
-        "p99": float(np.percentile(ms, 99, method="inverted_cdf")),
-        "max": float(np.max(ms)),
-    }
 
 
 def machine_load() -> tuple[float, int]:
@@ -235,7 +217,7 @@ def measure_exports(
             Measurement(
                 prediction=pred[j],
                 exit_index=exit_idx[j],
-                latency_ms=summarize(per_sample),
+                latency_ms=statistics(per_sample),
                 path_ms=paths,
                 raw_mean_ms=float(lat[j].mean()),
                 load=load,

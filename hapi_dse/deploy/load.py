@@ -125,10 +125,12 @@ def check_meta(meta: Any, where: Path) -> None:
     """What ``hapi eval`` reads of an export's metadata (a staged ``manifest.json`` and
     ``export.json``, or a single graph's ``hapi.*`` properties): a valid design
     (:meth:`~hapi_dse.cost.design.Design.from_dict`), ``model_id`` and ``run`` strings, and
-    ``slos`` as ``hapi search`` records them. Checked before any sample is run."""
+    ``slos`` as ``hapi search`` records them (:meth:`~hapi_dse.cost.slo.SLO.from_dict`).
+    Checked before any sample is run."""
     import math
 
     from hapi_dse.cost.design import Design
+    from hapi_dse.cost.slo import SLO
 
     fix = "export it again with 'hapi export'"
     if not isinstance(meta, dict) or "design" not in meta:
@@ -160,19 +162,18 @@ def check_meta(meta: Any, where: Path) -> None:
                 f"finite {rule}, one per exit; fix it there or {fix}"
             )
     slos = meta.get("slos") or []
-    ok = isinstance(slos, list) and all(
-        isinstance(d, dict)
-        and isinstance(d.get("metric"), str)
-        and isinstance(d.get("value"), int | float)
-        and not isinstance(d.get("value"), bool)
-        and math.isfinite(d["value"])
-        for d in slos
-    )
-    if not ok:
+    if not isinstance(slos, list):
         raise ArtefactError(
-            f"{where}: slos is {json.dumps(slos, default=str)[:60]}, expected a list of "
-            f"{{metric, value}} objects with finite values; {fix}"
+            f"{where}: slos is {json.dumps(slos, default=str)[:60]}, expected a list of SLOs "
+            f"as 'hapi search' records them; {fix}"
         )
+    for i, d in enumerate(slos):
+        try:
+            SLO.from_dict(d, name=f"slos[{i}]")
+        except HapiError as e:
+            raise ArtefactError(
+                f"{where}: slos is not as 'hapi search' records them: {e}; {fix}"
+            ) from None
 
 
 def load_runtime(root: Path) -> Any:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hapi_dse.cost.metrics import find_metric, metric, pareto_front
-from hapi_dse.errors import ArtefactError
+from hapi_dse.errors import ArtefactError, HapiError
 from hapi_dse.readers import read_json
 
 if TYPE_CHECKING:
@@ -157,20 +157,18 @@ def slo_lines(
     slos: list[dict[str, Any]], x: str, y: str, where: str | Path = "search.json"
 ) -> list[SLOLine]:
     """The SLO bounds on the plotted metrics (``search.json`` ``slos`` entries)."""
+    from hapi_dse.cost.slo import SLO
+
     out = []
-    for s in slos:
-        value = s.get("value") if isinstance(s, dict) else None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
-            raise ArtefactError(
-                f"{where}: slos entry {json.dumps(s, default=str)[:60]} is not "
-                "{metric, value} with a finite value; rerun 'hapi search'"
-            )
-        metric = str(s.get("metric", ""))
-        if metric not in (x, y):
+    for i, d in enumerate(slos):
+        try:
+            slo = SLO.from_dict(d, name=f"slos[{i}]")
+        except HapiError as e:
+            raise ArtefactError(f"{where}: {e}; rerun 'hapi search'") from None
+        if slo.metric not in (x, y):
             continue
-        value = float(value)
-        label = str(s.get("text") or f"{metric} {'>=' if _maximised(metric) else '<='} {value:g}")
-        line = SLOLine("x" if metric == x else "y", value, f"SLO {label}")
+        label = slo.text or slo.describe()
+        line = SLOLine("x" if slo.metric == x else "y", slo.value, f"SLO {label}")
         if line not in out:
             out.append(line)
     return out

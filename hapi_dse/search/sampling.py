@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from hapi_dse.errors import unknown_name
+from hapi_dse.search import optuna_compat as compat
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 DEFAULT_POPULATION = 50  # NSGA-II's population when neither --population nor the space sets it
@@ -51,7 +52,7 @@ class GenerationIndex:
     def sync(self, study: Any) -> list[Any]:
         from optuna.trial import TrialState
 
-        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+        trials = study.get_trials(deepcopy=False)
         self.trials = trials
         fresh = sorted(self._unfinished) + list(range(self._next, len(trials)))
         self._next = len(trials)
@@ -100,7 +101,7 @@ def _nsga2_classes() -> tuple[type, type]:
 
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
-            self._index = GenerationIndex(self._get_generation_key())
+            self._index = GenerationIndex(compat.generation_key(self))
             self._assigned: dict[int, int] = {}  # trial id -> generation given
             self._parents: dict[int, list[int]] = {}  # generation -> parent trial numbers
             self._space: dict[str, Any] = {}
@@ -118,25 +119,25 @@ def _nsga2_classes() -> tuple[type, type]:
             return dict(self._space)
 
         def get_trial_generation(self, study: Any, trial: Any) -> int:
-            key = self._get_generation_key()
+            key = compat.generation_key(self)
             generation = trial.system_attrs.get(key)
             if generation is None:
-                generation = self._assigned.get(trial._trial_id)
+                generation = self._assigned.get(compat.trial_id(trial))
             if generation is not None:
                 return int(generation)
             self._sync(study, trial)
-            assert self._population_size is not None
-            generation = self._index.next_generation(self._population_size)
-            study._storage.set_trial_system_attr(trial._trial_id, key, generation)
-            self._assigned[trial._trial_id] = generation
+            assert self.population_size is not None
+            generation = self._index.next_generation(self.population_size)
+            compat.set_trial_system_attr(study, trial, key, generation)
+            self._assigned[compat.trial_id(trial)] = generation
             return generation
 
         def _sync(self, study: Any, trial: Any) -> None:
             """Read the study once per trial, when the trial first needs it (Optuna reads
             it once per trial too, and answers the trial from that copy)."""
-            if self._synced_for != trial._trial_id:
+            if self._synced_for != compat.trial_id(trial):
                 self._index.sync(study)
-                self._synced_for = trial._trial_id
+                self._synced_for = compat.trial_id(trial)
 
         def get_population(self, study: Any, generation: int) -> list[Any]:
             return self._index.population(generation)
@@ -146,17 +147,15 @@ def _nsga2_classes() -> tuple[type, type]:
                 return []
             numbers = self._parents.get(generation)
             if numbers is None:
-                key = self._get_parent_cache_key_prefix() + str(generation)
-                ids = study._storage.get_study_system_attrs(study._study_id).get(key)
+                key = compat.parent_cache_key_prefix(self) + str(generation)
+                ids = compat.study_system_attrs(study).get(key)
                 trials = self._index.trials
                 if ids is not None:  # chosen by this or another worker: Optuna's order
                     wanted = set(ids)
-                    numbers = sorted(t.number for t in trials if t._trial_id in wanted)
+                    numbers = sorted(t.number for t in trials if compat.trial_id(t) in wanted)
                 else:
                     parents = self.select_parent(study, generation)
-                    study._storage.set_study_system_attr(
-                        study._study_id, key, [t._trial_id for t in parents]
-                    )
+                    compat.set_study_system_attr(study, key, [compat.trial_id(t) for t in parents])
                     # Optuna hands the first child its parents in selection order, later
                     # ones (read back by id) in trial order: the same here, for the same RNG
                     # draws and so the same trials for a seed

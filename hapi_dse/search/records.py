@@ -21,6 +21,17 @@ from hapi_dse.search.picking import default_rule, parse_pick, pick
 
 @dataclass
 class TrialRecord:
+    """One trial of a search, scored by the cost model.
+
+    ``number``: the trial's number in the study (``trials.csv``'s ``trial``). ``state``:
+    Optuna's (``COMPLETE``, ``FAIL``...). ``design``: the design it proposed, ``metrics``
+    its predicted metrics on val (``accuracy``, ``latency_ms``, ``energy_mj``...; both
+    ``None`` unless complete). ``violations``: per SLO, how far the metrics are over the
+    bound (<= 0: met). ``feasible``: every SLO met. ``pareto``: on the feasible Pareto
+    front. ``test``: the metrics on the test split and ``test_broken`` the SLOs they break
+    (the front only). ``measured`` and ``measured_broken``: the same, measured on this
+    machine by ``--verify`` (else ``None`` and empty)."""
+
     number: int
     state: str
     design: Design | None = None
@@ -43,6 +54,23 @@ class TrialRecord:
 
 @dataclass
 class DeviceResult:
+    """One device's search: every trial, the feasible Pareto front and the chosen design.
+
+    ``device`` and ``model_id``: what was searched. ``records``: every trial
+    (:class:`TrialRecord`), in trial order. ``front``: the feasible Pareto front, fastest
+    first. ``chosen``: the pick among the front (``None``: no design meets every SLO; then
+    ``closest`` holds up to five designs nearest to meeting them, else it is empty;
+    ``feasible`` says which). ``objectives``, ``slos`` and ``pick_rule``: what the search
+    optimised, bounded and picked by. ``study_name``, ``storage`` (its URL without the
+    password, ``None`` in memory), ``sampler``, ``population`` (NSGA-II) and ``new_trials``
+    (run by this call; the rest were resumed): the Optuna study. ``table_source``: whether
+    the device's table was ``measured`` or ``modelled``. ``inputs``: the files read,
+    by name (statistics, table, space file). ``space_name`` and ``space_size``: the search space and its
+    number of designs. ``timings``: seconds per step (``search_s``...). ``out_dir``: where
+    the result was written (``None``: nowhere). ``verify`` and ``verify_dir``: what
+    ``--verify`` measured, and where its exports and reports are. ``backbone``: the plain
+    backbone (no exit) scored like every design, ``{"val": metrics, "test": metrics}``."""
+
     device: str
     model_id: str
     records: list[TrialRecord]

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from hapi_dse.search.optuna_compat import OPTIMIZE_LOGGER
+
 _HARD_STOP = threading.Event()  # set once a second signal interrupts a trial
 _FAILED_WITH_NONE = re.compile(r"Trial \d+ failed with value None\.")
 
@@ -120,7 +122,7 @@ def quiet_optuna() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("optuna.study._optimize").addFilter(_not_repeated)
+    logging.getLogger(OPTIMIZE_LOGGER).addFilter(_not_repeated)
 
 
 __all__ = ["StopOnSignal", "quiet_optuna"]

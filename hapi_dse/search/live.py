@@ -7,6 +7,9 @@ metric counts below 1, the backbone's own level; a maximised one above 0), and t
 is the volume those normalised points dominate. One design at the backbone's accuracy and
 half its mean latency scores 0.5; the backbone itself scores 0. It only grows as a search
 goes on, so it shows when a search stops finding better designs.
+
+The front is hapi's one Pareto front (:func:`hapi_dse.cost.metrics.pareto_front`: of equal
+points the first found) and the figure is :func:`hypervolume`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,31 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from hapi_dse.cost import Objective
+from hapi_dse.cost.metrics import pareto_front
+from hapi_dse.search.optuna_compat import compute_hypervolume
+
+#: new points wait in a list until the front is read, or until there are this many
+_MERGE_AT = 256
+
+
+def hypervolume(losses: np.ndarray, reference: Sequence[float] | np.ndarray) -> float:
+    """The volume that the rows of ``losses`` (every column minimised) dominate up to the
+    point ``reference``: rows not finite and below ``reference`` in every column dominate
+    none and are left out, the rest reduce to their :func:`~hapi_dse.cost.metrics.pareto_front`;
+    exact in any dimension (one and two directly, more with Optuna's WFG)."""
+    ref = np.asarray(reference, float)
+    pts = np.asarray(losses, float).reshape(-1, len(ref))
+    pts = pts[np.all(np.isfinite(pts), axis=1) & np.all(pts < ref, axis=1)]
+    if not len(pts):
+        return 0.0
+    pts = pts[pareto_front(pts)]
+    if pts.shape[1] == 1:
+        return float(ref[0] - pts[:, 0].min())
+    if pts.shape[1] == 2:
+        pts = pts[np.argsort(pts[:, 0])]
+        right = np.append(pts[1:, 0], ref[0])
+        return float(np.sum((right - pts[:, 0]) * (ref[1] - pts[:, 1])))
+    return compute_hypervolume(pts, ref, assume_pareto=True)
 
 
 class LiveFront:
@@ -29,36 +57,35 @@ class LiveFront:
         # the reference point: the backbone's level for minimised metrics, 0 for maximised
         self._ref = np.array([0.0 if o.maximize else 1.0 for o in objectives])
         self._front = np.empty((0, len(objectives)))
+        self._new: list[np.ndarray] = []  # points not yet merged into the front
         self._start = time.perf_counter()
         self.trials = 0
 
     def add(self, values: Sequence[float], feasible: bool = True) -> None:
-        """Count one finished trial; keep its point when feasible and not dominated."""
+        """Count one finished trial; keep its point when feasible (the front is brought up
+        to date when read, or every :data:`_MERGE_AT` points)."""
         self.trials += 1
         if not feasible:
             return
         loss = self._sign * np.asarray(values, dtype=float) / self._scale
         if not np.all(np.isfinite(loss)) or np.any(loss >= self._ref):
             return  # no better than the backbone in some objective: dominates no volume
-        f = self._front
-        if len(f) and np.any(np.all(f <= loss, axis=1)):
-            return
-        keep = ~np.all(loss <= f, axis=1) if len(f) else np.ones(0, bool)
-        self._front = np.vstack([f[keep], loss])
+        self._new.append(loss)
+        if len(self._new) >= _MERGE_AT:
+            self.front()
+
+    def front(self) -> np.ndarray:
+        """The Pareto front of the feasible points so far, as normalised losses, in the order
+        they were found (of equal points, the first)."""
+        if self._new:
+            pts = np.vstack([self._front, *self._new])
+            self._front = pts[pareto_front(pts)]
+            self._new = []
+        return self._front
 
     def hypervolume(self) -> float:
         """The volume the front dominates up to the reference point (0 when empty)."""
-        if not len(self._front):
-            return 0.0
-        if self._front.shape[1] == 1:
-            return float(self._ref[0] - self._front[:, 0].min())
-        if self._front.shape[1] == 2:
-            pts = self._front[np.argsort(self._front[:, 0])]
-            right = np.append(pts[1:, 0], self._ref[0])
-            return float(np.sum((right - pts[:, 0]) * (self._ref[1] - pts[:, 1])))
-        from optuna._hypervolume import compute_hypervolume
-
-        return float(compute_hypervolume(self._front, self._ref, assume_pareto=True))
+        return hypervolume(self.front(), self._ref)
 
     def rate(self) -> float:
         """Trials per second since the front was made."""
@@ -70,4 +97,4 @@ class LiveFront:
         return f"{self.rate():,.0f} trials/s  hv {self.hypervolume():.4f}"
 
 
-__all__ = ["LiveFront"]
+__all__ = ["LiveFront", "hypervolume"]

@@ -134,8 +134,15 @@ class ProfileConfig:
 
 @dataclass(frozen=True)
 class ProfiledTable:
-    """A table written to ``path`` (modes ``measure`` and ``modelled``); ``None`` when it was
-    built in a temporary place and not kept (``hapi_dse.api.profile`` without ``out``)."""
+    """A device's profile table (modes ``measure`` and ``modelled``).
+
+    ``device``: the device profiled. ``path``: the table's CSV file (its sidecar beside it,
+    ``.json``); ``None`` when it was built in a temporary place and not kept
+    (``hapi_dse.api.profile`` without ``out``). ``manifest``: the segments profiled
+    (:class:`~hapi_dse.profiling.manifest.Manifest`: model id, batch, exporter, export
+    check). ``result``: the table itself (``.rows``, one dict per segment: ``latency_ms``,
+    ``energy_mj``, ``flops``, ``source``...; ``.sidecar``: what the profiler adds to the
+    sidecar, e.g. ``call_overhead_ms``). :meth:`summary`: two console lines."""
 
     device: str
     path: Path | None

@@ -1,20 +1,31 @@
-"""Shared fixtures: seeds, a tiny trained run directory, in-process CLI invocation."""
+"""Shared fixtures: a tiny trained run directory, synthetic runs for fast search tests,
+in-process CLI invocation, and guards that keep ``hapi train`` from training."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hapi_dse.testing import SyntheticSetup
+
 os.environ.setdefault("HAPI_NO_PROGRESS", "1")
 if "HAPI_CACHE_DIR" not in os.environ:  # exported networks: shared by this session's tests only
     from hapi_dse.tempdirs import make_temp_dir
 
     os.environ["HAPI_CACHE_DIR"] = str(make_temp_dir("hapi-test-cache-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "synth(**kwargs): how a module's synth fixture is made (write_synthetic_setup's "
+        "keywords: n_val, n_test, num_blocks, devices, foreign)",
+    )
 
 
 @dataclass
@@ -176,3 +187,72 @@ def ram_dir(tmp_path: Path) -> Iterator[Path]:
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+# -- synthetic runs: fast search tests without torch ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synth(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> SyntheticSetup:
+    """A :class:`~hapi_dse.testing.SyntheticSetup` for this module's tests: a synthetic run
+    and its profile tables (``synth.run``, ``synth.profiles``), ``synth.search_args(out,
+    ...)`` for ``hapi search`` on them. By default 200 val and 200 test samples, 4 blocks, a
+    table for ``devA``; a module asks for another with ``pytestmark = pytest.mark.synth(
+    n_val=600, num_blocks=6, devices={"devA": 1.0, "devB": 3.0})`` (the keywords of
+    :func:`~hapi_dse.testing.write_synthetic_setup`). Read only: copy what a test damages."""
+    from hapi_dse.testing import write_synthetic_setup
+
+    mark = request.node.get_closest_marker("synth")
+    root = tmp_path_factory.mktemp(f"synth-{request.module.__name__}")
+    return write_synthetic_setup(root, **(mark.kwargs if mark else {}))
+
+
+#: a search space of 120 designs (2 exit counts x 2 positions x 2 heads x 5 thresholds): small
+#: enough to sweep exhaustively, or to give Optuna's GP sampler a few seconds of work
+TINY_SPACE = (
+    '[exits]\ncount = [1, 2]\npositions = [1, 3]\nheads = ["linear", "conv"]\n'
+    "[thresholds]\nlevels = 5\n[policies.max_softmax]\nthreshold = [0.6, 1.0]\n"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``tiny.toml`` holding :data:`TINY_SPACE` (needs 6 blocks or more: positions 1, 3)."""
+    path = tmp_path_factory.mktemp("spaces") / "tiny.toml"
+    path.write_text(TINY_SPACE)
+    return path
+
+
+# -- hapi train without the training ---------------------------------------------------------
+
+
+@pytest.fixture
+def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail loudly if training starts (it loads the data first): for commands that must stop
+    before, on bad input or an ``--out`` they refuse."""
+
+    def boom(*a: Any, **k: Any) -> None:
+        raise AssertionError("training started: the command should have stopped before")
+
+    monkeypatch.setattr("hapi_dse.training.trainer.load_splits", boom)
+
+
+@pytest.fixture
+def stop_when_loaded(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """``stop_when_loaded(code)``: from then on ``hapi train`` loads its dataset, then ends
+    with exit status ``code`` instead of training."""
+
+    def stop(code: int) -> None:
+        from hapi_dse.training import trainer
+
+        real = trainer.load_splits
+
+        def load_then_stop(*a: Any, **k: Any) -> Any:
+            real(*a, **k)
+            raise SystemExit(code)
+
+        monkeypatch.setattr(trainer, "load_splits", load_then_stop)
+
+    return stop

@@ -13,14 +13,9 @@ import optuna_dashboard
 import pytest
 
 from hapi_dse.cli import main
-from hapi_dse.testing import write_synthetic_run, write_synthetic_table
+from hapi_dse.testing import SyntheticSetup
 
-
-@pytest.fixture
-def synth(tmp_path: Path) -> dict[str, Path]:
-    run = write_synthetic_run(tmp_path / "run", n_val=300, n_test=300, num_blocks=6)
-    write_synthetic_table(run, "devA", tmp_path / "profiles")
-    return {"run": run, "profiles": tmp_path / "profiles"}
+pytestmark = pytest.mark.synth(n_val=300, n_test=300, num_blocks=6)
 
 
 def api(app: Any, path: str, query: str = "") -> Any:
@@ -34,12 +29,11 @@ def api(app: Any, path: str, query: str = "") -> Any:
 
 
 def test_a_hapi_study_opens_in_optuna_dashboard_with_readable_names(
-    synth: dict[str, Path], tmp_path: Path
+    synth: SyntheticSetup, tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    args = ["search", "--model", str(synth["run"]), "--profiles", str(synth["profiles"])]
-    args += ["--device", "devA", "--trials", "40", "--storage", url, "--study", "team"]
-    args += ["--slo", "latency=10ms", "--out", str(tmp_path / "out"), "-q"]
+    args = synth.search_args(tmp_path / "out", "--storage", url, "--study", "team", trials=40)
+    args += ["--slo", "latency=10ms", "-q"]
     assert main(args) in (None, 0)  # a feasible design was found: the search succeeded
 
     app = optuna_dashboard.wsgi(url)

@@ -15,35 +15,26 @@ import numpy as np
 import pytest
 
 from hapi_dse.cost import Design
-from hapi_dse.cost.design import POLICIES, Exit
+from hapi_dse.cost.design import Exit
+from hapi_dse.cost.policies import POLICY_REGISTRY as POLICIES
 from hapi_dse.errors import ArtefactError, UsageError
 from hapi_dse.run import RunDir
-from hapi_dse.testing import write_synthetic_run, write_synthetic_table
+from hapi_dse.testing import SyntheticSetup, search_args, write_synthetic_table
+
+pytestmark = pytest.mark.synth(n_val=300, n_test=300, num_blocks=6)
 
 # 7 levels: thresholds such as 0.5816666667 that 4 significant digits would round
-SPACE = """
-[exits]
-count = [0, 3]
+THRESHOLDS = """
 [thresholds]
 levels = 7
 [policies.max_softmax]
 threshold = [0.5, 0.99]
 [policies.entropy]
 threshold = [0.0, 0.5]
-[policies.patience]
-patience = [2, 3]
 """
+SPACE = "[exits]\ncount = [0, 3]" + THRESHOLDS + "[policies.patience]\npatience = [2, 3]\n"
 # one exit per design: the export test stays quick
-ONE_EXIT_SPACE = """
-[exits]
-count = [1, 1]
-[thresholds]
-levels = 7
-[policies.max_softmax]
-threshold = [0.5, 0.99]
-[policies.entropy]
-threshold = [0.0, 0.5]
-"""
+ONE_EXIT_SPACE = "[exits]\ncount = [1, 1]" + THRESHOLDS
 TRIALS = 40
 
 
@@ -150,28 +141,8 @@ def _search(
     space = out.parent / "space.toml"
     space.write_text(text)
     url = f"journal:{storage}"
-    res = run_cli(
-        "search",
-        "--model",
-        run,
-        "--profiles",
-        profiles,
-        "--device",
-        "devA",
-        "--space",
-        space,
-        "--trials",
-        TRIALS,
-        "--seed",
-        "1",
-        "--storage",
-        url,
-        "--study",
-        "t",
-        "--out",
-        out,
-        *extra,
-    )
+    opts = ("--space", space, "--storage", url, "--study", "t", *extra)
+    res = run_cli(*search_args(run, profiles, out, *opts, trials=TRIALS, seed=1))
     assert res.exit_code in (0, 1), res.stderr
     rd = RunDir(run)
     bound = load_space(space).bind(rd.stats("val"), rd.model_id)
@@ -191,12 +162,10 @@ def _imprecise(d: Design) -> bool:
 
 
 @pytest.fixture(scope="module")
-def synth_search(run_cli_module, tmp_path_factory: pytest.TempPathFactory, shm_dir: Path):
-    root = tmp_path_factory.mktemp("trial-synth")
-    run = write_synthetic_run(root / "run", n_val=300, n_test=300, num_blocks=6)
-    write_synthetic_table(run, "devA", root / "profiles")
-    designs = _search(run_cli_module, run, root / "profiles", root / "out", shm_dir / "synth.log")
-    return {"run": run, "out": root / "out", "designs": designs}
+def synth_search(run_cli_module, synth: SyntheticSetup, shm_dir: Path):
+    out = synth.root / "out"
+    designs = _search(run_cli_module, synth.run, synth.profiles, out, shm_dir / "synth.log")
+    return {"run": synth.run, "out": out, "designs": designs}
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ behind, says one line, and a rerun resumes with the exact trial count (issue #9,
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import fcntl
@@ -14,17 +15,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hapi_dse.testing import write_synthetic_run, write_synthetic_table
-
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="reads /proc; --jobs needs fork"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux"), reason="reads /proc; --jobs needs fork"
+    ),
+    pytest.mark.synth(n_val=600, n_test=800, num_blocks=6),  # trials slow enough to interrupt
+]
 
 HAPI = [sys.executable, "-m", "hapi_dse"]
 SHM = Path("/dev/shm")
@@ -41,41 +43,21 @@ def interrupts_not_ignored() -> Any:
     signal.signal(signal.SIGINT, prev)
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("synth-interrupts")
-    run = write_synthetic_run(root / "run", n_val=600, n_test=800, num_blocks=6)
-    write_synthetic_table(run, "devA", root / "profiles")
-    return {"run": run, "profiles": root / "profiles"}
-
-
 @pytest.fixture
 def work(ram_dir: Path) -> Path:
     """The working directory of the searches, in RAM where possible (see conftest.ram_dir)."""
     return ram_dir
 
 
-def search_args(synth: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    return [
-        "search",
-        "--model",
-        str(synth["run"]),
-        "--profiles",
-        str(synth["profiles"]),
-        "--device",
-        "devA",
-        "--out",
-        str(out),
-        *extra,
-    ]
-
-
-def start(args: list[str], cwd: Path, err: Path, cmd: list[str] = HAPI, **kw) -> subprocess.Popen:
+@contextlib.contextmanager
+def started(
+    args: list[str], cwd: Path, err: Path, cmd: list[str] = HAPI, **kw: Any
+) -> Iterator[subprocess.Popen]:
     """``hapi ARGS`` (``cmd``: another way to run hapi) in its own process group (so that
     Ctrl-C can be sent to the group, as a terminal does); stderr to a file, as orphans would
-    keep a pipe open."""
+    keep a pipe open. Killed on the way out if it still runs (a check failed)."""
     with open(err, "w") as f:  # the child has its own copy
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [*cmd, *args],
             cwd=cwd,
             stdout=subprocess.DEVNULL,
@@ -84,6 +66,12 @@ def start(args: list[str], cwd: Path, err: Path, cmd: list[str] = HAPI, **kw) ->
             start_new_session=True,
             **kw,
         )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def run(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -181,8 +169,7 @@ def test_a_killed_jobs_search_leaves_no_worker_and_no_scratch(
     synth, tmp_path: Path, work: Path, sig: str
 ) -> None:
     out, err = tmp_path / "out", tmp_path / "err.txt"
-    proc = start(search_args(synth, out, "--trials", "1000000", "--jobs", "2"), work, err)
-    try:
+    with started(synth.search_args(out, "--jobs", "2", trials=1000000), work, err) as proc:
         wait_for("2 workers", lambda: len(children(proc.pid)) == 2 or proc.poll() is not None)
         workers = children(proc.pid)
         assert len(workers) == 2, err.read_text()
@@ -191,10 +178,6 @@ def test_a_killed_jobs_search_leaves_no_worker_and_no_scratch(
         wait_for("trials", lambda: complete_in_journal(scratch[0] / "study.log") >= 10)
         send(proc, sig)
         check_exit(proc, sig, err)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     wait_for("the workers to end", lambda: not any(alive(w) for w in workers), timeout=15)
     wait_for("the scratch to go", lambda: not scratch_of(proc.pid, out), timeout=10)
 
@@ -205,29 +188,16 @@ def test_an_interrupted_jobs_search_resumes_with_the_exact_count(
 ) -> None:
     total = 400
     journal = work / "st" / "k.log"  # given relative, with a directory part
-    args = search_args(
-        synth,
-        tmp_path / "out",
-        "--trials",
-        str(total),
-        "--jobs",
-        "2",
-        "--storage",
-        "journal:st/k.log",
-        "--study",
-        "s",
-    )
+    args = synth.search_args(
+        tmp_path / "out", "--jobs", "2", "--storage", "journal:st/k.log", "--study", "s",
+        trials=total,
+    )  # fmt: skip
     err = tmp_path / "err.txt"
-    proc = start(args, work, err)
-    try:
+    with started(args, work, err) as proc:
         wait_for("trials", lambda: complete_in_journal(journal) >= 30 or proc.poll() is not None)
         workers = children(proc.pid)
         send(proc, sig)
         check_exit(proc, sig, err)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     wait_for("the workers to end", lambda: not any(alive(w) for w in workers), timeout=15)
     before = complete_in_journal(journal)
     assert 30 <= before < total, "the search was not interrupted midway"
@@ -271,8 +241,7 @@ def test_ctrl_c_during_a_sqlite_search_is_one_line_and_resumes(
     from hapi_dse.search.storage import open_storage
 
     total, url = 25, f"sqlite:///{work / 's.db'}"
-    args = search_args(synth, tmp_path / "out", "--trials", str(total), "--storage", url)
-    args += ["--study", "s"]
+    args = synth.search_args(tmp_path / "out", "--storage", url, "--study", "s", trials=total)
 
     def states() -> list[str]:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -283,8 +252,7 @@ def test_ctrl_c_during_a_sqlite_search_is_one_line_and_resumes(
         return [t.state.name for t in study.get_trials(deepcopy=False)]
 
     err = tmp_path / "err.txt"
-    proc = start(args, work, err, cmd=SLOW_HAPI)
-    try:
+    with started(args, work, err, cmd=SLOW_HAPI) as proc:
         wait_for(
             "trial 3 to run",
             lambda: states()[3:4] == ["RUNNING"] or proc.poll() is not None,
@@ -295,10 +263,6 @@ def test_ctrl_c_during_a_sqlite_search_is_one_line_and_resumes(
             os.killpg(proc.pid, signal.SIGINT)
             time.sleep(0.2)  # two signals close together would be delivered as one
         check_exit(proc, "SIGINT", err)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     before = states()
     if times == 1:  # the trial in flight (3) was finished, then the search stopped
         assert before == ["COMPLETE"] * 4
@@ -311,7 +275,7 @@ def test_ctrl_c_during_a_sqlite_search_is_one_line_and_resumes(
 
 # -- journals --------------------------------------------------------------------------------
 def first_run(synth, work: Path, tmp_path: Path, trials: int = 10) -> list[str]:
-    args = search_args(synth, tmp_path / "out", "--storage", "journal:st/k.log", "--study", "s")
+    args = synth.search_args(tmp_path / "out", "--storage", "journal:st/k.log", "--study", "s")
     res = run([*args, "--trials", str(trials)], work)
     assert res.returncode == 0, res.stderr
     return [*args, "--overwrite"]
@@ -381,8 +345,8 @@ def test_a_full_disk_leaves_a_whole_journal_that_resumes(
     limit = journal.stat().st_size + 20_000
     err = tmp_path / "err.txt"
     cut = [*args, "--trials", "200", "--jobs", str(jobs)]
-    proc = start(cut, work, err, preexec_fn=_limit_file_size(limit))
-    assert proc.wait(timeout=60) == 2
+    with started(cut, work, err, preexec_fn=_limit_file_size(limit)) as proc:
+        assert proc.wait(timeout=60) == 2
     lines = err.read_text().splitlines()
     assert len(lines) == 1 and "cannot write (File too large)" in lines[0], lines
     assert "every trial written before is kept" in lines[0]
@@ -404,7 +368,7 @@ def test_a_journal_that_could_not_be_written_is_not_left_empty(
 
     monkeypatch.setattr(storage.JournalFile, "append_logs", no_space)
     journal = work / "new.log"
-    res = run_cli(*search_args(synth, tmp_path / "out", "--storage", f"journal:{journal}"))
+    res = run_cli(*synth.search_args(tmp_path / "out", "--storage", f"journal:{journal}"))
     assert res.exit_code == 2
     lines = res.stderr.splitlines()
     assert len(lines) == 1 and "No space left on device" in lines[0], lines

@@ -11,33 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from hapi_dse.testing import write_synthetic_run, write_synthetic_table
+from hapi_dse.testing import SyntheticSetup
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("synth-journal-paths")
-    run = write_synthetic_run(root / "run", n_val=200, n_test=200, num_blocks=4)
-    write_synthetic_table(run, "devA", root / "profiles")
-    return {"run": run, "profiles": root / "profiles"}
-
-
-def search_args(synth: dict[str, Path], out: Path, storage: str) -> list[str]:
-    return [
-        "search",
-        "--model",
-        str(synth["run"]),
-        "--profiles",
-        str(synth["profiles"]),
-        "--device",
-        "devA",
-        "--trials",
-        "5",
-        "--out",
-        str(out),
-        "--storage",
-        storage,
-    ]
+def search_args(synth: SyntheticSetup, out: Path, storage: str) -> list[str]:
+    return synth.search_args(out, "--storage", storage, trials=5)
 
 
 def listing(root: Path) -> list[str]:

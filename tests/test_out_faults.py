@@ -23,33 +23,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_out_safety import TRAIN, one_line_exit_2, search, snapshot
+from test_out_safety import one_line_exit_2, search
 
 from hapi_dse.atomic import _HOST, WriteError, atomic_path, write_text
 from hapi_dse.errors import UsageError
 from hapi_dse.outdirs import atomic_dir, check_out_dir, check_writable
 from hapi_dse.ownership import MANIFEST, owned_kind
-from hapi_dse.testing import write_synthetic_run, write_synthetic_table
+from hapi_dse.testing import SyntheticSetup, quick_train_args
+from hapi_dse.testing.files import tree_snapshot as snapshot
 
 HAPI = [sys.executable, "-m", "hapi_dse"]
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("synth-faults")
-    run = write_synthetic_run(root / "run", n_val=200, n_test=200, num_blocks=4)
-    write_synthetic_table(run, "devA", root / "profiles")
-    return {"run": run, "profiles": root / "profiles"}
-
-
-@pytest.fixture
-def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail loudly if training starts (it loads the data first)."""
-
-    def boom(*a, **k):
-        raise AssertionError("training started before --out was checked")
-
-    monkeypatch.setattr("hapi_dse.training.trainer.load_splits", boom)
 
 
 # -- small file systems ------------------------------------------------------------------------
@@ -177,13 +160,13 @@ def test_atomic_path_maps_a_path_through_a_file(tmp_path: Path) -> None:
 
 # -- every command, read-only and full ----------------------------------------------------------
 @pytest.fixture(scope="module")
-def result_dir(synth: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def result_dir(synth: SyntheticSetup, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from hapi_dse.search import SearchConfig, run_search
 
     out = tmp_path_factory.mktemp("faults-result")
     cfg = SearchConfig(
-        model=str(synth["run"]),
-        profiles=str(synth["profiles"]),
+        model=str(synth.run),
+        profiles=str(synth.profiles),
         devices=("devA",),
         trials=20,
         out=out,
@@ -195,7 +178,7 @@ def result_dir(synth: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
 def _commands(
     name: str,
     fs: Path,
-    synth: dict[str, Path],
+    synth: SyntheticSetup,
     tiny_run: Path,
     exported: Path,
     result: Path,
@@ -203,20 +186,8 @@ def _commands(
 ) -> list[object]:
     design = write_design(tiny_run, fs.parent / "d.json", [(1, "linear", 0.6)])
     return {
-        "train": [*TRAIN, "--out", fs / "run"],
-        "search": [
-            "search",
-            "--model",
-            synth["run"],
-            "--profiles",
-            synth["profiles"],
-            "--device",
-            "devA",
-            "--trials",
-            "20",
-            "--out",
-            fs / "res",
-        ],
+        "train": quick_train_args(fs / "run"),
+        "search": synth.search_args(fs / "res", trials=20),
         "export-onnx": ["export", design, "--model", tiny_run, "--out", fs / "m.onnx"],
         "export-staged": [
             *("export", design, "--model", tiny_run, "--format", "staged"),
@@ -293,7 +264,7 @@ def test_a_full_disk_after_training_leaves_nothing_behind(run_cli, tmp_path: Pat
     with tmpfs(tmp_path / "fs", size="1m") as fs:
         fill(fs, leave=96 * 1024)
         before = snapshot(fs)
-        res = run_cli(*TRAIN, "--out", fs / "runs" / "quick")
+        res = run_cli(*quick_train_args(fs / "runs" / "quick"))
         one_error_line_exit_2(res, str(fs / "runs" / "quick"), "no space left on device")
         assert snapshot(fs) == before  # no run, no runs/, no temp directory
 
@@ -354,7 +325,7 @@ def test_out_through_a_file_or_broken_link_is_refused_before_the_work(
     else:
         runs.symlink_to(tmp_path / "gone" / "runs")
     before = snapshot(tmp_path)
-    res = run_cli(*TRAIN, "--out", runs / "quick")
+    res = run_cli(*quick_train_args(runs / "quick"))
     one_line_exit_2(res, f"{runs} is", "choose another --out")
     if what == "broken link":  # hapi search accepts an --out that does not exist
         one_line_exit_2(search(run_cli, synth, runs), f"{runs} is a broken symbolic link")
@@ -428,12 +399,7 @@ def test_a_search_killed_in_the_middle_of_the_swap_loses_nothing(tmp_path: Path)
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_ten_concurrent_searches_into_one_out(synth, tmp_path: Path, overwrite: bool) -> None:
     out = tmp_path / "out"
-    cmd = [
-        *HAPI,
-        *("search", "--model", str(synth["run"]), "--profiles", str(synth["profiles"])),
-        *("--device", "devA", "--trials", "20", "--out", str(out)),
-        *(["--overwrite"] if overwrite else []),
-    ]
+    cmd = [*HAPI, *synth.search_args(out, *(["--overwrite"] if overwrite else []), trials=20)]
     env = {**os.environ, "HAPI_NO_PROGRESS": "1"}
     procs = [
         subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
@@ -523,7 +489,7 @@ def test_train_refuses_the_current_directory_before_training(
     (here / "sub").mkdir(parents=True)
     monkeypatch.chdir(here)
     before = snapshot(tmp_path)
-    res = run_cli(*TRAIN, "--out", out)
+    res = run_cli(*quick_train_args(out))
     one_line_exit_2(res, f"--out {Path(out)}", "current", "name a new directory")
     assert snapshot(tmp_path) == before
 

@@ -15,7 +15,7 @@ import pytest
 
 from hapi_dse.errors import UsageError
 from hapi_dse.outdirs import atomic_dir, check_out_dir
-from hapi_dse.testing import write_synthetic_run, write_synthetic_table
+from hapi_dse.testing import SyntheticSetup, quick_train_args
 from hapi_dse.testing.files import tree_snapshot as snapshot
 
 
@@ -123,36 +123,6 @@ def test_atomic_dir_checks_again_before_the_swap(tmp_path: Path) -> None:
 
 # -- hapi train ------------------------------------------------------------------------------
 
-TRAIN = [
-    "train",
-    "--dataset",
-    "digits",
-    "--backbone",
-    "resnet20",
-    "--heads",
-    "linear",
-    "--epochs",
-    "1",
-    "--exit-epochs",
-    "1",
-    "--batch-size",
-    "64",
-    "--limit",
-    "64",
-    "--threads",
-    "1",
-]
-
-
-@pytest.fixture
-def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail loudly if training starts (it loads the data first)."""
-
-    def boom(*a, **k):
-        raise AssertionError("training started before --out was checked")
-
-    monkeypatch.setattr("hapi_dse.training.trainer.load_splits", boom)
-
 
 def test_train_refuses_a_foreign_directory_before_training(
     run_cli, tmp_path: Path, no_training
@@ -162,7 +132,7 @@ def test_train_refuses_a_foreign_directory_before_training(
     (out / "thesis.tex").write_text("years of work")
     before = snapshot(out)
     t = time.perf_counter()
-    res = run_cli(*TRAIN, "--out", out, "--overwrite")
+    res = run_cli(*quick_train_args(out, "--overwrite"))
     assert time.perf_counter() - t < 5
     one_line_exit_2(res, str(out), "thesis.tex", "never deletes")
     assert snapshot(out) == before
@@ -180,7 +150,7 @@ def test_train_refuses_a_file_or_symlink(run_cli, tmp_path: Path, no_training, w
     else:
         out.symlink_to(real)
     before = snapshot(tmp_path)
-    res = run_cli(*TRAIN, "--out", out, "--overwrite")
+    res = run_cli(*quick_train_args(out, "--overwrite"))
     assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert snapshot(tmp_path) == before
 
@@ -196,10 +166,10 @@ def test_train_replaces_a_previous_run_only_with_overwrite(
             "hapi_dse.training.trainer.load_splits",
             lambda *a, **k: pytest.fail("training started before --out was checked"),
         )
-        res = run_cli(*TRAIN, "--out", out)
+        res = run_cli(*quick_train_args(out))
     one_line_exit_2(res, str(out), "previous training run", "--overwrite")
     assert snapshot(out) == before
-    res = run_cli(*TRAIN, "--out", out, "--overwrite")
+    res = run_cli(*quick_train_args(out, "--overwrite"))
     assert res.exit_code == 0, res.stderr
     after = snapshot(out)
     assert set(after) == set(before) and after != before
@@ -209,29 +179,8 @@ def test_train_replaces_a_previous_run_only_with_overwrite(
 # -- hapi search -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("synth-out")
-    run = write_synthetic_run(root / "run", n_val=200, n_test=200, num_blocks=4)
-    write_synthetic_table(run, "devA", root / "profiles")
-    return {"run": run, "profiles": root / "profiles"}
-
-
-def search(run_cli, synth: dict[str, Path], out: Path, *extra: str):
-    return run_cli(
-        "search",
-        "--model",
-        synth["run"],
-        "--profiles",
-        synth["profiles"],
-        "--device",
-        "devA",
-        "--trials",
-        "20",
-        "--out",
-        out,
-        *extra,
-    )
+def search(run_cli, synth: SyntheticSetup, out: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return run_cli(*synth.search_args(out, *extra, trials=20))
 
 
 def test_search_keeps_a_users_file_in_the_device_folder(

@@ -9,38 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from hapi_dse.cost import CostModel, Design, SegmentCosts, parse_slo, parse_slos
+from hapi_dse.cost import parse_slo, parse_slos
 from hapi_dse.errors import UsageError
-from hapi_dse.profiling.table import load_table
-from hapi_dse.run import RunDir
 from hapi_dse.search.relax import loosen
-from hapi_dse.testing import write_synthetic_run, write_synthetic_table
+from hapi_dse.testing import SyntheticSetup
+
+pytestmark = pytest.mark.synth(
+    n_val=400, n_test=400, num_blocks=6, devices={"devA": 1.0, "devB": 3.0}
+)
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A synthetic run with tables for devA and a 3x slower devB."""
-    root = tmp_path_factory.mktemp("synth")
-    run = write_synthetic_run(root / "run", n_val=400, n_test=400, num_blocks=6)
-    profiles = root / "profiles"
-    write_synthetic_table(run, "devA", profiles)
-    write_synthetic_table(run, "devB", profiles, scale=3.0)
-    return {"run": run, "profiles": profiles}
-
-
-def backbone(synth: dict[str, Path], device: str) -> dict[str, float]:
-    """The plain backbone's predicted val metrics on ``device`` (what the search prints)."""
-    rd = RunDir(synth["run"])
-    val = rd.stats("val")
-    costs = SegmentCosts.from_table(load_table(device, rd.model_id, synth["profiles"]), val)
-    return CostModel(val, costs).evaluate(Design(()))
-
-
-def search(run_cli, synth, out: Path, *extra: str):  # type: ignore[no-untyped-def]
-    return run_cli(
-        "search", "--model", synth["run"], "--profiles", synth["profiles"], "--out", out,
-        "--trials", "60", "--seed", "2", *extra,
-    )  # fmt: skip
+def search(run_cli, synth: SyntheticSetup, out: Path, *extra: str):  # type: ignore[no-untyped-def]
+    """``hapi search`` of 60 trials, seed 2, on ``synth`` (the devices in ``extra``)."""
+    return run_cli(*synth.search_args(out, *extra, device=None, trials=60, seed=2))
 
 
 # -- parsing and resolving ------------------------------------------------------------------
@@ -133,7 +114,7 @@ def test_a_relative_slo_is_the_absolute_bound_it_resolves_to(synth, run_cli, tmp
     assert res.exit_code == 0, res.stderr
     bounds = {}
     for dev in ("devA", "devB"):
-        base = backbone(synth, dev)["latency_ms"]
+        base = synth.backbone(dev)["latency_ms"]
         bounds[dev] = 0.4 * base
         assert f"latency <= 0.4x backbone = {0.4 * base:.4g} ms" in res.stdout
         info = json.loads((tmp_path / "rel" / dev / "search.json").read_text())
@@ -172,11 +153,10 @@ def test_cli_refuses_a_bad_factor_in_one_line(synth, run_cli, tmp_path, text) ->
 def test_the_library_takes_relative_slos(synth) -> None:
     from hapi_dse import api
 
-    rd = RunDir(synth["run"])
-    val = rd.stats("val")
-    costs = SegmentCosts.from_table(load_table("devA", rd.model_id, synth["profiles"]), val)
+    val = synth.stats("val")
+    costs = synth.costs("devA", val)
     result = api.search(val, costs, slos=["latency=0.5x", "accuracy=0.9x"], trials=40, seed=0)
-    base = backbone(synth, "devA")
+    base = synth.backbone("devA")
     lat, acc = result.slos
     assert lat.value == pytest.approx(0.5 * base["latency_ms"]) and lat.relative == 0.5
     assert acc.value == pytest.approx(0.9 * base["accuracy"]) and acc.baseline == base["accuracy"]
@@ -198,7 +178,7 @@ def test_an_infeasible_search_says_what_would_be_feasible(synth, run_cli, tmp_pa
     with open(out / "devA" / "trials.csv", newline="") as f:
         row = next(r for r in csv.DictReader(f) if int(r["trial"]) == closest)
     lat = float(row["latency_ms"])
-    base = backbone(synth, "devA")["latency_ms"]
+    base = synth.backbone("devA")["latency_ms"]
     (absolute,), (relative,) = relax["slos"], relax["relative_slos"]
     # each suggestion admits the closest trial, and by no more than a rounding step
     assert absolute.startswith("latency=") and absolute.endswith("ms")

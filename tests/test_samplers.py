@@ -17,47 +17,34 @@ from hapi_dse.search.config import SearchConfig
 from hapi_dse.search.problem import Problem, build_problem
 from hapi_dse.search.sampling import make_sampler
 from hapi_dse.search.study import run_study
-from hapi_dse.testing import write_synthetic_run, write_synthetic_table
+from hapi_dse.testing import SyntheticSetup
 
-# 2 exit counts x 2 positions x 2 heads x 5 thresholds: 120 designs (a few seconds of GP)
-TINY_SPACE = (
-    '[exits]\ncount = [1, 2]\npositions = [1, 3]\nheads = ["linear", "conv"]\n'
-    "[thresholds]\nlevels = 5\n[policies.max_softmax]\nthreshold = [0.6, 1.0]\n"
-)
+pytestmark = pytest.mark.synth(n_val=300, n_test=300, num_blocks=6)
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("synth-samplers")
-    run = write_synthetic_run(root / "run", n_val=300, n_test=300, num_blocks=6)
-    write_synthetic_table(run, "devA", root / "profiles")
-    space = root / "tiny.toml"
-    space.write_text(TINY_SPACE)
-    return {"run": run, "profiles": root / "profiles", "space": space}
-
-
-def config(synth: dict[str, Path], **kw: Any) -> SearchConfig:
+def config(synth: SyntheticSetup, space: Path, **kw: Any) -> SearchConfig:
+    """A search of ``synth`` on devA in ``space`` (conftest's tiny space: 120 designs, a few
+    seconds of GP)."""
     return SearchConfig(
-        devices=("devA",),
-        model=str(synth["run"]),
-        profiles=str(synth["profiles"]),
-        space=str(synth["space"]),
+        devices=("devA",), model=str(synth.run), profiles=str(synth.profiles), space=str(space),
         **kw,
-    )
+    )  # fmt: skip
 
 
-def problem(synth: dict[str, Path], cfg: SearchConfig) -> Problem:
-    rd = RunDir(synth["run"])
+def problem(synth: SyntheticSetup, cfg: SearchConfig) -> Problem:
+    rd = RunDir(synth.run)
     return build_problem("devA", rd, rd.stats("val"), rd.stats("test"), cfg)
 
 
 # -- NSGA-II without duplicates ---------------------------------------------------------------
-def nsga2_designs(synth: dict[str, Path], seed: int, trials: int, distinct: bool) -> list[Any]:
+def nsga2_designs(
+    synth: SyntheticSetup, space: Path, seed: int, trials: int, distinct: bool
+) -> list[Any]:
     """The design of every trial of an NSGA-II search (population 10) on the tiny space."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    p = problem(synth, config(synth))
+    p = problem(synth, config(synth, space))
     assert p.space.size() == 120
     sampler = p.sampler("nsga2", seed, 10) if distinct else make_sampler("nsga2", seed, 10)
     study = optuna.create_study(directions=[o.direction for o in p.objectives], sampler=sampler)
@@ -71,18 +58,18 @@ def repeats(designs: list[Any], start: int) -> int:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_nsga2_does_not_propose_designs_it_has_scored(synth, seed: int) -> None:
+def test_nsga2_does_not_propose_designs_it_has_scored(synth, tiny_space, seed: int) -> None:
     # 60 trials on 120 designs: after the random first generation (10 trials, which may
     # repeat), plain NSGA-II proposes some 25 designs again; hapi's almost none
-    mine = nsga2_designs(synth, seed, 60, distinct=True)
-    plain = nsga2_designs(synth, seed, 60, distinct=False)
+    mine = nsga2_designs(synth, tiny_space, seed, 60, distinct=True)
+    plain = nsga2_designs(synth, tiny_space, seed, 60, distinct=False)
     assert repeats(mine, 10) <= 3
     assert repeats(plain, 10) >= 10  # the case is not vacuous: plain NSGA-II repeats
     assert len(set(mine)) >= 55 > len(set(plain))
 
 
-def test_nsga2_on_an_exhausted_space_accepts_repeats_and_finishes(synth) -> None:
-    designs = nsga2_designs(synth, 0, 150, distinct=True)  # more trials than designs
+def test_nsga2_on_an_exhausted_space_accepts_repeats_and_finishes(synth, tiny_space) -> None:
+    designs = nsga2_designs(synth, tiny_space, 0, 150, distinct=True)  # more trials than designs
     assert len(designs) == 150
     assert len(set(designs)) >= 100  # it still covers most of the space
 
@@ -91,22 +78,24 @@ def test_nsga2_on_an_exhausted_space_accepts_repeats_and_finishes(synth) -> None
 SAMPLER_TRIALS = {"tpe": 30, "random": 30, "nsga2": 30, "gp": 12}  # gp: 10 random, then GP
 
 
-def trial_params(synth: dict[str, Path], sampler: str, seed: int) -> list[dict[str, Any]]:
-    cfg = config(synth, sampler=sampler, seed=seed, trials=SAMPLER_TRIALS[sampler])
+def trial_params(
+    synth: SyntheticSetup, space: Path, sampler: str, seed: int
+) -> list[dict[str, Any]]:
+    cfg = config(synth, space, sampler=sampler, seed=seed, trials=SAMPLER_TRIALS[sampler])
     run = run_study(problem(synth, cfg), cfg, "s")
     assert [t.state.name for t in run.trials] == ["COMPLETE"] * cfg.trials
     return [t.params for t in run.trials]
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "gp", "random", "nsga2"])
-def test_samplers_are_reproducible_for_a_seed(synth, sampler: str) -> None:
+def test_samplers_are_reproducible_for_a_seed(synth, tiny_space, sampler: str) -> None:
     if sampler == "gp" and (
         importlib.util.find_spec("torch") is None or importlib.util.find_spec("scipy") is None
     ):
         pytest.skip("Optuna's GPSampler needs torch and scipy")
-    first = trial_params(synth, sampler, seed=1)
-    assert trial_params(synth, sampler, seed=1) == first
-    assert trial_params(synth, sampler, seed=2) != first
+    first = trial_params(synth, tiny_space, sampler, seed=1)
+    assert trial_params(synth, tiny_space, sampler, seed=1) == first
+    assert trial_params(synth, tiny_space, sampler, seed=2) != first
     assert len({json.dumps(p, sort_keys=True) for p in first}) > 1
 
 
@@ -123,23 +112,7 @@ def test_pick_knee_is_the_front_design_nearest_the_ideal_point(
     ideal point, each objective scaled to 0..1 over the front. Checked by brute force over
     trials.csv, with the default objectives (accuracy up, latency and energy down)."""
     res = run_cli(
-        "search",
-        "--model",
-        str(synth["run"]),
-        "--profiles",
-        str(synth["profiles"]),
-        "--device",
-        "devA",
-        "--trials",
-        "150",
-        "--seed",
-        "4",
-        "--slo",
-        "accuracy=93%",
-        "--pick",
-        "knee",
-        "--out",
-        str(tmp_path),
+        *synth.search_args(tmp_path, "--slo", "accuracy=93%", "--pick", "knee", trials=150, seed=4)
     )
     assert res.exit_code == 0, res.stderr
     design = json.loads((tmp_path / "devA" / "design.json").read_text())

@@ -6,6 +6,7 @@ refused, ``--trials`` has a stated maximum, ``$HAPI_PROFILES`` is checked as ``-
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -13,45 +14,24 @@ from typing import Any
 
 import pytest
 
-from hapi_dse.testing import write_synthetic_run, write_synthetic_table
+from hapi_dse.testing import SyntheticSetup
 
 DEVICE = "devA"
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("synth-sane")
-    run = write_synthetic_run(root / "run", n_val=200, n_test=200, num_blocks=4)
-    table = write_synthetic_table(run, DEVICE, root / "profiles")
-    return {"run": run, "profiles": root / "profiles", "table": table}
-
-
 @pytest.fixture
-def work(synth: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
-    """A copy of the profiles to damage."""
+def work(synth: SyntheticSetup, tmp_path: Path) -> SyntheticSetup:
+    """The synthetic run with a copy of its profiles to damage."""
     import shutil
 
     profiles = tmp_path / "profiles"
-    shutil.copytree(synth["profiles"], profiles)
-    table = profiles / DEVICE / synth["table"].name
-    return {"run": synth["run"], "profiles": profiles, "table": table}
+    shutil.copytree(synth.profiles, profiles)
+    table = profiles / DEVICE / synth.tables[DEVICE].name
+    return dataclasses.replace(synth, profiles=profiles, tables={DEVICE: table})
 
 
-def search_argv(w: dict[str, Path], out: Path, *extra: Any) -> list[Any]:
-    return [
-        "search",
-        "--model",
-        w["run"],
-        "--profiles",
-        w["profiles"],
-        "--device",
-        DEVICE,
-        "--trials",
-        "20",
-        "--out",
-        out,
-        *extra,
-    ]
+def search_argv(w: SyntheticSetup, out: Path, *extra: Any, trials: int | str = 20) -> list[str]:
+    return w.search_args(out, *extra, device=DEVICE, trials=trials)
 
 
 def set_key(path: Path, dotted: str, value: Any) -> None:
@@ -102,7 +82,7 @@ def one_line_refusal(res: Any, *needles: str) -> str:
 def test_absurd_sidecar_figures_are_refused(
     run_cli, work, tmp_path: Path, key: str, value: float, shown: str
 ) -> None:
-    set_key(work["table"].with_suffix(".json"), key, value)
+    set_key(work.tables[DEVICE].with_suffix(".json"), key, value)
     res = run_cli(*search_argv(work, tmp_path / "out"))
     one_line_refusal(res, shown)
     assert not (tmp_path / "out").exists()
@@ -121,12 +101,12 @@ def test_absurd_sidecar_figures_are_refused(
 def test_absurd_table_rows_are_refused(
     run_cli, work, tmp_path: Path, column: str, value: str, shown: str
 ) -> None:
-    with open(work["table"], newline="") as f:
+    with open(work.tables[DEVICE], newline="") as f:
         rows = list(csv.DictReader(f))
     rows[1][column] = value
     if column == "latency_ms" and value == "0":
         rows[1]["latency_p90_ms"] = "0"
-    with open(work["table"], "w", newline="") as f:
+    with open(work.tables[DEVICE], "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
@@ -137,7 +117,7 @@ def test_absurd_table_rows_are_refused(
 def test_the_largest_figures_allowed_give_standard_json(run_cli, work, tmp_path: Path) -> None:
     from hapi_dse.cost.deployment import MAX_MS
 
-    side = work["table"].with_suffix(".json")
+    side = work.tables[DEVICE].with_suffix(".json")
     set_key(side, "call_overhead_ms", MAX_MS)
     for key in ("stage_entry_ms", "cold_ms_per_mb", "evicted_ms_per_mb", "graph_entry_ms"):
         set_key(side, f"deployment.{key}", MAX_MS)
@@ -230,13 +210,7 @@ def test_a_journal_record_naming_what_no_record_created_is_refused(
 def test_a_consistent_journal_resumes(run_cli, work, tmp_path: Path) -> None:
     journal, _ = _journal(run_cli, work, tmp_path)
     res = run_cli(
-        *search_argv(work, tmp_path / "out", "--storage", f"journal:{journal}")[:-4],
-        "--trials",
-        "30",
-        "--out",
-        tmp_path / "out",
-        "--storage",
-        f"journal:{journal}",
+        *search_argv(work, tmp_path / "out", "--storage", f"journal:{journal}", trials=30)
     )
     assert res.exit_code in (0, 1), res.stderr
     assert strict_json(tmp_path / "out" / DEVICE / "search.json")["trials"]["complete"] == 30
@@ -276,16 +250,14 @@ def test_detect_meter_takes_an_empty_command_for_a_command() -> None:
 
 @pytest.mark.parametrize("trials", [str(10**23), "1000001"])
 def test_trials_has_a_stated_maximum(run_cli, work, tmp_path: Path, trials: str) -> None:
-    argv = search_argv(work, tmp_path / "out")
-    argv[argv.index("--trials") + 1] = trials
+    argv = search_argv(work, tmp_path / "out", trials=trials)
     one_line_refusal(run_cli(*argv), f"--trials must be <= 1000000 (the most a study may hold), "
                      f"but got {trials}")  # fmt: skip
     assert not (tmp_path / "out").exists()
 
 
 def test_trials_as_a_float_is_refused_at_parse(run_cli, work, tmp_path: Path) -> None:
-    argv = search_argv(work, tmp_path / "out")
-    argv[argv.index("--trials") + 1] = "1e23"
+    argv = search_argv(work, tmp_path / "out", trials="1e23")
     one_line_refusal(run_cli(*argv), "'1e23' is not a valid integer")
 
 
@@ -314,7 +286,7 @@ def test_hapi_profiles_naming_a_file_is_refused(
 
 
 def test_hapi_profiles_naming_a_directory_is_read(run_cli, work, monkeypatch) -> None:
-    monkeypatch.setenv("HAPI_PROFILES", str(work["profiles"]))
+    monkeypatch.setenv("HAPI_PROFILES", str(work.profiles))
     res = run_cli("devices")
     assert res.exit_code == 0, res.stderr
     assert DEVICE in res.stdout

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from hapi_dse.cost import CostModel, Design, SegmentCosts, parse_slo, predict
+from hapi_dse.cost import CostModel, Design, parse_slo, predict
 from hapi_dse.errors import UsageError
-from hapi_dse.profiling.table import load_table
 from hapi_dse.run import RunDir
 from hapi_dse.search import load_space, parse_space
-from hapi_dse.testing import write_synthetic_run, write_synthetic_table
+from hapi_dse.testing import SyntheticSetup, search_args
 
 METRIC_COLUMNS = [
     "accuracy",
@@ -34,40 +33,16 @@ METRIC_COLUMNS = [
 HAPI = [sys.executable, "-m", "hapi_dse"]
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A synthetic run (6 blocks, linear/conv heads), tables for devA and a 3x slower devB,
-    and devC holding only a table of another model."""
-    root = tmp_path_factory.mktemp("synth")
-    run = write_synthetic_run(root / "run", n_val=600, n_test=800, num_blocks=6)
-    profiles = root / "profiles"
-    write_synthetic_table(run, "devA", profiles)
-    write_synthetic_table(run, "devB", profiles, scale=3.0)
-    other = write_synthetic_run(
-        root / "other", n_val=50, n_test=50, num_blocks=6, seed=1, model_id="other-model"
-    )
-    write_synthetic_table(other, "devC", profiles)
-    return {"run": run, "profiles": profiles, "root": root}
+# a synthetic run (6 blocks, linear/conv heads), tables for devA and a 3x slower devB, and devC
+# holding only a table of another model
+pytestmark = pytest.mark.synth(
+    n_val=600, n_test=800, num_blocks=6, devices={"devA": 1.0, "devB": 3.0}, foreign=["devC"]
+)
 
 
-def backbone_latency(synth: dict[str, Path], device: str = "devA") -> float:
-    rd = RunDir(synth["run"])
-    val = rd.stats("val")
-    costs = SegmentCosts.from_table(load_table(device, rd.model_id, synth["profiles"]), val)
-    return CostModel(val, costs).evaluate(Design(()))["latency_ms"]
-
-
-def base_args(synth: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    return [
-        "search",
-        "--model",
-        str(synth["run"]),
-        "--profiles",
-        str(synth["profiles"]),
-        "--out",
-        str(out),
-        *extra,
-    ]
+def base_args(synth: SyntheticSetup, out: Path, *extra: str) -> list[str]:
+    """``hapi search`` on ``synth`` into ``out``, the devices in ``extra``."""
+    return synth.search_args(out, *extra, device=None)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -76,7 +51,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def test_search_writes_the_contract_outputs(synth, run_cli, tmp_path: Path) -> None:
-    slo = f"latency={0.6 * backbone_latency(synth, 'devB'):.4f}ms"
+    slo = f"latency={0.6 * synth.backbone('devB')['latency_ms']:.4f}ms"
     res = run_cli(
         *base_args(
             synth,
@@ -148,11 +123,9 @@ def test_search_writes_the_contract_outputs(synth, run_cli, tmp_path: Path) -> N
         )
         assert set(design["predicted_test"]) >= set(METRIC_COLUMNS)
         # the public predict() reproduces the prediction from design.json alone
-        rd = RunDir(synth["run"])
-        table = load_table(device, rd.model_id, synth["profiles"])
         for split in ("val", "test"):
-            stats = rd.stats(split)
-            got = predict(design, stats, SegmentCosts.from_table(table, stats))
+            stats = synth.stats(split)
+            got = predict(design, stats, synth.costs(device, stats))
             assert got == pytest.approx(design[f"predicted_{split}"])
         info = json.loads((d / "search.json").read_text())
         assert info["trials"]["complete"] == 150 and info["sampler"]["seed"] == 3
@@ -164,19 +137,11 @@ def test_search_writes_the_contract_outputs(synth, run_cli, tmp_path: Path) -> N
     assert b["predicted_val"]["latency_ms"] > a["predicted_val"]["latency_ms"]
 
 
-def test_search_finds_the_known_optimum(synth, run_cli, tmp_path: Path) -> None:
+def test_search_finds_the_known_optimum(synth, tiny_space, run_cli, tmp_path: Path) -> None:
     """On a 120-design space, the search's choice and front equal an exhaustive sweep's."""
-    space_file = tmp_path / "tiny.toml"
-    space_file.write_text(
-        '[exits]\ncount = [1, 2]\npositions = [1, 3]\nheads = ["linear", "conv"]\n'
-        "[thresholds]\nlevels = 5\n[policies.max_softmax]\nthreshold = [0.6, 1.0]\n"
-    )
-    rd = RunDir(synth["run"])
-    val = rd.stats("val")
-    model = CostModel(
-        val, SegmentCosts.from_table(load_table("devA", rd.model_id, synth["profiles"]), val)
-    )
-    space = load_space(space_file).bind(val)
+    val = synth.stats("val")
+    model = CostModel(val, synth.costs("devA", val))
+    space = load_space(tiny_space).bind(val)
     sweep = [model.evaluate(d) for d in space.enumerate()]
     assert len(sweep) == space.size() == 120
     median = sorted(m["latency_ms"] for m in sweep)[len(sweep) // 2]
@@ -203,7 +168,7 @@ def test_search_finds_the_known_optimum(synth, run_cli, tmp_path: Path) -> None:
             "--device",
             "devA",
             "--space",
-            str(space_file),
+            str(tiny_space),
             "--slo",
             slo.text,
             "--objectives",
@@ -268,23 +233,13 @@ def test_bad_inputs_exit_2_with_one_line(
 def test_a_table_of_another_model_is_refused(synth, run_cli, tmp_path: Path) -> None:
     """A table file named for this model whose sidecar says another model."""
     profiles = tmp_path / "profiles"
-    shutil.copytree(synth["profiles"], profiles)
-    mid = RunDir(synth["run"]).model_id
+    shutil.copytree(synth.profiles, profiles)
+    mid = RunDir(synth.run).model_id
     for suffix in (".csv", ".json"):
         shutil.copy(
             profiles / "devC" / f"other-model{suffix}", profiles / "devC" / f"{mid}{suffix}"
         )
-    res = run_cli(
-        "search",
-        "--model",
-        str(synth["run"]),
-        "--profiles",
-        str(profiles),
-        "--device",
-        "devC",
-        "--out",
-        str(tmp_path / "out"),
-    )
+    res = run_cli(*search_args(synth.run, profiles, tmp_path / "out", device="devC"))
     assert res.exit_code == 2 and res.stderr.count("\n") == 1
     assert "table is for model 'other-model'" in res.stderr
 
@@ -323,7 +278,7 @@ def test_space_validation_messages(tmp_path: Path, text: str, message: str) -> N
 
 
 def test_shipped_spaces_load_and_fit_a_model(synth) -> None:
-    val = RunDir(synth["run"]).stats("val")
+    val = synth.stats("val")
     default = load_space("default")
     assert set(default.policies) == {"max_softmax", "entropy", "patience"}
     assert default.bind(val).size() > 10**6
@@ -549,7 +504,7 @@ def test_search_reports_the_predicted_speedup_over_the_backbone(
     assert res.exit_code == 0, res.stderr
     design = json.loads((tmp_path / "devA" / "design.json").read_text())
     backbone = design["backbone_predicted"]["val"]
-    assert backbone["latency_ms"] == pytest.approx(backbone_latency(synth))
+    assert backbone["latency_ms"] == pytest.approx(synth.backbone()["latency_ms"])
     chosen = design["predicted_val"]
     assert chosen["accuracy"] >= backbone["accuracy"] - 0.01 - 1e-9
     up = backbone["latency_ms"] / chosen["latency_ms"]

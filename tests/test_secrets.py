@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from hapi_dse.provenance import command_line, provenance, redact
-from hapi_dse.testing import write_synthetic_run, write_synthetic_table
 
 SECRET = "hunter2"
 
@@ -81,15 +80,6 @@ def test_recorded_command_line_has_no_password(monkeypatch: pytest.MonkeyPatch) 
     assert SECRET not in text and "me:***@db.example" in block["command"]
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("synth")
-    run = write_synthetic_run(root / "run", n_val=200, n_test=200, num_blocks=4)
-    profiles = root / "profiles"
-    write_synthetic_table(run, "devA", profiles)
-    return {"run": run, "profiles": profiles}
-
-
 def test_search_with_a_password_in_storage_writes_it_nowhere(
     synth, run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -108,21 +98,7 @@ def test_search_with_a_password_in_storage_writes_it_nowhere(
 
     monkeypatch.setattr(study, "open_storage", fake_open)
     out = tmp_path / "out"
-    args = [
-        "search",
-        "--model",
-        str(synth["run"]),
-        "--profiles",
-        str(synth["profiles"]),
-        "--out",
-        str(out),
-        "--device",
-        "devA",
-        "--trials",
-        "12",
-        "--storage",
-        url,
-    ]
+    args = synth.search_args(out, "--storage", url, trials=12)
     monkeypatch.setattr(sys, "argv", ["hapi", *args])
     res = run_cli(*args)
     assert res.exit_code == 0, res.stderr
@@ -139,19 +115,9 @@ def test_search_with_a_password_in_storage_writes_it_nowhere(
 def test_storage_errors_print_no_password(synth, run_cli, tmp_path: Path) -> None:
     """SQLite refuses credentials; the error it raises quotes the URL: redacted too."""
     res = run_cli(
-        "search",
-        "--model",
-        str(synth["run"]),
-        "--profiles",
-        str(synth["profiles"]),
-        "--out",
-        str(tmp_path / "out"),
-        "--device",
-        "devA",
-        "--trials",
-        "2",
-        "--storage",
-        f"sqlite://me:{SECRET}@//{tmp_path / 'x.db'}",
+        *synth.search_args(
+            tmp_path / "out", "--storage", f"sqlite://me:{SECRET}@//{tmp_path / 'x.db'}", trials=2
+        )
     )
     assert res.exit_code == 2
     assert len(res.stderr.strip().splitlines()) == 1 and "--storage" in res.stderr

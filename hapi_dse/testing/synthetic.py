@@ -6,7 +6,8 @@ the statistics have the same shape of trade-off as a trained network's, without 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +174,85 @@ def write_synthetic_table(
         model_id=model_id or rd.model_id,
         profiles=profiles,
     )
+
+
+@dataclass(frozen=True)
+class SyntheticSetup:
+    """A synthetic run and the profile tables ``hapi search`` reads for it (see
+    :func:`write_synthetic_setup`): paths, and what tests compute from them."""
+
+    root: Path
+    run: Path
+    profiles: Path
+    tables: dict[str, Path] = field(default_factory=dict)  # device -> its table's .csv
+
+    def search_args(
+        self,
+        out: str | Path,
+        *extra: object,
+        device: str | None = "devA",
+        trials: int | str | None = None,
+        seed: int | str | None = None,
+    ) -> list[str]:
+        """``hapi search`` arguments on this run and tables (:func:`~hapi_dse.testing.cli.
+        search_args`)."""
+        from hapi_dse.testing.cli import search_args
+
+        return search_args(
+            self.run, self.profiles, out, *extra, device=device, trials=trials, seed=seed
+        )
+
+    def stats(self, split: str = "val") -> ExitStats:
+        """The run's exit statistics of ``split``."""
+        from hapi_dse.run import RunDir
+
+        return RunDir(self.run).stats(split)
+
+    def costs(self, device: str = "devA", stats: ExitStats | None = None) -> SegmentCosts:
+        """The segment costs of ``device``'s table, bound to ``stats`` (default: val)."""
+        from hapi_dse.profiling.table import load_table
+        from hapi_dse.run import RunDir
+
+        stats = self.stats() if stats is None else stats
+        return SegmentCosts.from_table(
+            load_table(device, RunDir(self.run).model_id, self.profiles), stats
+        )
+
+    def backbone(self, device: str = "devA") -> dict[str, float]:
+        """The plain backbone's predicted val metrics on ``device`` (what the search prints)."""
+        from hapi_dse.cost.design import Design
+        from hapi_dse.cost.model import CostModel
+
+        val = self.stats()
+        return CostModel(val, self.costs(device, val)).evaluate(Design(()))
+
+
+def write_synthetic_setup(
+    root: str | Path,
+    *,
+    n_val: int = 200,
+    n_test: int = 200,
+    num_blocks: int = 4,
+    devices: Mapping[str, float] | Sequence[str] = ("devA",),
+    foreign: Sequence[str] = (),
+    seed: int = 0,
+) -> SyntheticSetup:
+    """A synthetic run at ``root/run`` (:func:`write_synthetic_run`) with a profile table
+    under ``root/profiles`` for each of ``devices`` (a mapping gives each its ``scale``: 3.0,
+    a device three times slower). Each of ``foreign`` holds only a table of another model
+    (``other-model``, a synthetic run at ``root/other``), for tests of that refusal."""
+    root = Path(root)
+    run = write_synthetic_run(
+        root / "run", n_val=n_val, n_test=n_test, num_blocks=num_blocks, seed=seed
+    )
+    profiles = root / "profiles"
+    scales = devices if isinstance(devices, Mapping) else dict.fromkeys(devices, 1.0)
+    tables = {d: write_synthetic_table(run, d, profiles, scale=s) for d, s in scales.items()}
+    if foreign:
+        other = write_synthetic_run(
+            root / "other", n_val=50, n_test=50, num_blocks=num_blocks, seed=seed + 1,
+            model_id="other-model",
+        )  # fmt: skip
+        for d in foreign:
+            tables[d] = write_synthetic_table(other, d, profiles)
+    return SyntheticSetup(root=root, run=run, profiles=profiles, tables=tables)

@@ -31,7 +31,8 @@ def plan_checks(net: Any, design: Any, temps: list[float], x: np.ndarray) -> Che
     """One real sample per exit path, from a batched PyTorch pass over ``x``."""
     import torch
 
-    from hapi_dse.deploy.graph import FORCE, build_stages, decide
+    from hapi_dse.cost.policies import get_policy
+    from hapi_dse.deploy.graph import build_stages, decide
 
     stages = build_stages(net, design, layout_anchor=False).eval()
     logits = []
@@ -50,6 +51,7 @@ def plan_checks(net: Any, design: Any, temps: list[float], x: np.ndarray) -> Che
         robust &= decide(design.policy, design.patience, logits, moved, temps) == path
     m = len(design.exits)
     counts = np.bincount(path, minlength=m + 1).tolist()
+    forcing = get_policy(design.policy).forcing
     paths: list[int] = []
     samples, forced, thresholds = [], [], []
     for i in range(m + 1):
@@ -60,8 +62,8 @@ def plan_checks(net: Any, design: Any, temps: list[float], x: np.ndarray) -> Che
             samples.append(int(good[0] if good.size else hits[0]))
             forced.append(False)
             thresholds.append(thr)
-        elif design.policy in FORCE:
-            always, never = FORCE[design.policy]
+        elif forcing is not None:
+            always, never = forcing
             paths.append(i)
             samples.append(0)
             forced.append(True)

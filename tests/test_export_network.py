@@ -79,8 +79,9 @@ def test_assembled_design_graph_equals_the_exported_one(
     import torch
 
     from hapi_dse.cost.design import Design
+    from hapi_dse.cost.policies import get_policy
     from hapi_dse.deploy import compose
-    from hapi_dse.deploy.graph import FORCE, DesignGraph, input_names
+    from hapi_dse.deploy.graph import DesignGraph, input_names
     from hapi_dse.onnx_tools import export_onnx
 
     run, net, network = net_and_network
@@ -93,8 +94,9 @@ def test_assembled_design_graph_equals_the_exported_one(
     rng = np.random.default_rng(0)
     images = [rng.standard_normal((1, *net_shape(run))).astype(np.float32) for _ in range(6)]
     feeds: list[tuple[Any, ...]]
-    if design.policy in FORCE:
-        always, never = FORCE[design.policy]
+    forcing = get_policy(design.policy).forcing
+    if forcing is not None:
+        always, never = forcing
         forced = [torch.tensor([never] * i + [always] * (m - i)) for i in range(m + 1)]
         feeds = [(torch.from_numpy(images[0]), t, temps) for t in forced]
     else:
@@ -114,9 +116,9 @@ def test_assembled_design_graph_equals_the_exported_one(
         np.testing.assert_allclose(got[0], z.numpy(), atol=1e-4)
         assert int(k[0]) == int(got[1][0])
         paths.add(int(got[1][0]))
-    if design.policy in FORCE:
+    if forcing is not None:
         assert paths == set(range(m + 1))  # every exit path was compared
-    firing = m if design.policy in FORCE else m - max(design.patience - 1, 0)
+    firing = m if forcing is not None else m - max(design.patience - 1, 0)
     assert sum(n.op_type == "If" for n in _all_nodes(new.graph)) == firing
 
 

@@ -528,8 +528,9 @@ def deep_path(
     import torch
 
     from hapi_dse.cost.design import Design
+    from hapi_dse.cost.policies import get_policy
     from hapi_dse.deploy import onnx_passes
-    from hapi_dse.deploy.graph import FORCE, DesignGraph, ReferenceGraph
+    from hapi_dse.deploy.graph import DesignGraph, ReferenceGraph
     from hapi_dse.deploy.inputs import exit_temperatures, load_samples
     from hapi_dse.deploy.load import load_runtime
     from hapi_dse.onnx_tools import export_onnx
@@ -539,7 +540,9 @@ def deep_path(
     m = len(design.exits)
     net = run.load_model()
     temps = np.asarray(exit_temperatures(design, run), np.float32)
-    never = np.full(m, FORCE[design.policy][1], np.float32)
+    forcing = get_policy(design.policy).forcing
+    assert forcing is not None, "the deep path of a threshold policy's design"
+    never = np.full(m, forcing[1], np.float32)
     x = load_samples(run, "test").x[:1]
     names = ["input", "thresholds", "temperatures"]
     example = (torch.from_numpy(x), torch.from_numpy(never), torch.from_numpy(temps))

@@ -3,8 +3,9 @@
 ``torch.export`` of a :class:`~hapi_dse.deploy.graph.DesignGraph` (nested ``torch.cond``)
 took 20-40 s for the bundled ResNet-32. Here the same graph is assembled from the network
 exported once (:mod:`hapi_dse.onnx_tools.network`, cached): each stage's blocks and head are
-cut out of it and spliced in, the exit rule is written as the ONNX operators of
-:func:`~hapi_dse.deploy.graph.fires` (same order of operations, float32), and each exit is an
+cut out of it and spliced in, the exit rule is the policy's own
+(:meth:`~hapi_dse.cost.policies.ThresholdPolicy.decision`) run on ONNX nodes (the operations
+of :func:`~hapi_dse.deploy.graph.fires`, in the same order, float32), and each exit is an
 ``If`` whose ``else`` branch holds the rest of the network, exactly the structure the
 exporter wrote for ``torch.cond``. Stage graphs of the staged format are assembled the same
 way. Callers check the result against the PyTorch modules, as they checked the exports.
@@ -12,13 +13,13 @@ way. Callers check the result against the PyTorch modules, as they checked the e
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from hapi_dse.deploy.graph import THRESHOLD_POLICIES, _stage_bounds
+from hapi_dse.cost.policies import ThresholdPolicy, get_policy
+from hapi_dse.deploy.graph import _stage_bounds
 
 
 class _Scope:
@@ -128,21 +129,57 @@ def _stage(
     return h, scope.splice(piece, h, f"head_{pos}_{kind}", out)
 
 
-def _fires(scope: _Scope, policy: str, z: str, thr: str, temp: str, classes: int) -> str:
+class _OnnxOps:
+    """:class:`~hapi_dse.cost.policies.Ops` as nodes of ``scope``: each operation adds its
+    node and returns the name of its output."""
+
+    def __init__(self, scope: _Scope) -> None:
+        self.scope = scope
+        self.axes = scope.const([-1], np.int64, "axes")
+
+    def _node(self, op: str, *inputs: str, **attrs: Any) -> str:
+        return self.scope.node(op, list(inputs), **attrs)
+
+    def div(self, a: str, b: str) -> str:
+        return self._node("Div", a, b)
+
+    def sub(self, a: str, b: str) -> str:
+        return self._node("Sub", a, b)
+
+    def mul(self, a: str, b: str) -> str:
+        return self._node("Mul", a, b)
+
+    def neg(self, a: str) -> str:
+        return self._node("Neg", a)
+
+    def exp(self, a: str) -> str:
+        return self._node("Exp", a)
+
+    def reciprocal(self, a: str) -> str:
+        return self._node("Reciprocal", a)
+
+    def max_keep(self, a: str) -> str:
+        return self._node("ReduceMax", a, self.axes, keepdims=1)
+
+    def sum(self, a: str) -> str:
+        return self._node("ReduceSum", a, self.axes, keepdims=0)
+
+    def log_softmax(self, a: str) -> str:
+        return self._node("LogSoftmax", a, axis=-1)
+
+    def div_const(self, a: str, value: float, hint: str) -> str:
+        return self._node("Div", a, self.scope.const(value, np.float32, hint))
+
+    def ge(self, a: str, b: str) -> str:
+        return self._node("GreaterOrEqual", a, b)
+
+    def le(self, a: str, b: str) -> str:
+        return self._node("LessOrEqual", a, b)
+
+
+def _fires(scope: _Scope, rule: ThresholdPolicy, z: str, thr: str, temp: str, classes: int) -> str:
     """The exit rule of :func:`~hapi_dse.deploy.graph.fires` as ONNX operators: bool ``(1,)``."""
-    axes = scope.const([-1], np.int64, "axes")
-    scaled = scope.node("Div", [z, temp])
-    shifted = scope.node("Sub", [scaled, scope.node("ReduceMax", [scaled, axes], keepdims=1)])
-    if policy == "max_softmax":
-        total = scope.node("ReduceSum", [scope.node("Exp", [shifted]), axes], keepdims=0)
-        return scope.node("GreaterOrEqual", [scope.node("Reciprocal", [total]), thr])
-    if policy == "entropy":
-        logp = scope.node("LogSoftmax", [shifted], axis=-1)
-        prod = scope.node("Mul", [scope.node("Exp", [logp]), logp])
-        neg = scope.node("Neg", [scope.node("ReduceSum", [prod, axes], keepdims=0)])
-        ent = scope.node("Div", [neg, scope.const(math.log(classes), np.float32, "log_c")])
-        return scope.node("LessOrEqual", [ent, thr])
-    raise ValueError(policy)
+    return rule.decision(_OnnxOps(scope), z, thr, temp, classes)
 
 
 def design_model(
@@ -155,6 +192,7 @@ def design_model(
     bounds = _stage_bounds(design, net.backbone.num_blocks)
     m = len(design.exits)
     classes = int(net.num_classes)
+    rule = get_policy(design.policy)
     src = network.model
     params = input_names[1:]  # thresholds, temperatures (threshold policies)
 
@@ -171,7 +209,12 @@ def design_model(
             _stage(scope, network, net, lo, hi, head, x, anchor, out[0])
             return out[0], scope.const_node([m], np.int64, out[1])
         h, z = _stage(scope, network, net, lo, hi, head, x, anchor)
-        if design.policy == "patience":
+        if isinstance(rule, ThresholdPolicy):
+            idx = scope.const(i, np.int64, "index")
+            thr = scope.node("Gather", [params[0], idx], axis=0)
+            temp = scope.node("Gather", [params[1], idx], axis=0)
+            fire = _fires(scope, rule, z, thr, temp, classes)
+        else:  # patience: the window of the last predictions
             pred = scope.node("ArgMax", [z], axis=-1, keepdims=0)
             preds = [*preds, pred][-max(design.patience, 1) :]
             if i + 1 < design.patience:
@@ -179,11 +222,6 @@ def design_model(
             fire = scope.node("Equal", [preds[0], pred])
             for p in preds[1:]:
                 fire = scope.node("And", [fire, scope.node("Equal", [p, pred])])
-        else:
-            idx = scope.const(i, np.int64, "index")
-            thr = scope.node("Gather", [params[0], idx], axis=0)
-            temp = scope.node("Gather", [params[1], idx], axis=0)
-            fire = _fires(scope, design.policy, z, thr, temp, classes)
         take = _Scope(names)
         k_taken = take.const_node([i], np.int64, names.new("exit_index"))
         taken = take.graph(
@@ -240,6 +278,7 @@ def stage_model(network: Any, net: Any, design: Any, i: int, *, layout_anchor: b
     if last and hi < lo:
         head = (lo - 1, "final")
     ins, outs = stage_io(design.policy, last)
+    rule = get_policy(design.policy)
     scope = _Scope(names)
     h, z = _stage(scope, network, net, lo, hi, head, "x", layout_anchor and lo > 0)
     classes = int(net.num_classes)
@@ -249,8 +288,8 @@ def stage_model(network: Any, net: Any, design: Any, i: int, *, layout_anchor: b
     feat_shape = _shape_of(network.model, hi) if hi >= lo else shape
     if last:
         results = [("logits", z, TensorProto.FLOAT, [1, classes])]
-    elif design.policy in THRESHOLD_POLICIES:
-        fire = _fires(scope, design.policy, z, "threshold", "temperature", classes)
+    elif isinstance(rule, ThresholdPolicy):
+        fire = _fires(scope, rule, z, "threshold", "temperature", classes)
         results = [
             ("features", h, TensorProto.FLOAT, feat_shape),
             ("logits", z, TensorProto.FLOAT, [1, classes]),

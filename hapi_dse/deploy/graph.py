@@ -8,12 +8,17 @@ control flow). :class:`ReferenceGraph` computes the same blocks, heads, decision
 classifier with no control flow at all: the yardstick for the cost of control flow.
 
 Exit rules, computed in float32 exactly as the cost model defines them (DESIGN 2.3), with
-``z`` an exit's logits and ``T`` its temperature (model.json ``temperatures``):
+``z`` an exit's logits and ``T`` its temperature (model.json ``temperatures``), come from the
+policy registry (:mod:`hapi_dse.cost.policies`):
 
-* ``max_softmax``: exit when ``max softmax(z / T) >= threshold``;
-* ``entropy``: exit when ``entropy(softmax(z / T)) / log(classes) <= threshold``;
-* ``patience``: exit when the predictions of the last ``p`` exits (this one included) agree;
-  ``p`` is structural (baked into the graph), thresholds and temperatures are not used.
+* a threshold policy (:class:`~hapi_dse.cost.policies.ThresholdPolicy`) exits when its score
+  of ``z / T`` passes the exit's threshold, e.g. ``max_softmax``: ``max softmax(z / T) >=
+  threshold``; ``entropy``: ``entropy(softmax(z / T)) / log(classes) <= threshold``; the
+  rule is the policy's own, run here on torch tensors (:func:`fires`) and on numpy arrays
+  (:func:`decide`);
+* ``patience`` (the structural policy): exit when the predictions of the last ``p`` exits
+  (this one included) agree; ``p`` is structural (baked into the graph), thresholds and
+  temperatures are not used.
 
 **Layout anchor.** onnxruntime's NCHWc layout transformer can only keep a residual chain in
 its blocked layout when both inputs of each ``Add`` are produced in that layout; a tensor
@@ -25,7 +30,6 @@ NCHWc source; it is exact (weights are the identity) and costs one small 1x1 con
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,11 +37,8 @@ import torch
 from torch import nn
 
 from hapi_dse.cost.design import Design
+from hapi_dse.cost.policies import NUMPY_OPS, Ops, ThresholdPolicy, get_policy
 from hapi_dse.models.early_exit import EarlyExitNet
-
-THRESHOLD_POLICIES = ("max_softmax", "entropy")
-# threshold values that force an exit to fire always / never (used to exercise every path)
-FORCE = {"max_softmax": (-1.0, 2.0), "entropy": (2.0, -1.0)}
 
 
 class IdentityConv(nn.Conv2d):
@@ -50,20 +51,54 @@ class IdentityConv(nn.Conv2d):
         self.weight.requires_grad_(False)
 
 
+class _TorchOps:
+    """:class:`~hapi_dse.cost.policies.Ops` on torch tensors."""
+
+    def div(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a / b
+
+    def sub(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a - b
+
+    def mul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a * b
+
+    def neg(self, a: torch.Tensor) -> torch.Tensor:
+        return -a
+
+    def exp(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.exp(a)
+
+    def reciprocal(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.reciprocal(a)
+
+    def max_keep(self, a: torch.Tensor) -> torch.Tensor:
+        return a.amax(-1, keepdim=True)
+
+    def sum(self, a: torch.Tensor) -> torch.Tensor:
+        return a.sum(-1)
+
+    def log_softmax(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(a, -1)
+
+    def div_const(self, a: torch.Tensor, value: float, hint: str) -> torch.Tensor:
+        return a / value
+
+    def ge(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a >= b
+
+    def le(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a <= b
+
+
+_TORCH_OPS: Ops[torch.Tensor] = _TorchOps()
+
+
 def fires(
-    policy: str, logits: torch.Tensor, threshold: torch.Tensor, temperature: torch.Tensor
+    rule: ThresholdPolicy, logits: torch.Tensor, threshold: torch.Tensor, temperature: torch.Tensor
 ) -> torch.Tensor:
     """The exit rule for one sample's logits ``(1, C)``: a boolean tensor of shape ``(1,)``."""
-    scaled = logits / temperature
-    shifted = scaled - scaled.amax(-1, keepdim=True)
-    if policy == "max_softmax":
-        conf = torch.reciprocal(torch.exp(shifted).sum(-1))
-        return conf >= threshold
-    if policy == "entropy":
-        logp = torch.log_softmax(shifted, -1)
-        ent = -(torch.exp(logp) * logp).sum(-1) / math.log(logits.shape[-1])
-        return ent <= threshold
-    raise ValueError(policy)
+    return rule.decision(_TORCH_OPS, logits, threshold, temperature, logits.shape[-1])
 
 
 def _stage_bounds(design: Design, num_blocks: int) -> list[tuple[int, int]]:
@@ -114,7 +149,7 @@ def build_stages(net: EarlyExitNet, design: Design, layout_anchor: bool) -> nn.M
 
 def input_names(design: Design) -> list[str]:
     """Graph inputs: the image, then per-exit thresholds and temperatures (threshold policies)."""
-    if design.policy in THRESHOLD_POLICIES and design.exits:
+    if get_policy(design.policy).uses_threshold and design.exits:
         return ["input", "thresholds", "temperatures"]
     return ["input"]
 
@@ -135,7 +170,7 @@ class DesignGraph(nn.Module):
     ) -> None:
         super().__init__()
         self.eager = eager
-        self.policy = design.policy
+        self.rule = get_policy(design.policy)
         self.patience = design.patience
         self.num_exits = len(design.exits)
         self.stages = build_stages(net, design, layout_anchor)
@@ -149,15 +184,15 @@ class DesignGraph(nn.Module):
         h, z = self.stages[i](x)
         if i == self.num_exits:
             return z, torch.full((1,), i, dtype=torch.int64)
-        if self.policy == "patience":
+        if isinstance(self.rule, ThresholdPolicy):
+            thr, temps = params
+            fire = fires(self.rule, z, thr[i], temps[i]).reshape(())
+        else:  # patience: the window of the last predictions
             pred = z.argmax(-1)
             prev = pred if prev is None else torch.cat([prev, pred])[-max(self.patience, 1) :]
             if i + 1 < self.patience:  # cannot fire yet: no branch
                 return self._tail(i + 1, h, params, prev)
             fire = (prev == pred).all().reshape(())
-        else:
-            thr, temps = params
-            fire = fires(self.policy, z, thr[i], temps[i]).reshape(())
         operands = (z, h, *params) if prev is None else (z, h, prev, *params)
 
         def take(
@@ -188,26 +223,26 @@ class StageGraph(nn.Module):
     def __init__(self, stage: nn.Module, policy: str, last: bool) -> None:
         super().__init__()
         self.stage = stage
-        self.policy = policy
+        self.rule = get_policy(policy)
         self.last = last
 
     def forward(self, x: torch.Tensor, *params: torch.Tensor) -> tuple[torch.Tensor, ...]:
         h, z = self.stage(x)
         if self.last:
             return (z,)
-        if self.policy == "patience":
-            return h, z, z.argmax(-1)
-        thr, temp = params
-        return h, z, fires(self.policy, z, thr, temp)
+        if isinstance(self.rule, ThresholdPolicy):
+            thr, temp = params
+            return h, z, fires(self.rule, z, thr, temp)
+        return h, z, z.argmax(-1)
 
 
 def stage_io(policy: str, last: bool) -> tuple[list[str], list[str]]:
     """Input and output names of a stage graph."""
     if last:
         return ["x"], ["logits"]
-    if policy == "patience":
-        return ["x"], ["features", "logits", "prediction"]
-    return ["x", "threshold", "temperature"], ["features", "logits", "fire"]
+    if get_policy(policy).uses_threshold:
+        return ["x", "threshold", "temperature"], ["features", "logits", "fire"]
+    return ["x"], ["features", "logits", "prediction"]
 
 
 class ReferenceGraph(nn.Module):
@@ -219,7 +254,7 @@ class ReferenceGraph(nn.Module):
 
     def __init__(self, net: EarlyExitNet, design: Design) -> None:
         super().__init__()
-        self.policy = design.policy
+        self.rule = get_policy(design.policy)
         self.num_exits = len(design.exits)
         self.stages = build_stages(net, design, layout_anchor=False)
 
@@ -230,10 +265,10 @@ class ReferenceGraph(nn.Module):
             h, z = stage(h)
             zs.append(z)
             if i < self.num_exits:
-                if self.policy == "patience":
-                    flags.append(z.argmax(-1) == zs[0].argmax(-1))
+                if isinstance(self.rule, ThresholdPolicy):
+                    flags.append(fires(self.rule, z, params[0][i], params[1][i]))
                 else:
-                    flags.append(fires(self.policy, z, params[0][i], params[1][i]))
+                    flags.append(z.argmax(-1) == zs[0].argmax(-1))
         if not flags:
             return (zs[-1],)
         return zs[-1], torch.cat(zs[:-1], 0), torch.cat(flags)
@@ -252,20 +287,22 @@ def decide(
     """
     import numpy as np
 
+    rule = get_policy(policy)
     m = len(logits) - 1
     n = logits[0].shape[0]
     fire = np.zeros((m + 1, n), bool)
     fire[m] = True
     preds = [np.asarray(z).argmax(-1) for z in logits]
     for i in range(m):
-        z = np.asarray(logits[i], np.float32) / np.float32(temperatures[i])
-        z = z - z.max(-1, keepdims=True)
-        if policy == "max_softmax":
-            fire[i] = (np.float32(1.0) / np.exp(z).sum(-1)) >= np.float32(thresholds[i])
-        elif policy == "entropy":
-            logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
-            ent = -(np.exp(logp) * logp).sum(-1) / np.float32(math.log(z.shape[-1]))
-            fire[i] = ent <= np.float32(thresholds[i])
+        if isinstance(rule, ThresholdPolicy):
+            z = np.asarray(logits[i], np.float32)
+            fire[i] = rule.decision(
+                NUMPY_OPS,
+                z,
+                np.float32(thresholds[i]),
+                np.float32(temperatures[i]),
+                z.shape[-1],
+            )
         else:
             if i + 1 >= patience:
                 window = preds[i + 1 - patience : i + 1]

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from hapi_dse.cost.design import Design, Exit
+from hapi_dse.cost.policies import get_policy
 
 #: exit positions of each probe, as fractions of the backbone (deduplicated per model)
 PROBES: tuple[tuple[str, str, int, tuple[float, ...]], ...] = (
@@ -30,6 +31,9 @@ PROBES: tuple[tuple[str, str, int, tuple[float, ...]], ...] = (
     ("probe_entropy_2", "entropy", 0, (0.1, 0.6)),
     ("probe_patience_3", "patience", 2, (0.15, 0.45, 0.7)),
 )
+#: the policies the probes time, in order: the deployment terms' decision costs
+#: (:mod:`hapi_dse.profiling.graph_terms`)
+PROBED_POLICIES = tuple(dict.fromkeys(policy for _, policy, _, _ in PROBES))
 PATIENCE_FEEDS = 8
 
 
@@ -44,7 +48,8 @@ def probe_designs(num_blocks: int, heads: list[str]) -> list[tuple[str, Design]]
         positions = sorted({min(round(f * last), last) for f in fractions})
         exits = []
         for p in positions:
-            exits.append(Exit(p, order[k % len(order)], 0.0 if policy == "patience" else 0.5))
+            threshold = 0.5 if get_policy(policy).uses_threshold else 0.0
+            exits.append(Exit(p, order[k % len(order)], threshold))
             k += 1
         out.append((name, Design(tuple(exits), policy=policy, patience=patience)))
     return out
@@ -52,13 +57,12 @@ def probe_designs(num_blocks: int, heads: list[str]) -> list[tuple[str, Design]]
 
 def probe_feeds(design: Design, input_shape: tuple[int, ...], seed: int) -> list[dict[str, Any]]:
     """One feed per path (forced thresholds) or, for patience, random images."""
-    from hapi_dse.deploy.graph import FORCE
-
     m = len(design.exits)
     if m == 0:  # one path, no threshold input
         return [{"image_seed": seed, "thresholds": None}]
-    if design.policy in FORCE:
-        always, never = FORCE[design.policy]
+    forcing = get_policy(design.policy).forcing
+    if forcing is not None:
+        always, never = forcing
         return [
             {"image_seed": seed, "thresholds": [never] * i + [always] * (m - i)}
             for i in range(m + 1)

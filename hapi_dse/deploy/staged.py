@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from hapi_dse.atomic import write_json
+from hapi_dse.cost.policies import get_policy
 from hapi_dse.deploy.checks import CheckedDesign, CheckPlan, check_info
 from hapi_dse.deploy.load import EXPORT_SCHEMA_VERSION, MANIFEST, RUNTIME_FILE, load_runtime
 from hapi_dse.onnx_tools import CHECK_ATOL, ExportMismatchError
@@ -156,7 +157,7 @@ def _check_staged(
         got_z, got_i = staged.run(xi)
         params = (
             ()
-            if staged.policy == "patience" or not thr
+            if not get_policy(staged.policy).uses_threshold or not thr
             else (torch.tensor(thr, dtype=torch.float32), torch.tensor(temps, dtype=torch.float32))
         )
         with torch.no_grad():

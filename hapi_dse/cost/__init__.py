@@ -6,7 +6,7 @@ dict of a ``design.json``.
 """
 
 from hapi_dse.cost.costs import SegmentCosts
-from hapi_dse.cost.design import POLICIES, Design, Exit
+from hapi_dse.cost.design import Design, Exit
 from hapi_dse.cost.metrics import (
     METRIC_TABLE,
     METRICS,
@@ -17,7 +17,14 @@ from hapi_dse.cost.metrics import (
     pareto_mask,
 )
 from hapi_dse.cost.model import CostModel, predict, simulate
-from hapi_dse.cost.policies import POLICY_REGISTRY, ExitPolicy, get_policy
+from hapi_dse.cost.policies import (
+    POLICY_REGISTRY,
+    ExitPolicy,
+    ThresholdPolicy,
+    get_policy,
+    policy_names,
+    register_policy,
+)
 from hapi_dse.cost.slo import (
     SLO,
     Objective,
@@ -30,7 +37,6 @@ from hapi_dse.cost.slo import (
 __all__ = [
     "METRICS",
     "METRIC_TABLE",
-    "POLICIES",
     "POLICY_REGISTRY",
     "SLO",
     "CostModel",
@@ -40,6 +46,7 @@ __all__ = [
     "Metric",
     "Objective",
     "SegmentCosts",
+    "ThresholdPolicy",
     "default_objectives",
     "find_metric",
     "get_policy",
@@ -49,6 +56,8 @@ __all__ = [
     "parse_objectives",
     "parse_slo",
     "parse_slos",
+    "policy_names",
     "predict",
+    "register_policy",
     "simulate",
 ]

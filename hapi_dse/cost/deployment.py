@@ -43,9 +43,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hapi_dse.cost.policies import get_policy, policy_names
 from hapi_dse.errors import ArtefactError
 
-POLICIES = ("max_softmax", "entropy", "patience")
 #: the largest time in ms a profile table may give for one segment, one call or one term:
 #: an hour (1e308 ms made every latency infinite, and design.json non-standard JSON)
 MAX_MS = 3_600_000.0
@@ -67,6 +67,7 @@ class DeploymentTerms:
     source: str = "none"
 
     def decision(self, policy: str) -> float:
+        """One decision of ``policy``; 0.0 for a policy the table has no figure for."""
         return float(self.decision_ms.get(policy, 0.0))
 
     @property
@@ -83,7 +84,7 @@ class DeploymentTerms:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "decision_ms": {p: float(self.decision_ms.get(p, 0.0)) for p in POLICIES},
+            "decision_ms": {p: float(self.decision_ms.get(p, 0.0)) for p in policy_names()},
             "stage_entry_ms": self.stage_entry_ms,
             "block_offset_ms": self.block_offset_ms,
             "nested_factor": self.nested_factor,
@@ -130,7 +131,7 @@ class DeploymentTerms:
 def first_decision(policy: str, patience: int) -> int:
     """Index of the first exit that has a decision (an ``If``): exits before it only compute
     their head (``patience``: the first ``p - 1`` exits cannot fire yet)."""
-    return max(patience - 1, 0) if policy == "patience" else 0
+    return get_policy(policy).first_decision(patience)
 
 
 def path_extra_ms(

@@ -15,9 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from hapi_dse.cost.policies import get_policy, policy_names
 from hapi_dse.errors import UsageError
-
-POLICIES = ("max_softmax", "entropy", "patience")
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +26,8 @@ class Exit:
     """One deployed exit: the head ``head`` after block ``position``, with its threshold.
 
     ``threshold`` is a confidence floor for ``max_softmax``, an entropy ceiling for
-    ``entropy`` and unused (0.0) for ``patience``.
+    ``entropy`` (what a threshold policy compares its score with) and unused (0.0) for
+    ``patience``.
     """
 
     position: int
@@ -40,7 +40,11 @@ class Exit:
 
 @dataclass(frozen=True)
 class Design:
-    """Exits in strictly increasing position, an exit policy and its parameters."""
+    """Exits in strictly increasing position, an exit policy and its parameters.
+
+    ``policy`` names a registered policy (:mod:`hapi_dse.cost.policies`); ``patience`` is the
+    parameter of the structural policy (``patience``), 0 under a threshold policy.
+    """
 
     exits: tuple[Exit, ...]
     policy: str = "max_softmax"
@@ -48,21 +52,18 @@ class Design:
     _key: tuple[Any, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            from hapi_dse.errors import unknown_name
-
-            raise unknown_name("exit policy", self.policy, POLICIES)
+        windowed = not get_policy(self.policy).uses_threshold
         positions = [e.position for e in self.exits]
         if any(b <= a for a, b in itertools.pairwise(positions)):
             raise UsageError(
                 f"exit positions must strictly increase, but got {positions}; "
                 "list each position once, in order"
             )
-        if self.policy == "patience" and self.patience < 1:
+        if windowed and self.patience < 1:
             raise UsageError(f"patience must be >= 1, but got {self.patience}")
         key = (
             self.policy,
-            self.patience if self.policy == "patience" else 0,
+            self.patience if windowed else 0,
             tuple((e.position, e.head, e.threshold) for e in self.exits),
         )
         object.__setattr__(self, "_key", key)
@@ -74,17 +75,17 @@ class Design:
 
     @property
     def policy_params(self) -> dict[str, int]:
-        return {"patience": self.patience} if self.policy == "patience" else {}
+        return {} if get_policy(self.policy).uses_threshold else {"patience": self.patience}
 
     def compact(self, *, digits: int | None = None) -> str:
-        """``"2:conv@0.91;7:linear@0.85"``; the patience policy shows no thresholds.
+        """``"2:conv@0.91;7:linear@0.85"``; a policy without thresholds (patience) shows none.
 
         Thresholds are written at full precision (the shortest text that reads back as the
         same float), so :meth:`from_compact` rebuilds this design exactly, as ``trials.csv``
         and ``pareto.csv`` need; ``digits`` rounds them to that many significant digits, for
         display only.
         """
-        if self.policy == "patience":
+        if not get_policy(self.policy).uses_threshold:
             return ";".join(f"{e.position}:{e.head}" for e in self.exits)
 
         def threshold(t: float) -> str:
@@ -99,11 +100,7 @@ class Design:
         Patience designs list ``POSITION:HEAD`` items (no thresholds); the empty string is the
         plain backbone with no exits.
         """
-        if policy not in POLICIES:
-            from hapi_dse.errors import unknown_name
-
-            raise unknown_name("exit policy", policy, POLICIES)
-        thresholds = policy != "patience"
+        thresholds = get_policy(policy).uses_threshold
         form = "POSITION:HEAD@THRESHOLD" if thresholds else "POSITION:HEAD"
         example = "2:conv@0.91;7:linear@0.85" if thresholds else "2:conv;7:linear"
         exits = []
@@ -128,7 +125,7 @@ class Design:
     def from_dict(cls, data: Mapping[str, Any]) -> Design:
         """Read the ``policy`` / ``policy_params`` / ``exits`` keys of a ``design.json``.
 
-        Types and ranges are checked: ``policy`` one of :data:`POLICIES`, ``policy_params`` an
+        Types and ranges are checked: ``policy`` a registered policy, ``policy_params`` an
         object, ``patience`` an integer >= 1 (patience policy), ``exits`` a list of
         ``{position: int >= 0, head: str, threshold: number in 0..1}``. A patience larger
         than the number of exits is allowed (the searches make such designs: no exit can
@@ -147,7 +144,7 @@ class Design:
             raise fail(f"expected a JSON object, got {type(data).__name__}")
         policy = data.get("policy", "max_softmax")
         if not isinstance(policy, str):
-            raise fail(f"policy is {policy!r}, expected one of {', '.join(POLICIES)}")
+            raise fail(f"policy is {policy!r}, expected one of {', '.join(policy_names())}")
         params = data.get("policy_params") or {}
         if not isinstance(params, Mapping):
             raise fail(f"policy_params is {params!r}, expected an object such as {{}}")
@@ -179,7 +176,7 @@ class Design:
                 )
             exits.append(Exit(int(pos), head, float(thr)))
         design = cls(exits=tuple(exits), policy=policy, patience=int(patience))
-        if policy == "patience" and exits and patience > len(exits):
+        if not get_policy(policy).uses_threshold and exits and patience > len(exits):
             log.warning(
                 "design: patience %d is more than its %d exit(s), so no exit can fire: it runs "
                 "as the plain backbone plus its heads",

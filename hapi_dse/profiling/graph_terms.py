@@ -11,7 +11,8 @@ is the smallest over the rounds of its per-round median, the profile's estimator
 A group's latency minus the sum of its segments from the table just measured (net of the
 call overhead, which it pays once) is explained by non-negative least squares, relative to
 the group's latency, with the features of :data:`FEATURES`: exit decisions evaluated under
-``max_softmax`` / ``entropy`` / ``patience`` (one column each), stages entered after the
+each policy the probes use (``max_softmax`` / ``entropy`` / ``patience``, one column each; a
+policy without a probe has no decision term: 0), stages entered after the
 first, blocks run, milliseconds of blocks inside ``If`` branches, MB of block weights that
 the previous call did not use, MB of block weights that it used beyond this path, and
 whether the graph has exits (its optional threshold inputs resolved once per call).
@@ -27,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from hapi_dse.cost.deployment import POLICIES, DeploymentTerms, first_decision
+from hapi_dse.cost.deployment import DeploymentTerms, first_decision
+from hapi_dse.deploy.probes import PROBED_POLICIES
 from hapi_dse.errors import ArtefactError
 from hapi_dse.profiling.manifest import Manifest
 from hapi_dse.profiling.timing import TimingSettings, make_session
@@ -40,9 +42,7 @@ CALLS_PER_FEED = 30
 #: a group needs this many calls in a round for that round's median to count
 MIN_GROUP_CALLS = 3
 FEATURES = (
-    "decision_max_softmax",
-    "decision_entropy",
-    "decision_patience",
+    *(f"decision_{p}" for p in PROBED_POLICIES),
     "stage_entry",
     "blocks",
     "nested_block_ms",
@@ -52,9 +52,7 @@ FEATURES = (
 )
 #: the coefficient of each feature: the DeploymentTerms field it becomes
 _TERM = (
-    "decision_ms.max_softmax",
-    "decision_ms.entropy",
-    "decision_ms.patience",
+    *(f"decision_ms.{p}" for p in PROBED_POLICIES),
     "stage_entry_ms",
     "block_offset_ms",
     "nested_factor",
@@ -62,6 +60,7 @@ _TERM = (
     "evicted_ms_per_mb",
     "graph_entry_ms",
 )
+_COLUMN = {f: i for i, f in enumerate(FEATURES)}
 
 
 class _Probe:
@@ -169,19 +168,20 @@ def path_features(
     ends = [e.position for e in design.exits] + [last_block]
     first = first_decision(design.policy, design.patience)
     out = np.zeros(len(FEATURES))
+    at = _COLUMN
     decisions = sum(1 for i in range(min(path + 1, m)) if i >= first)
-    out[POLICIES.index(design.policy)] = decisions
-    out[3] = path
-    out[4] = ends[path] + 1
+    out[at[f"decision_{design.policy}"]] = decisions
+    out[at["stage_entry"]] = path
+    out[at["blocks"]] = ends[path] + 1
     lo = 0
     for s in range(path + 1):
         if s > first:
-            out[5] += float(block_ms[lo : ends[s] + 1].sum())
+            out[at["nested_block_ms"]] += float(block_ms[lo : ends[s] + 1].sum())
         lo = ends[s] + 1
     here, before = ends[path], ends[prev_path]
-    out[6] = float(block_mb[before + 1 : here + 1].sum())
-    out[7] = float(block_mb[here + 1 : before + 1].sum())
-    out[8] = 1.0 if m else 0.0
+    out[at["cold_block_mb"]] = float(block_mb[before + 1 : here + 1].sum())
+    out[at["evicted_block_mb"]] = float(block_mb[here + 1 : before + 1].sum())
+    out[at["graph_entry"]] = 1.0 if m else 0.0
     return out
 
 
@@ -272,7 +272,7 @@ def fit_terms(
     pred = base + x @ coef
     c = dict(zip(_TERM, coef.tolist(), strict=True))
     terms = DeploymentTerms(
-        decision_ms={p: c[f"decision_ms.{p}"] for p in POLICIES},
+        decision_ms={p: c[f"decision_ms.{p}"] for p in PROBED_POLICIES},
         stage_entry_ms=c["stage_entry_ms"],
         block_offset_ms=c["block_offset_ms"],
         nested_factor=c["nested_factor"],

@@ -18,8 +18,10 @@ A space file (TOML, or YAML with the same keys)::
     [sampler]
     population = 50         # NSGA-II population size (optional)
 
-The policies listed are the ones searched. Thresholds live on a grid so that equal designs
-recur (the cost model caches them) and a small space can be swept exhaustively.
+The policies listed are the ones searched: any registered policy
+(:mod:`hapi_dse.cost.policies`), a threshold policy with a ``threshold`` range (default: its
+``default_range``), ``patience`` with a ``patience`` range. Thresholds live on a grid so that
+equal designs recur (the cost model caches them) and a small space can be swept exhaustively.
 
 How a design is encoded for Optuna (a fixed set of parameters, which NSGA-II needs):
 ``policy`` (categorical, when several), ``patience`` (int, when searched) and, for each of
@@ -41,7 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hapi_dse.cost.design import POLICIES, Design, Exit
+from hapi_dse.cost.design import Design, Exit
+from hapi_dse.cost.policies import ThresholdPolicy, get_policy, policy_names
 from hapi_dse.errors import UsageError, unknown_name
 from hapi_dse.paths import SHIPPED_SEARCH_SPACES
 from hapi_dse.readers import loads_toml, loads_yaml, read_text
@@ -52,10 +55,9 @@ _KEYS: dict[str, set[str]] = {
     "exits": {"count", "positions", "heads"},
     "thresholds": {"levels"},
     "sampler": {"population"},
-    "max_softmax": {"threshold"},
-    "entropy": {"threshold"},
-    "patience": {"patience"},
 }
+#: the keys of a ``[policies.NAME]`` table: a threshold policy's range, or the patience range
+_POLICY_KEYS = {True: {"threshold"}, False: {"patience"}}
 _SUFFIXES = (".toml", ".yaml", ".yml")
 
 
@@ -79,16 +81,18 @@ class SearchSpace:
     def policies(self) -> tuple[str, ...]:
         return tuple(
             p
-            for p in POLICIES
-            if p in self.thresholds or (p == "patience" and self.patience is not None)
+            for p in policy_names()
+            if p in self.thresholds
+            or (not get_policy(p).uses_threshold and self.patience is not None)
         )
 
     def grid(self, policy: str) -> list[float]:
         """Threshold values of ``policy`` ordered from most permissive to strictest."""
-        if policy == "patience":
+        rule = get_policy(policy)
+        if not isinstance(rule, ThresholdPolicy):
             return [0.0]
         low, high = self.thresholds[policy]
-        return list(_grid(low, high, self.levels, policy != "max_softmax"))
+        return list(_grid(low, high, self.levels, not rule.at_least))
 
     def bind(self, stats: ExitStats, model_id: str = "") -> BoundSpace:
         """Check the space against a model's exit columns; resolve "all"."""
@@ -189,7 +193,7 @@ class BoundSpace:
             q = min(int(params.get(f"q{i}", 0)), len(grid) - 1)
             taken[pos] = Exit(pos, head, grid[q])
         exits = tuple(taken[p] for p in sorted(taken))
-        return Design(exits, policy, patience if policy == "patience" else 0)
+        return Design(exits, policy, 0 if get_policy(policy).uses_threshold else patience)
 
     def size(self) -> int:
         """How many distinct designs the space holds."""
@@ -197,9 +201,8 @@ class BoundSpace:
         total = 0
         for policy in s.policies:
             per_exit = len(self.heads) * (len(s.grid(policy)))
-            variants = (
-                (s.patience[1] - s.patience[0] + 1) if policy == "patience" and s.patience else 1
-            )
+            windowed = not get_policy(policy).uses_threshold
+            variants = (s.patience[1] - s.patience[0] + 1) if windowed and s.patience else 1
             total += variants * sum(
                 math.comb(len(self.positions), m) * per_exit**m
                 for m in range(s.min_exits, s.max_exits + 1)
@@ -213,7 +216,7 @@ class BoundSpace:
             grid = s.grid(policy)
             patiences = (
                 range(s.patience[0], s.patience[1] + 1)
-                if policy == "patience" and s.patience
+                if not get_policy(policy).uses_threshold and s.patience
                 else [0]
             )
             for patience in patiences:
@@ -361,15 +364,16 @@ def parse_space(
         raise fail(f"description must be a string, but got {description!r}")
     policies = data.get("policies", {"max_softmax": {"threshold": [0.5, 1.0]}})
     if not isinstance(policies, Mapping) or not policies:
-        raise fail("[policies] must name at least one of " + ", ".join(POLICIES))
+        raise fail("[policies] must name at least one of " + ", ".join(policy_names()))
     ranges: dict[str, tuple[float, float]] = {}
     patience: tuple[int, int] | None = None
     for pol, spec in policies.items():
-        if pol not in POLICIES:
-            raise fail(str(unknown_name("policy in [policies]", str(pol), POLICIES)))
+        if pol not in policy_names():
+            raise fail(str(unknown_name("policy in [policies]", str(pol), policy_names())))
+        rule = get_policy(pol)
         spec = {} if spec is None else spec
-        check_keys(spec, _KEYS[pol], f"[policies.{pol}]")
-        if pol == "patience":
+        check_keys(spec, _POLICY_KEYS[rule.uses_threshold], f"[policies.{pol}]")
+        if not isinstance(rule, ThresholdPolicy):
             patience = pair(spec.get("patience", [2, 3]), "policies.patience.patience", int)
             if patience[0] < 1:
                 raise fail(f"policies.patience.patience must be >= 1, but got {list(patience)}")
@@ -380,7 +384,7 @@ def parse_space(
                     f"could never fire; lower the patience to at most {hi} or raise the count"
                 )
         else:
-            default = [0.5, 1.0] if pol == "max_softmax" else [0.0, 0.5]
+            default = list(rule.default_range)
             t = pair(spec.get("threshold", default), f"policies.{pol}.threshold", float)
             if t[0] < 0 or t[1] > 1:
                 raise fail(f"policies.{pol}.threshold must lie within [0, 1], but got {list(t)}")

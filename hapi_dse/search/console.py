@@ -3,10 +3,13 @@ closest designs when none meets every SLO."""
 
 from __future__ import annotations
 
-from hapi_dse.cost import Design
+from hapi_dse.cost import Design, Metric, metric
 from hapi_dse.search.picking import SHORTFALL_MARGIN_PP, rule_words, shortfall
 from hapi_dse.search.records import DeviceResult, TrialRecord, broken_slos, fmt_metric, speedup
 from hapi_dse.search.relax import relax_line, relax_slos
+
+#: the latency figures a line states beside accuracy: the mean and the tail
+MEAN, TAIL = metric("latency"), metric("p99_latency")
 
 LEGEND = (
     "* chosen; exits POSITION:HEAD@THRESHOLD (ent: entropy policy, patN: patience N, else "
@@ -96,8 +99,7 @@ def console_report(result: DeviceResult, max_rows: int = 12) -> str:
             f"{r.number}, {pol} exits [{r.design.compact(digits=4) or 'none: plain backbone'}]: "
             f"accuracy {fmt_metric('accuracy', r.metrics['accuracy'])} (test "
             f"{fmt_metric('accuracy', r.test['accuracy'])}), latency "
-            f"{r.metrics['latency_ms']:.3g} ms mean / {r.metrics['p99_latency_ms']:.3g} ms p99, "
-            "energy "
+            f"{_stat(MEAN, r.metrics)} / {_stat(TAIL, r.metrics)}, energy "
             f"{r.metrics['energy_mj']:.3g} mJ, {r.metrics['size_mb']:.3g} MB"
         )
         up = speedup(result, r)
@@ -105,7 +107,7 @@ def console_report(result: DeviceResult, max_rows: int = 12) -> str:
             b = result.backbone["val"]
             lines.append(
                 f"predicted speed-up over the plain backbone: {up:.2f}x (backbone "
-                f"{b['latency_ms']:.3g} ms mean, accuracy {fmt_metric('accuracy', b['accuracy'])})"
+                f"{_stat(MEAN, b)}, accuracy {fmt_metric('accuracy', b['accuracy'])})"
             )
         if r.test_broken:
             lines.append(f"warning: on the test split it breaks {', '.join(r.test_broken)}")
@@ -160,14 +162,20 @@ def _verify_lines(result: DeviceResult) -> list[str]:
         r = by_number[n]
         assert r.metrics is not None and r.measured is not None
         verdict = "breaks " + ", ".join(r.measured_broken) if r.measured_broken else "meets SLOs"
+        mean, tail = MEAN.column, TAIL.column
         lines.append(
-            f"  trial {n}: latency {r.measured['latency_ms']:.4g} ms measured / "
-            f"{r.metrics['latency_ms']:.4g} predicted, p99 {r.measured['p99_latency_ms']:.4g} / "
-            f"{r.metrics['p99_latency_ms']:.4g} ms: {verdict}"
+            f"  trial {n}: latency {r.measured[mean]:.4g} {MEAN.unit} measured / "
+            f"{r.metrics[mean]:.4g} predicted, {TAIL.statistic} {r.measured[tail]:.4g} / "
+            f"{r.metrics[tail]:.4g} {TAIL.unit}: {verdict}"
         )
     if v.get("repicked") and v.get("chosen_trial") is not None:
         lines.append(f"re-picked as measured: trial {v['predicted_pick']} -> {v['chosen_trial']}")
     return lines
+
+
+def _stat(m: Metric, metrics: dict[str, float]) -> str:
+    """E.g. ``0.432 ms mean``: a latency metric's value, unit and statistic."""
+    return f"{metrics[m.column]:.3g} {m.unit} {m.statistic}"
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:

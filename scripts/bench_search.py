@@ -46,21 +46,6 @@ import numpy as np
 from benchlib import add_record_option, finish, machine
 
 
-def hypervolume_2d(acc: np.ndarray, lat: np.ndarray, ref_acc: float, ref_lat: float) -> float:
-    """Area dominated by the points (accuracy up, latency down) within the reference box."""
-    pts = sorted(
-        (lt, a)
-        for a, lt in zip(acc.tolist(), lat.tolist(), strict=True)
-        if a > ref_acc and lt < ref_lat
-    )
-    area, best = 0.0, ref_acc
-    for i, (lt, a) in enumerate(pts):
-        best = max(best, a)
-        nxt = pts[i + 1][0] if i + 1 < len(pts) else ref_lat
-        area += (nxt - lt) * (best - ref_acc)
-    return area
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="run directory (default: bundled example)")
@@ -80,6 +65,7 @@ def main() -> None:
     from hapi_dse.profiling.table import load_table
     from hapi_dse.run import resolve_run
     from hapi_dse.search import SearchConfig, load_space, run_search
+    from hapi_dse.search.live import hypervolume
 
     run = resolve_run(args.model)
     val = run.stats("val")
@@ -164,8 +150,9 @@ def main() -> None:
     sweep = model.evaluate_many(list(small.enumerate()))
     acc = np.array([m["accuracy"] for m in sweep])
     lat = np.array([m["latency_ms"] for m in sweep])
-    ref_acc, ref_lat = float(acc.min()), float(lat.max())
-    exact = hypervolume_2d(acc, lat, ref_acc, ref_lat)
+    # hapi's hypervolume (the live progress line's): accuracy maximised, latency minimised
+    ref = [-float(acc.min()), float(lat.max())]
+    exact = hypervolume(np.column_stack([-acc, lat]), ref)
     ratios = []
     for seed in range(args.seeds):
         with tempfile.TemporaryDirectory() as tmp:
@@ -180,12 +167,7 @@ def main() -> None:
             )
             (res,) = run_search(cfg)
         front = [r.metrics for r in res.front if r.metrics]
-        found = hypervolume_2d(
-            np.array([m["accuracy"] for m in front]),
-            np.array([m["latency_ms"] for m in front]),
-            ref_acc,
-            ref_lat,
-        )
+        found = hypervolume(np.array([[-m["accuracy"], m["latency_ms"]] for m in front]), ref)
         ratios.append(found / exact)
         distinct = len({r.design.key for r in res.complete if r.design})
         print(

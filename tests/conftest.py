@@ -256,3 +256,26 @@ def stop_when_loaded(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
         monkeypatch.setattr(trainer, "load_splits", load_then_stop)
 
     return stop
+
+
+# -- a world of valid inputs to every command, for tests that break one thing ----------------
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`hapi_dse.testing.world.write_world`, made once. Read only: use ``case_dir``."""
+    from hapi_dse.testing.world import write_world
+
+    return write_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture
+def case_dir(world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh copy of the world; the working directory is the case's own (no ./profiles)."""
+    import shutil
+
+    w = tmp_path / "w"
+    shutil.copytree(world, w)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HAPI_PROFILES", raising=False)
+    return w

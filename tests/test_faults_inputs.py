@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,199 +21,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_out_safety import snapshot
 
-from hapi_dse.testing import write_synthetic_run, write_synthetic_table
+from hapi_dse.testing import search_args, train_args
+from hapi_dse.testing.files import tree_snapshot as snapshot
+from hapi_dse.testing.world import DESIGN, DEVICE, onnx_identity
 
-DEVICE = "devA"
 PY = sys.executable
 
-# -- the world: valid inputs of every command, made once per module --------------------------
-
-
-def _onnx_identity(path: Path, shape: list[int], meta: dict[str, str] | None = None) -> None:
-    from onnx import TensorProto, helper, save
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    for k, v in (meta or {}).items():
-        model.metadata_props.add(key=k, value=v)
-    save(model, str(path))
-
-
-def _stage(path: Path, last: bool) -> None:
-    """A stage graph of a staged export: logits (1, 4) from the input; before the final stage
-    also the features for the next stage and the exit decision (temperature < threshold)."""
-    from onnx import TensorProto, helper, numpy_helper, save
-
-    f = TensorProto.FLOAT
-    x = helper.make_tensor_value_info("x", f, [1, 1, 8, 8])
-    inits = [
-        numpy_helper.from_array(np.array([0], np.int64), "starts"),
-        numpy_helper.from_array(np.array([4], np.int64), "ends"),
-        numpy_helper.from_array(np.array([1], np.int64), "axes"),
-    ]
-    nodes = [
-        helper.make_node("Flatten", ["x"], ["flat"], axis=1),
-        helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["logits"]),
-    ]
-    inputs = [x]
-    outputs = [helper.make_tensor_value_info("logits", f, [1, 4])]
-    if not last:
-        inputs += [
-            helper.make_tensor_value_info("threshold", f, [1]),
-            helper.make_tensor_value_info("temperature", f, [1]),
-        ]
-        nodes += [
-            helper.make_node("Identity", ["x"], ["features"]),
-            helper.make_node("Less", ["temperature", "threshold"], ["fire"]),
-        ]
-        outputs += [
-            helper.make_tensor_value_info("features", f, [1, 1, 8, 8]),
-            helper.make_tensor_value_info("fire", TensorProto.BOOL, [1]),
-        ]
-    graph = helper.make_graph(nodes, "stage", inputs, outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    save(model, str(path))
-
-
-DESIGN = {
-    "schema_version": 1,
-    "device": DEVICE,
-    "policy": "max_softmax",
-    "policy_params": {},
-    "exits": [{"position": 1, "head": "linear", "threshold": 0.9}],
-}
-
-
-def _build_world(root: Path) -> None:
-    from hapi_dse.cli import main
-
-    run = write_synthetic_run(root / "run", n_val=120, n_test=120, num_blocks=4)
-    write_synthetic_table(run, DEVICE, root / "profiles")
-    mid = json.loads((run / "model.json").read_text())["model_id"]
-    (root / "design.json").write_text(json.dumps({**DESIGN, "model_id": mid}))
-
-    # a search result of the synthetic run
-    argv = ["search", "--model", run, "--profiles", root / "profiles", "--device", DEVICE]
-    argv += ["--trials", "12", "--out", root / "result", "--slo", "latency=50ms"]
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        try:
-            main([str(a) for a in argv])
-        except SystemExit as e:
-            assert not e.code, f"the world's search failed ({e.code})"
-
-    # a run that builds a registered backbone (resnet20 on digits): model, export, profile
-    trun = root / "trun"
-    shutil.copytree(run, trun)
-    model = json.loads((trun / "model.json").read_text())
-    model.update(
-        arch={
-            "backbone": "resnet20",
-            "backbone_kwargs": {},
-            "heads": ["linear", "conv"],
-            "input_shape": [1, 8, 8],
-            "num_classes": 10,
-        },
-        dataset="digits",
-        temperatures=[1.0] * len(model["columns"]),
-    )
-    (trun / "model.json").write_text(json.dumps(model))
-    # not a state dict: seeded random bytes after a pickle SETITEM, on which torch's
-    # unpickler raises IndexError (which once escaped as a traceback, for some random bytes)
-    (trun / "weights.pt").write_bytes(b"s" + random.Random(0).randbytes(4095))
-    (root / "tdesign.json").write_text(json.dumps({**DESIGN, "model_id": mid}))
-
-    # exported segments of a 1-block model (what 'hapi profile --onnx-dir' reads)
-    segs = root / "segs"
-    segs.mkdir()
-    shape = [1, 1, 8, 8]
-    entries = []
-    for kind, pos, head in (("block", 0, ""), ("head", 0, "linear"), ("final", 0, "final")):
-        name = f"{kind}{pos}{head}.onnx"
-        _onnx_identity(segs / name, shape)
-        entries.append((kind, pos, head, name))
-    _onnx_identity(segs / "noop.onnx", shape)
-    entries.append(("noop", 0, "", "noop.onnx"))
-    manifest = {
-        "schema_version": 1,
-        "model_id": "segmodel-0",
-        "batch": 1,
-        "opset": 18,
-        "exporter": "test",
-        "segments": [
-            {
-                "kind": k,
-                "position": p,
-                "head": h,
-                "file": f,
-                "input_name": "x",
-                "input_shape": shape,
-                "output_name": "y",
-                "flops": 100,
-                "params": 10,
-            }
-            for k, p, h, f in entries
-        ],
-    }
-    (segs / "segments.json").write_text(json.dumps(manifest))
-
-    # a staged export of a one-exit design of the synthetic run (hand-made stage graphs)
-    staged = root / "staged"
-    staged.mkdir()
-    _stage(staged / "stage_0.onnx", last=False)
-    _stage(staged / "stage_1.onnx", last=True)
-    (staged / "manifest.json").write_text(
-        json.dumps(
-            {
-                "schema_version": 1,
-                "format": "staged",
-                "policy": "max_softmax",
-                "patience": 0,
-                "thresholds": [0.9],
-                "temperatures": [1.0],
-                "stages": [
-                    {"file": "stage_0.onnx", "input_shape": shape},
-                    {"file": "stage_1.onnx", "input_shape": shape},
-                ],
-                "model_id": mid,
-            }
-        )
-    )
-    (staged / "export.json").write_text(
-        json.dumps({"design": {k: DESIGN[k] for k in ("policy", "policy_params", "exits")}})
-    )
-    # a single-graph file carrying hapi's metadata (its graph is not hapi's: never run)
-    design_meta = json.dumps({k: DESIGN[k] for k in ("policy", "policy_params", "exits")})
-    _onnx_identity(root / "model.onnx", shape, {"hapi.design": design_meta})
-    (root / "space.toml").write_text("[exits]\ncount = [0, 2]\n")
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("faults-world")
-    _build_world(root)
-    return root
-
-
-@pytest.fixture
-def case_dir(world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh copy of the world; the working directory is the case's own (no ./profiles)."""
-    w = tmp_path / "w"
-    shutil.copytree(world, w)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("HAPI_PROFILES", raising=False)
-    return w
-
-
-# -- helpers -----------------------------------------------------------------------------------
+# -- helpers (each case runs in conftest's case_dir: a copy of hapi_dse.testing.world) ---------
 
 
 def edit_json(path: Path, fn: Callable[[Any], Any]) -> None:
@@ -303,20 +116,7 @@ def assert_refused(code: int, out: str, err: str, needle: str) -> None:
 
 
 def search_argv(w: Path, *extra: Any) -> list[Any]:
-    return [
-        "search",
-        "--model",
-        w / "run",
-        "--profiles",
-        w / "profiles",
-        "--device",
-        DEVICE,
-        "--trials",
-        "5",
-        "--out",
-        w / "out",
-        *extra,
-    ]
+    return search_args(w / "run", w / "profiles", w / "out", *extra, device=DEVICE, trials=5)
 
 
 def devices_argv(w: Path) -> list[Any]:
@@ -353,8 +153,7 @@ def plot_argv(w: Path) -> list[Any]:
 
 
 def train_argv(w: Path, *extra: Any) -> list[Any]:
-    base = ["train", "--dataset", "digits", "--backbone", "resnet20", "--heads", "linear"]
-    return [*base, "--epochs", "1", "--exit-epochs", "1", "--out", w / "newrun", *extra]
+    return train_args(w / "newrun", *extra)
 
 
 @dataclass(frozen=True)
@@ -468,7 +267,7 @@ def onnx_meta(design: Any) -> Callable[[Path], None]:
     def fn(w: Path) -> None:
         (w / "model.onnx").unlink()
         text = design if isinstance(design, str) else json.dumps(design)
-        _onnx_identity(w / "model.onnx", [1, 1, 8, 8], {"hapi.design": text})
+        onnx_identity(w / "model.onnx", [1, 1, 8, 8], {"hapi.design": text})
 
     return fn
 
@@ -556,7 +355,7 @@ def drop_stages(w: Path) -> None:
 
 
 def no_meta_onnx(w: Path) -> None:
-    _onnx_identity(w / "model.onnx", [1, 1, 8, 8])
+    onnx_identity(w / "model.onnx", [1, 1, 8, 8])
 
 
 def seg_shape_text(d: dict[str, Any]) -> None:
@@ -894,16 +693,6 @@ for _flag, _value in [
     add(with_args(train_argv, _flag, _value), [(f"train{_flag}={_value}", nothing, _flag)])
 add(with_args(train_argv, "--heads", "linear,bogus"), [("train-heads-bogus", nothing, "bogus")])
 add(with_args(train_argv, "--init", "none.pt"), [("train-init-missing", nothing, "--init")])
-
-
-@pytest.fixture
-def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Training (which loads the data first) must never start for bad input."""
-
-    def boom(*a: Any, **k: Any) -> None:
-        raise AssertionError("training started on bad input")
-
-    monkeypatch.setattr("hapi_dse.training.trainer.load_splits", boom)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

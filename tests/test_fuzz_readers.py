@@ -29,8 +29,6 @@ import pytest
 from test_faults_inputs import (
     DEVICE,
     SPEC,
-    _build_world,
-    _onnx_identity,
     devices_argv,
     eval_argv,
     export_argv,
@@ -41,7 +39,10 @@ from test_faults_inputs import (
     sidecar,
     table_csv,
 )
-from test_out_safety import snapshot
+
+from hapi_dse.testing import train_args
+from hapi_dse.testing.files import tree_snapshot as snapshot
+from hapi_dse.testing.world import onnx_identity, write_world
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -69,13 +70,15 @@ def fuzz(mode: tuple[int, bool]) -> settings:
     )
 
 
-# -- the world: valid inputs of every command (tests/test_faults_inputs.py), copied per example
+# -- the world: valid inputs of every command, copied per example
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """conftest's world (hapi_dse.testing.world), and a device spec, a YAML space and a
+    dataset ``.npz`` to fuzz too."""
     root = tmp_path_factory.mktemp("fuzz-world")
-    _build_world(root)
+    write_world(root)
     spec = root / "profiles" / "specs" / f"{DEVICE}.toml"
     spec.parent.mkdir(parents=True, exist_ok=True)
     spec.write_text(SPEC + "threads = 1\n")
@@ -89,20 +92,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
         y=(np.arange(60) % 3).astype(np.int64),
     )
     return root
-
-
-@pytest.fixture
-def stop_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``hapi train`` stops with exit status 0 once its dataset loaded (no training)."""
-    from hapi_dse.training import trainer
-
-    real = trainer.load_splits
-
-    def load_then_stop(*a: Any, **k: Any) -> Any:
-        real(*a, **k)
-        raise SystemExit(0)
-
-    monkeypatch.setattr(trainer, "load_splits", load_then_stop)
 
 
 @contextmanager
@@ -467,7 +456,7 @@ def test_fuzz_onnx_design_metadata(
     def check(meta: bytes) -> None:
         with copy_of(world) as w:
             text = meta.decode("utf-8", "replace")
-            _onnx_identity(w / "model.onnx", [1, 1, 8, 8], {"hapi.design": text})
+            onnx_identity(w / "model.onnx", [1, 1, 8, 8], {"hapi.design": text})
             check_promise(capsys, w, eval_argv(w, "model.onnx"))
 
     check()
@@ -475,12 +464,16 @@ def test_fuzz_onnx_design_metadata(
 
 @pytest.mark.parametrize("mode", MODES)
 def test_fuzz_dataset_npz(
-    mode: tuple[int, bool], world: Path, capsys: pytest.CaptureFixture[str], stop_training: None
+    mode: tuple[int, bool],
+    world: Path,
+    capsys: pytest.CaptureFixture[str],
+    stop_when_loaded: Callable[[int], None],
 ) -> None:
-    """A dataset ``.npz`` for ``hapi train`` (which stops once the data loaded)."""
+    """A dataset ``.npz`` for ``hapi train`` (which stops with exit status 0 once the data
+    loaded)."""
+    stop_when_loaded(0)
 
     def argv(w: Path) -> list[Any]:
-        out = ["train", "--dataset", w / "data.npz", "--backbone", "resnet20", "--heads"]
-        return [*out, "linear", "--epochs", "1", "--exit-epochs", "1", "--out", w / "newrun"]
+        return train_args(w / "newrun", dataset=w / "data.npz")
 
     _fuzz_file(mode, world, capsys, lambda w: w / "data.npz", npz_mutation, argv)

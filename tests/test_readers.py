@@ -13,11 +13,10 @@ from __future__ import annotations
 import io
 import json
 import pickle
-import shutil
 import time
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,6 @@ import pytest
 from test_faults_inputs import (
     DEVICE,
     SPEC,
-    _build_world,
-    _onnx_identity,
     assert_refused,
     devices_argv,
     eval_argv,
@@ -39,7 +36,6 @@ from test_faults_inputs import (
     search_argv,
     sidecar,
 )
-from test_out_safety import snapshot
 
 from hapi_dse.errors import ArtefactError, DataError, UsageError
 from hapi_dse.readers import (
@@ -52,26 +48,20 @@ from hapi_dse.readers import (
     read_json,
     read_npz,
 )
+from hapi_dse.testing import train_args
+from hapi_dse.testing.files import tree_snapshot as snapshot
+from hapi_dse.testing.world import onnx_identity
 
 DEEP_JSON = "[" * 100_000 + "]" * 100_000
 HUGE_INT = "9" * 5000  # over Python's 4300-digit int/str conversion limit
 LONG_INT = "9" * 3000  # under it, but no 64-bit integer
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("readers-world")
-    _build_world(root)
-    return root
-
-
 @pytest.fixture
-def w(world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    case = tmp_path / "w"
-    shutil.copytree(world, case)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("HAPI_PROFILES", raising=False)
-    return case
+def w(case_dir: Path) -> Path:
+    """conftest's case_dir: a fresh copy of hapi_dse.testing.world, the working directory beside
+    it."""
+    return case_dir
 
 
 # -- the readers themselves ----------------------------------------------------------------------
@@ -225,7 +215,7 @@ def test_onnx_design_metadata_is_guarded(
     w: Path, capsys: pytest.CaptureFixture[str], payload: str
 ) -> None:
     meta = {"deep": DEEP_JSON, "huge-int": HUGE_INT, "long-int": LONG_INT}[payload]
-    _onnx_identity(w / "model.onnx", [1, 1, 8, 8], {"hapi.design": meta})
+    onnx_identity(w / "model.onnx", [1, 1, 8, 8], {"hapi.design": meta})
     needle = {"deep": "nested too deeply", "huge-int": "4300 digits", "long-int": "64-bit"}
     _refused(capsys, w, eval_argv(w, "model.onnx"), needle[payload])
 
@@ -327,22 +317,13 @@ def test_read_json_names_the_file(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+def loaded(stop_when_loaded: Callable[[int], None]) -> None:
     """Training never starts: a dataset that loads ends the command with exit status 3."""
-    from hapi_dse.training import trainer
-
-    real = trainer.load_splits
-
-    def load_then_stop(*a: Any, **k: Any) -> Any:
-        real(*a, **k)
-        raise SystemExit(3)
-
-    monkeypatch.setattr(trainer, "load_splits", load_then_stop)
+    stop_when_loaded(3)
 
 
 def _train(tmp_path: Path, dataset: Path | str, *extra: str) -> list[Any]:
-    argv = ["train", "--dataset", dataset, "--backbone", "resnet20", "--heads", "linear"]
-    return [*argv, "--epochs", "1", "--exit-epochs", "1", "--out", tmp_path / "run", *extra]
+    return train_args(tmp_path / "run", *extra, dataset=dataset)
 
 
 def _dataset(tmp_path: Path, **arrays: np.ndarray) -> Path:
@@ -467,9 +448,7 @@ def test_pickle_weights_pt_is_one_line(w: Path, capsys: pytest.CaptureFixture[st
 
 def test_pickle_init_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     init = _pickle_file(tmp_path / "init.pt")
-    argv = ["train", "--dataset", "digits", "--backbone", "resnet20", "--heads", "linear"]
-    argv += ["--limit", "200", "--epochs", "1", "--exit-epochs", "1"]
-    argv += ["--init", init, "--out", tmp_path / "run"]
+    argv = train_args(tmp_path / "run", "--init", init, limit=200)
     before = snapshot(tmp_path)
     with no_warning_escapes():
         code, out, err = run_hapi(capsys, argv)

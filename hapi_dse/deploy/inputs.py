@@ -91,17 +91,21 @@ def infeasible_search(p: Path) -> str | None:
 
 
 def _infeasible_text(doc: dict[str, Any]) -> str:
+    from hapi_dse.cost.slo import SLO
+
     slos = []
     recorded = doc.get("slos")
     for d in recorded if isinstance(recorded, list) else []:
-        if isinstance(d, dict) and isinstance(d.get("text"), str) and d["text"]:
-            bound = d.get("value")
-            if isinstance(d.get("relative"), int | float) and isinstance(bound, int | float):
-                m = find_metric(str(d.get("metric", "")))
-                unit = f" {m.unit}" if m is not None and m.unit else ""
-                slos.append(f"{d['text']} (= {bound:.4g}{unit})")
-            else:
-                slos.append(d["text"])
+        try:
+            slo = SLO.from_dict(d)
+        except HapiError:
+            continue  # a hint in an error message, not a check: a bad entry is left out
+        if slo.text and slo.relative is not None:
+            m = find_metric(slo.metric)
+            unit = f" {m.unit}" if m is not None and m.unit else ""
+            slos.append(f"{slo.text} (= {slo.value:.4g}{unit})")
+        elif slo.text:
+            slos.append(slo.text)
     under = f" under {'SLOs' if len(slos) > 1 else 'SLO'} {', '.join(slos)}" if slos else ""
     text = f"the search found no feasible design{under}, so it wrote no design.json"
     closest = doc.get("closest")

@@ -52,7 +52,7 @@ from hapi_dse.testing import train_args
 from hapi_dse.testing.files import tree_snapshot as snapshot
 from hapi_dse.testing.world import onnx_identity
 
-DEEP_JSON = "[" * 100_000 + "]" * 100_000
+DEEP = "[" * 100_000 + "]" * 100_000  # a list nested 100,000 deep, in JSON, TOML and YAML
 HUGE_INT = "9" * 5000  # over Python's 4300-digit int/str conversion limit
 LONG_INT = "9" * 3000  # under it, but no 64-bit integer
 
@@ -70,7 +70,7 @@ def w(case_dir: Path) -> Path:
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        (DEEP_JSON, "nested too deeply"),
+        (DEEP, "nested too deeply"),
         ("[" * 500 + "]" * 500, f"deeper than {MAX_DEPTH}"),
         ('{"a": ' + HUGE_INT + "}", "more than 4300 digits"),
         ('{"a": [1, ' + LONG_INT + "]}", r"a\[1\]: an integer of 3000 digits"),
@@ -106,7 +106,7 @@ def test_limits_are_generous_for_hapis_own_files() -> None:
 
 def test_toml_and_yaml_faults(tmp_path: Path) -> None:
     for text, needle in [
-        ("a = " + "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("a = " + DEEP, "nested too deeply"),
         ("a = " + "[" * 200 + "]" * 200, "deeper than"),
         ("a = " + HUGE_INT, "more than 4300 digits"),
         ("a = " + LONG_INT, "64-bit"),
@@ -114,7 +114,7 @@ def test_toml_and_yaml_faults(tmp_path: Path) -> None:
         with pytest.raises(UsageError, match=needle):
             loads_toml(text, "s.toml", error=UsageError)
     for text, needle in [
-        ("a: " + "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("a: " + DEEP, "nested too deeply"),
         ("a: " + HUGE_INT, "more than 4300 digits"),
         ("a: [1, 2\n", "not valid YAML"),
     ]:
@@ -196,7 +196,7 @@ def _refused(capsys: pytest.CaptureFixture[str], w: Path, argv: list[Any], needl
 def test_deep_or_huge_json_is_one_line(
     w: Path, capsys: pytest.CaptureFixture[str], target: str, payload: str
 ) -> None:
-    text = DEEP_JSON if payload == "deep" else '{"model_id": ' + HUGE_INT + "}"
+    text = DEEP if payload == "deep" else '{"model_id": ' + HUGE_INT + "}"
     needle = "nested too deeply" if payload == "deep" else "4300 digits"
     file, argv = {
         "design.json": (w / "design.json", export_argv(w)),
@@ -214,43 +214,33 @@ def test_deep_or_huge_json_is_one_line(
 def test_onnx_design_metadata_is_guarded(
     w: Path, capsys: pytest.CaptureFixture[str], payload: str
 ) -> None:
-    meta = {"deep": DEEP_JSON, "huge-int": HUGE_INT, "long-int": LONG_INT}[payload]
+    meta = {"deep": DEEP, "huge-int": HUGE_INT, "long-int": LONG_INT}[payload]
     onnx_identity(w / "model.onnx", [1, 1, 8, 8], {"hapi.design": meta})
     needle = {"deep": "nested too deeply", "huge-int": "4300 digits", "long-int": "64-bit"}
     _refused(capsys, w, eval_argv(w, "model.onnx"), needle[payload])
 
 
 @pytest.mark.parametrize(
-    ("text", "needle"),
+    ("name", "text", "needle"),
     [
-        ("[exits]\ncount = " + "[" * 100_000 + "]" * 100_000 + "\n", "nested too deeply"),
-        ("[exits]\ncount = " + "[" * 100 + "]" * 100 + "\n", "deeper than"),
-        ("[sampler]\npopulation = " + HUGE_INT + "\n", "4300 digits"),
-        ("[sampler]\npopulation = " + LONG_INT + "\n", "64-bit"),
+        ("space.toml", "[exits]\ncount = " + DEEP + "\n", "nested too deeply"),
+        ("space.toml", "[exits]\ncount = " + "[" * 100 + "]" * 100 + "\n", "deeper than"),
+        ("space.toml", "[sampler]\npopulation = " + HUGE_INT + "\n", "4300 digits"),
+        ("space.toml", "[sampler]\npopulation = " + LONG_INT + "\n", "64-bit"),
+        ("space.yaml", "exits:\n  count: " + DEEP + "\n", "nested too deeply"),
+        ("space.yaml", "exits:\n  count: " + "[" * 100 + "]" * 100 + "\n", "deeper than"),
+        ("space.yaml", "sampler:\n  population: " + HUGE_INT + "\n", "4300 digits"),
     ],
-    ids=["deep-100k", "deep-100", "int-5000", "int-3000"],
-)
-def test_space_toml_is_guarded(
-    w: Path, capsys: pytest.CaptureFixture[str], text: str, needle: str
-) -> None:
-    _write(w / "space.toml", text)
-    _refused(capsys, w, search_argv(w, "--space", w / "space.toml"), needle)
-
-
-@pytest.mark.parametrize(
-    ("text", "needle"),
-    [
-        ("exits:\n  count: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested too deeply"),
-        ("exits:\n  count: " + "[" * 100 + "]" * 100 + "\n", "deeper than"),
-        ("sampler:\n  population: " + HUGE_INT + "\n", "4300 digits"),
+    ids=[
+        *("toml-deep-100k", "toml-deep-100", "toml-int-5000", "toml-int-3000"),
+        *("yaml-deep-100k", "yaml-deep-100", "yaml-int-5000"),
     ],
-    ids=["deep-100k", "deep-100", "int-5000"],
 )
-def test_space_yaml_is_guarded(
-    w: Path, capsys: pytest.CaptureFixture[str], text: str, needle: str
+def test_space_file_is_guarded(
+    w: Path, capsys: pytest.CaptureFixture[str], name: str, text: str, needle: str
 ) -> None:
-    _write(w / "space.yaml", text)
-    _refused(capsys, w, search_argv(w, "--space", w / "space.yaml"), needle)
+    _write(w / name, text)
+    _refused(capsys, w, search_argv(w, "--space", w / name), needle)
 
 
 @pytest.mark.parametrize(
@@ -258,7 +248,7 @@ def test_space_yaml_is_guarded(
     [
         ("threads = " + HUGE_INT + "\n", "4300 digits"),
         ("threads = " + LONG_INT + "\n", "64-bit"),
-        ("x = " + "[" * 100_000 + "]" * 100_000 + "\n", "nested too deeply"),
+        ("x = " + DEEP + "\n", "nested too deeply"),
     ],
     ids=["int-5000", "int-3000", "deep"],
 )
@@ -300,7 +290,7 @@ def test_journal_record_too_deep_is_not_a_record(tmp_path: Path) -> None:
     from hapi_dse.search.storage import _whole_record
 
     assert _whole_record(b'{"op_code": 1}\n')
-    assert not _whole_record(DEEP_JSON.encode())
+    assert not _whole_record(DEEP.encode())
     assert not _whole_record(b"\xff\n")
 
 

@@ -152,6 +152,27 @@ def write_fake_table() -> Any:
     return _write_fake_table
 
 
+def _profile_host(model: Path, profiles: Path) -> Path:
+    """A real profile of ``model`` on this machine (device ``host``) into ``profiles``, as
+    quick as one can be: 6 runs, 2 warm-ups, 2 rounds, the legacy exporter."""
+    from hapi_dse.profiling import ProfileConfig, run_profile
+
+    run_profile(
+        ProfileConfig(
+            model=str(model), device="host", profiles=str(profiles), runs=6, warmup=2, rounds=2,
+            exporter="legacy",
+        )
+    )  # fmt: skip
+    return profiles
+
+
+@pytest.fixture(scope="session")
+def profile_host() -> Any:
+    """``profile_host(model, profiles)`` profiles ``model`` on this machine into ``profiles``
+    (few runs: nothing is timed) and returns ``profiles``."""
+    return _profile_host
+
+
 @pytest.fixture(scope="session")
 def shared_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A two-exit max-softmax design of the tiny run, exported once per test session

@@ -60,9 +60,8 @@ def new_heads_run(tmp_path_factory: pytest.TempPathFactory, train_digits: Any) -
 
 
 def test_new_heads_get_exit_statistics_flops_and_profile_rows(
-    new_heads_run: Path, tmp_path: Path
+    new_heads_run: Path, tmp_path: Path, profile_host: Any
 ) -> None:
-    from hapi_dse.profiling import ProfileConfig, run_profile
     from hapi_dse.profiling.table import load_table
     from hapi_dse.run import RunDir
 
@@ -72,17 +71,7 @@ def test_new_heads_get_exit_statistics_flops_and_profile_rows(
         assert sum(1 for h in stats.head if h == head) == run.num_blocks
     flops = [r for r in run.flops() if r["segment"] == "head"]
     assert {r["head"] for r in flops} == set(NEW_HEADS) and all(r["flops"] > 0 for r in flops)
-    run_profile(
-        ProfileConfig(
-            model=str(new_heads_run),
-            device="host",
-            profiles=str(tmp_path),
-            runs=6,
-            warmup=2,
-            rounds=2,
-            exporter="legacy",
-        )
-    )
+    profile_host(new_heads_run, tmp_path)
     rows = load_table("host", run.model_id, tmp_path).rows
     heads = rows[rows["segment"] == "head"]
     for head in NEW_HEADS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,23 +14,11 @@ pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def host_profiles(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def host_profiles(
+    tiny_run: Path, tmp_path_factory: pytest.TempPathFactory, profile_host: Any
+) -> Path:
     """A host table of the tiny run measured on this machine (deployment terms included)."""
-    from hapi_dse.profiling import ProfileConfig, run_profile
-
-    out = tmp_path_factory.mktemp("profiles")
-    run_profile(
-        ProfileConfig(
-            model=str(tiny_run),
-            device="host",
-            profiles=str(out),
-            runs=6,
-            warmup=2,
-            rounds=2,
-            exporter="legacy",
-        )
-    )
-    return out
+    return profile_host(tiny_run, tmp_path_factory.mktemp("profiles"))
 
 
 def test_verify_measures_the_designs_near_the_pick(run_cli, tiny_run, host_profiles, tmp_path):

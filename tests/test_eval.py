@@ -15,26 +15,21 @@ def exported(shared_export: dict) -> Path:
     return out
 
 
+def eval_args(
+    exported: Path, tiny_run: Path, device: str, profiles: Path, out: Path
+) -> list[object]:
+    """``hapi eval`` of the shared export with ``device``'s table in ``profiles``, to ``out``."""
+    return ["eval", exported, "--model", tiny_run, "--device", device, "--profiles", profiles,
+            "--out", out]  # fmt: skip
+
+
 def test_eval_json_fields_and_fidelity(
     run_cli, tiny_run: Path, exported: Path, tmp_path: Path, write_fake_table
 ) -> None:
     profiles = tmp_path / "profiles"
     write_fake_table(tiny_run, profiles, "fakehost")
     report = tmp_path / "eval.json"
-    res = run_cli(
-        "eval",
-        exported,
-        "--model",
-        tiny_run,
-        "--device",
-        "fakehost",
-        "--profiles",
-        profiles,
-        "--out",
-        report,
-        "--warmup",
-        "2",
-    )
+    res = run_cli(*eval_args(exported, tiny_run, "fakehost", profiles, report), "--warmup", "2")
     assert res.exit_code == 0, res.stderr
     assert "accuracy (%)" in res.stdout and "latency p99 (ms)" in res.stdout
     rep = json.loads(report.read_text())
@@ -73,22 +68,8 @@ def test_eval_without_a_table_still_reports_accuracy(
     run_cli, tiny_run: Path, exported: Path, tmp_path: Path
 ) -> None:
     report = tmp_path / "e.json"
-    res = run_cli(
-        "eval",
-        exported,
-        "--model",
-        tiny_run,
-        "--device",
-        "nosuchdevice",
-        "--profiles",
-        tmp_path,
-        "--out",
-        report,
-        "--limit",
-        "40",
-        "--warmup",
-        "0",
-    )
+    args = eval_args(exported, tiny_run, "nosuchdevice", tmp_path, report)
+    res = run_cli(*args, "--limit", "40", "--warmup", "0")
     assert res.exit_code == 0, res.stderr
     rep = json.loads(report.read_text())
     assert rep["n"] == 40

@@ -47,7 +47,12 @@ def _label(column: str) -> str:
 
 @dataclass
 class Series:
-    """One result directory on one figure. Frames have columns ``x``, ``y``, ``trial``."""
+    """One result directory on one figure. Frames have columns ``x``, ``y``, ``trial``.
+
+    ``label``: its legend entry. ``device``: the device searched. ``front``: the feasible
+    Pareto front, sorted by x. ``dominated``: the other feasible trials. ``infeasible``:
+    the trials that break an SLO. ``chosen``: the chosen design's point (x, y), ``None``
+    when none was chosen."""
 
     label: str
     device: str
@@ -59,6 +64,9 @@ class Series:
 
 @dataclass(frozen=True)
 class SLOLine:
+    """An SLO bound on a plotted metric: ``axis`` (``x`` or ``y``), its ``value`` and
+    ``label``."""
+
     axis: str  # "x" or "y"
     value: float
     label: str
@@ -66,6 +74,10 @@ class SLOLine:
 
 @dataclass(frozen=True)
 class Reference:
+    """A reference point, predicted by the cost model: ``kind`` ``backbone`` (the plain
+    backbone) or ``subnet`` (one exit, threshold 0: at ``position`` with ``head``), its
+    ``label`` and its point ``x``, ``y``."""
+
     label: str
     kind: str  # "backbone" or "subnet"
     head: str
@@ -76,6 +88,15 @@ class Reference:
 
 @dataclass
 class FigureInfo:
+    """What one device's figure shows (:func:`hapi_dse.api.plot_info`, ``hapi plot``).
+
+    ``device``: the device. ``x`` and ``y``: the metric columns plotted (``latency_ms``,
+    ``accuracy``...), ``x_label`` and ``y_label`` their axis labels. ``series``: one
+    :class:`Series` per result directory (front, dominated and infeasible trials, the
+    chosen point). ``slo_lines``: the SLO bounds on x or y (:class:`SLOLine`).
+    ``references``: the plain backbone and single-exit subnets (:class:`Reference`), when
+    asked for."""
+
     device: str
     x: str
     y: str

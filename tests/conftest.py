@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -51,6 +52,23 @@ def run_cli(capsys: pytest.CaptureFixture[str]):
         return CliResult(code, out, err)
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def load_script() -> Callable[[str], ModuleType]:
+    """``load_script(name)``: the repository's ``scripts/NAME.py``, imported afresh as a
+    module (the scripts are not a package)."""
+    import importlib.util
+
+    def load(name: str) -> ModuleType:
+        path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec and spec.loader
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
 
 
 def train_tiny(out: Path, **overrides: Any) -> Path:

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "readme_figures.py"
 
 
-def _module():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("readme_figures", SCRIPT)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture
+def figures(load_script: Callable[[str], ModuleType]) -> ModuleType:
+    return load_script("readme_figures")
 
 
 def test_readme_figures_are_up_to_date() -> None:
@@ -27,7 +27,7 @@ def test_readme_figures_are_up_to_date() -> None:
     assert res.returncode == 0, res.stderr
 
 
-def test_accuracy_table_is_read_from_train_json(tmp_path: Path) -> None:
+def test_accuracy_table_is_read_from_train_json(figures: ModuleType, tmp_path: Path) -> None:
     per_exit = [
         {"position": p, "head": h, "test_acc": acc, "val_acc": acc}
         for p, accs in enumerate([(0.5, 0.7), (0.9, 0.8)])
@@ -43,16 +43,17 @@ def test_accuracy_table_is_read_from_train_json(tmp_path: Path) -> None:
     }
     f = tmp_path / "train.json"
     f.write_text(json.dumps(doc))
-    text = _module().accuracy_block(f)
+    text = figures.accuracy_block(f)
     rows = [r for r in text.splitlines() if r.startswith("| 0 ") or r.startswith("| 1 ")]
     assert rows == ["| 0 | 50.0 | **70.0** | `conv` |", "| 1 | **90.0** | 80.0 | `linear` |"]
     assert "93.00 %" in text and "10 min" in text and "`hapi train x`" in text
 
 
-def test_bench_table_marks_missing_records_and_formats_values(tmp_path: Path) -> None:
-    mod = _module()
+def test_bench_table_marks_missing_records_and_formats_values(
+    figures: ModuleType, tmp_path: Path
+) -> None:
     (tmp_path / "search.json").write_text(json.dumps({"evals_per_s": 39786.4, "hv_ratio": 0.99981}))
-    text = mod.bench_block(tmp_path)
+    text = figures.bench_block(tmp_path)
     lines = {line.split("|")[2].strip(): line for line in text.splitlines() if line.count("|") > 4}
     assert "| 39,786 |" in lines["`evals_per_s`"]
     assert "| 0.9998 |" in lines["`hv_ratio`"]
@@ -60,8 +61,6 @@ def test_bench_table_marks_missing_records_and_formats_values(tmp_path: Path) ->
     assert "| not run |" in lines["`default_search_wall_s`"]
 
 
-def test_render_refuses_a_readme_without_the_blocks() -> None:
-    import pytest
-
+def test_render_refuses_a_readme_without_the_blocks(figures: ModuleType) -> None:
     with pytest.raises(SystemExit, match="figures:accuracy"):
-        _module().render("# no blocks here\n")
+        figures.render("# no blocks here\n")

@@ -4,23 +4,16 @@ was taken (scripts/search_snapshot.py): refactors keep trials, Pareto fronts and
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-from pathlib import Path
+from collections.abc import Callable
+from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "search_snapshot.py"
-
 
 @pytest.fixture(scope="module")
-def snap():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("search_snapshot", SCRIPT)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def snap(load_script: Callable[[str], ModuleType]) -> ModuleType:
+    return load_script("search_snapshot")
 
 
 def test_fixed_seed_searches_match_the_snapshot(snap) -> None:  # type: ignore[no-untyped-def]

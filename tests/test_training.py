@@ -14,10 +14,14 @@ from hapi_dse.data import load_splits
 from hapi_dse.models.early_exit import architecture_spec, build
 from hapi_dse.ownership import MANIFEST, owned_kind
 from hapi_dse.run import RUN_FILES, RunDir
+from hapi_dse.testing import train_args
 from hapi_dse.training.calibration import exit_statistics, fit_temperatures, nll_per_column
 from hapi_dse.training.loops import state_digest, train_exits
 from hapi_dse.training.losses import Distill, exit_loss
 from hapi_dse.training.trainer import TrainConfig, summary_table, train
+
+#: one epoch of resnet20 with a linear head on digits (as hapi_dse.testing.train_args)
+ONE_EPOCH = dict(dataset="digits", backbone="resnet20", epochs=1, exit_epochs=1, heads=("linear",))
 
 
 def test_exit_training_leaves_backbone_bit_identical() -> None:
@@ -150,31 +154,13 @@ def test_interrupted_training_leaves_no_run_dir(
     monkeypatch.setattr(trainer, "flops_table", boom)  # fails while the run dir is written
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        train(
-            TrainConfig(
-                out=out,
-                dataset="digits",
-                backbone="resnet20",
-                epochs=1,
-                exit_epochs=1,
-                limit=64,
-                heads=("linear",),
-            )
-        )
+        train(TrainConfig(out=out, **ONE_EPOCH, limit=64))  # type: ignore[arg-type]
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 
 
 def test_same_seed_same_statistics(tmp_path: Path) -> None:
-    cfg = dict(
-        dataset="digits",
-        backbone="resnet20",
-        epochs=1,
-        exit_epochs=1,
-        limit=96,
-        heads=("linear",),
-        threads=1,
-    )
+    cfg = dict(ONE_EPOCH, limit=96, threads=1)
     train(TrainConfig(out=tmp_path / "a", **cfg))  # type: ignore[arg-type]
     train(TrainConfig(out=tmp_path / "b", **cfg))  # type: ignore[arg-type]
     assert state_digest(RunDir(tmp_path / "a").load_model()) == state_digest(
@@ -217,25 +203,7 @@ def test_cli_missing_dataset_names_package(
 
 
 def test_cli_train_digits_end_to_end(run_cli, tmp_path: Path) -> None:
-    res = run_cli(
-        "train",
-        "--dataset",
-        "digits",
-        "--backbone",
-        "resnet20",
-        "--heads",
-        "linear",
-        "--epochs",
-        "1",
-        "--exit-epochs",
-        "1",
-        "--limit",
-        "64",
-        "--threads",
-        "1",
-        "--out",
-        tmp_path / "r",
-    )
+    res = run_cli(*train_args(tmp_path / "r", limit=64, threads=1))
     assert res.exit_code == 0, res.stderr
     run = RunDir(tmp_path / "r")
     assert run.stats("test").k == 10

@@ -131,8 +131,8 @@ def test_exports_and_eval_take_the_cost_model_exits(
     from hapi_dse.cost.costs import SegmentCosts
     from hapi_dse.cost.design import Design
     from hapi_dse.cost.model import simulate
-    from hapi_dse.deploy.graph import build_stages, decide
     from hapi_dse.deploy.inputs import exit_temperatures, load_samples
+    from hapi_dse.graphs.graph import build_stages, decide
     from hapi_dse.run import RunDir
 
     run = RunDir(tiny_run)

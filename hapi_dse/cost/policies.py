@@ -45,7 +45,7 @@ class Ops(Protocol[T]):
     """The float32 operations a deployed exit rule is written in (:class:`ThresholdPolicy`).
 
     Three implementations run the one rule: numpy (:data:`NUMPY_OPS`), torch
-    (:mod:`hapi_dse.deploy.graph`) and ONNX nodes (:mod:`hapi_dse.deploy.compose`). Axes are
+    (:mod:`hapi_dse.graphs.graph`) and ONNX nodes (:mod:`hapi_dse.graphs.compose`). Axes are
     the last one (the classes); reductions drop it unless they say they keep it.
     """
 

@@ -4,7 +4,7 @@ Each stage graph computes its blocks, its exit head and the exit decision (thres
 temperatures are inputs, fed from ``manifest.json``); :mod:`~hapi_dse.deploy.staged_runtime`,
 copied into the directory, chains them with numpy and onnxruntime alone. Each stage is
 checked against PyTorch as it is exported, and the whole directory end to end: the shipped
-runtime against the one-graph PyTorch design (:class:`~hapi_dse.deploy.graph.DesignGraph`)
+runtime against the one-graph PyTorch design (:class:`~hapi_dse.graphs.graph.DesignGraph`)
 on every checked exit path.
 """
 
@@ -39,8 +39,8 @@ def export_staged(
     content (``common`` and what this export adds)."""
     import torch
 
-    from hapi_dse.deploy import compose
-    from hapi_dse.deploy.graph import DesignGraph, StageGraph, build_stages, stage_io
+    from hapi_dse.graphs import compose
+    from hapi_dse.graphs.graph import DesignGraph, StageGraph, build_stages, stage_io
     from hapi_dse.onnx_tools.network import network_model, write_checked
 
     net, design, temps = checked.net, checked.design, checked.temps

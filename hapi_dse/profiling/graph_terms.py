@@ -1,7 +1,7 @@
 """Fit the deployment terms (:mod:`hapi_dse.cost.deployment`) on real one-graph exports.
 
 Needs onnxruntime and numpy only, so a board can do it from ``--onnx-dir``. The probes
-(:mod:`hapi_dse.deploy.probes`) are timed in rounds interleaved with the segments' rounds
+(:mod:`hapi_dse.graphs.probes`) are timed in rounds interleaved with the segments' rounds
 (:class:`ProbeTimer`): in each round every probe runs a random stream of its feeds, so each
 path is timed
 both right after itself (warm) and right after shallower paths (its deeper blocks cold).
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from hapi_dse.cost.deployment import DeploymentTerms, first_decision
-from hapi_dse.deploy.probes import PROBED_POLICIES
 from hapi_dse.errors import ArtefactError
+from hapi_dse.graphs.probes import PROBED_POLICIES
 from hapi_dse.profiling.manifest import Manifest
 from hapi_dse.profiling.timing import TimingSettings, make_session
 
@@ -68,7 +68,7 @@ class _Probe:
 
     def __init__(self, manifest: Manifest, entry: Mapping[str, Any], settings: TimingSettings):
         from hapi_dse.cost.design import Design
-        from hapi_dse.deploy.probes import probe_image
+        from hapi_dse.graphs.probes import probe_image
 
         self.name = str(entry["name"])
         self.design = Design.from_dict(entry)

@@ -1,11 +1,11 @@
 """Design graphs assembled in ONNX from cuts of the exported network (no export per design).
 
-``torch.export`` of a :class:`~hapi_dse.deploy.graph.DesignGraph` (nested ``torch.cond``)
+``torch.export`` of a :class:`~hapi_dse.graphs.graph.DesignGraph` (nested ``torch.cond``)
 took 20-40 s for the bundled ResNet-32. Here the same graph is assembled from the network
 exported once (:mod:`hapi_dse.onnx_tools.network`, cached): each stage's blocks and head are
 cut out of it and spliced in, the exit rule is the policy's own
 (:meth:`~hapi_dse.cost.policies.ThresholdPolicy.decision`) run on ONNX nodes (the operations
-of :func:`~hapi_dse.deploy.graph.fires`, in the same order, float32), and each exit is an
+of :func:`~hapi_dse.graphs.graph.fires`, in the same order, float32), and each exit is an
 ``If`` whose ``else`` branch holds the rest of the network, exactly the structure the
 exporter wrote for ``torch.cond``. Stage graphs of the staged format are assembled the same
 way. Callers check the result against the PyTorch modules, as they checked the exports.
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from hapi_dse.cost.policies import ThresholdPolicy, get_policy
-from hapi_dse.deploy.graph import _stage_bounds
+from hapi_dse.graphs.graph import _stage_bounds
 
 
 class _Scope:
@@ -178,7 +178,7 @@ class _OnnxOps:
 
 
 def _fires(scope: _Scope, rule: ThresholdPolicy, z: str, thr: str, temp: str, classes: int) -> str:
-    """The exit rule of :func:`~hapi_dse.deploy.graph.fires` as ONNX operators: bool ``(1,)``."""
+    """The exit rule of :func:`~hapi_dse.graphs.graph.fires` as ONNX operators: bool ``(1,)``."""
     return rule.decision(_OnnxOps(scope), z, thr, temp, classes)
 
 
@@ -267,7 +267,7 @@ def stage_model(network: Any, net: Any, design: Any, i: int, *, layout_anchor: b
     """Stage ``i`` of the staged deployment (what exporting a ``StageGraph`` gives)."""
     from onnx import TensorProto, helper
 
-    from hapi_dse.deploy.graph import stage_io
+    from hapi_dse.graphs.graph import stage_io
 
     names = _Names()
     m = len(design.exits)

@@ -3,7 +3,7 @@
 A profile times each block and head alone; what the deployed graph adds (exit decisions,
 ``If`` dispatch, stage entries, blocks inside branches, weights gone cold: the terms of
 :mod:`hapi_dse.cost.deployment`) shows only inside a real export. The probes are built by
-the same function as ``hapi export`` (:func:`hapi_dse.deploy.single.write_single_graph`),
+the same function as ``hapi export`` (:func:`hapi_dse.graphs.single.write_single_graph`),
 with exits spread over the backbone, one probe per exit policy (two for ``max_softmax``) and
 the plain backbone with no exit (which pins what blocks cost inside one graph apart from the
 exit decisions), the model's head types in turn, and thresholds that are graph inputs: each
@@ -84,7 +84,7 @@ def export_probes(
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Export every probe to ``out_dir``; return their manifest entries (``segments.json``)."""
-    from hapi_dse.deploy.single import write_single_graph
+    from hapi_dse.graphs.single import write_single_graph
 
     entries = []
     for name, design in probe_designs(net.backbone.num_blocks, heads):

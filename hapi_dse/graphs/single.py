@@ -1,7 +1,7 @@
 """``hapi export --format onnx``: the whole design as one graph, its exits inside (``If``).
 
 :func:`write_single_graph` builds, checks and writes the graph; ``hapi export`` and the
-deployment probes of ``hapi profile`` (:mod:`hapi_dse.deploy.probes`) both call it, so what
+deployment probes of ``hapi profile`` (:mod:`hapi_dse.graphs.probes`) both call it, so what
 is profiled is what is exported. :func:`export_single` adds what ``hapi export`` records:
 the design as ``hapi.*`` metadata properties of the graph and the sidecar's description of
 the inputs, outputs, check and requirements.
@@ -48,7 +48,7 @@ def export_single(
 ) -> dict[str, Any]:
     """Write the design to the ``.onnx`` file ``out``, checked as ``checked`` plans; returns
     the sidecar content (``common`` and what this export adds)."""
-    from hapi_dse.deploy.graph import input_names
+    from hapi_dse.graphs.graph import input_names
 
     design, x, plan = checked.design, checked.x, checked.plan
     names = input_names(design)
@@ -122,7 +122,7 @@ def write_single_graph(
     ``example`` and each of ``checks`` are ``(image,)`` or ``(image, thresholds)``; the
     temperatures are ``temps``. The searched thresholds and ``temps`` become the defaults of
     the optional ``thresholds``/``temperatures`` inputs
-    (:func:`~hapi_dse.deploy.onnx_passes.make_inputs_optional`). The graph is checked
+    (:func:`~hapi_dse.graphs.onnx_passes.make_inputs_optional`). The graph is checked
     (``onnx.checker``, and onnxruntime against PyTorch on ``example`` and every check input,
     with and without the default inputs) and written atomically. ``hapi export`` and the
     deployment probes of ``hapi profile`` both build their graphs here, so what is profiled
@@ -130,8 +130,8 @@ def write_single_graph(
     """
     import torch
 
-    from hapi_dse.deploy import compose
-    from hapi_dse.deploy.graph import DesignGraph, input_names
+    from hapi_dse.graphs import compose
+    from hapi_dse.graphs.graph import DesignGraph, input_names
     from hapi_dse.onnx_tools.network import network_model
 
     module = DesignGraph(net, design, layout_anchor=layout_anchor, eager=True).eval()
@@ -201,7 +201,7 @@ def _finish(
     """The rewrites of the assembled graph, its checks, and the atomic write."""
     import onnx
 
-    import hapi_dse.deploy.onnx_passes as onnx_passes
+    import hapi_dse.graphs.onnx_passes as onnx_passes
     from hapi_dse.onnx_tools import compare_with_torch
 
     if len(names) > 1:

@@ -32,7 +32,7 @@ def plan_checks(net: Any, design: Any, temps: list[float], x: np.ndarray) -> Che
     import torch
 
     from hapi_dse.cost.policies import get_policy
-    from hapi_dse.deploy.graph import build_stages, decide
+    from hapi_dse.graphs.graph import build_stages, decide
 
     stages = build_stages(net, design, layout_anchor=False).eval()
     logits = []

@@ -226,9 +226,9 @@ def _write_noop(out: Path, in_shape: tuple[int, ...], opset: int) -> Segment:
 def _export_probes(
     net: Any, arch: dict[str, Any], in_shape: tuple[int, ...], out: Path, *, opset: int, seed: int
 ) -> list[dict[str, Any]]:
-    """The deployment probes (:mod:`hapi_dse.deploy.probes`): real one-graph exports whose
+    """The deployment probes (:mod:`hapi_dse.graphs.probes`): real one-graph exports whose
     timings give the sidecar's ``deployment`` terms."""
-    from hapi_dse.deploy.probes import export_probes
+    from hapi_dse.graphs.probes import export_probes
 
     return export_probes(net, list(arch["heads"]), in_shape, out, opset=opset, seed=seed)
 
@@ -247,7 +247,7 @@ def export_segments(
     backbone: str | None = None,
 ) -> Manifest:
     """Export every block, head, the final classifier, the backbone and a no-op graph, and
-    (``with_probes``, batch 1) the deployment probes of :mod:`hapi_dse.deploy.probes`.
+    (``with_probes``, batch 1) the deployment probes of :mod:`hapi_dse.graphs.probes`.
     ``trust_code`` and ``backbone``: what code the run's model.json may run
     (:meth:`~hapi_dse.run.RunDir.check_arch`).
 

@@ -60,7 +60,7 @@ class Manifest:
     exporter: str = ""
     export_check: dict[str, dict[str, float]] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
-    #: deployment probes (hapi_dse.deploy.probes): name, file, design keys, feeds
+    #: deployment probes (hapi_dse.graphs.probes): name, file, design keys, feeds
     probes: list[dict[str, Any]] = field(default_factory=list)
 
     def table_segments(self) -> list[Segment]:

@@ -70,7 +70,7 @@ def estimate_file_s(path: str | Path, spec: DeviceSpec, threads: int | None = No
     return estimate_s(graph_costs(path, spec.channel_block), spec, threads)
 
 
-#: operators of one exit decision as hapi exports it (hapi_dse.deploy.graph.fires), its
+#: operators of one exit decision as hapi exports it (hapi_dse.graphs.graph.fires), its
 #: If node included; the decision's arithmetic on a few logits is negligible beside them
 DECISION_OPS = {"max_softmax": 9, "entropy": 12, "patience": 7}
 #: operators a graph with exits runs once per call: OptionalHasElement and If for each of

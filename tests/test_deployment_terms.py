@@ -156,7 +156,7 @@ def test_terms_round_trip_and_bad_sidecars_are_refused():
 
 def _probe_timings(truth: np.ndarray, drift: float = 1.0):
     """Probe timings made from known terms: (entries, measured, rows, overhead, block_ms)."""
-    from hapi_dse.deploy.probes import probe_designs
+    from hapi_dse.graphs.probes import probe_designs
     from hapi_dse.profiling.graph_terms import path_features, segments_ms
 
     rng = np.random.default_rng(0)

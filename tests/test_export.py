@@ -71,8 +71,8 @@ def test_onnx_matches_pytorch_on_every_exit_path(single_export: dict) -> None:
     """Each path forced through the threshold input: same exit, same logits as PyTorch."""
     import torch
 
-    from hapi_dse.deploy.graph import DesignGraph
     from hapi_dse.deploy.inputs import exit_temperatures, load_design, load_samples
+    from hapi_dse.graphs.graph import DesignGraph
     from hapi_dse.run import RunDir
 
     run = RunDir(single_export["run"])

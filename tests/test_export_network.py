@@ -80,8 +80,8 @@ def test_assembled_design_graph_equals_the_exported_one(
 
     from hapi_dse.cost.design import Design
     from hapi_dse.cost.policies import get_policy
-    from hapi_dse.deploy import compose
-    from hapi_dse.deploy.graph import DesignGraph, input_names
+    from hapi_dse.graphs import compose
+    from hapi_dse.graphs.graph import DesignGraph, input_names
     from hapi_dse.onnx_tools import export_onnx
 
     run, net, network = net_and_network
@@ -213,8 +213,8 @@ def test_a_designs_heads_only_give_the_same_graph_and_never_serve_another_design
     outputs agree to float rounding; the part is cached under a key of its own, which another
     design's heads never hit, and the whole network, once cached, serves every design."""
     from hapi_dse.cost.design import Design
-    from hapi_dse.deploy import compose
-    from hapi_dse.deploy.graph import input_names
+    from hapi_dse.graphs import compose
+    from hapi_dse.graphs.graph import input_names
     from hapi_dse.onnx_tools import network as nw
     from hapi_dse.onnx_tools.rewrite import BUILDER
 

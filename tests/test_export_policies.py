@@ -52,8 +52,8 @@ def test_graph_decisions_match_the_cost_model(tiny_run: Path, policy: str) -> No
     from hapi_dse.cost.costs import SegmentCosts
     from hapi_dse.cost.design import Design
     from hapi_dse.cost.model import simulate
-    from hapi_dse.deploy.graph import DesignGraph, build_stages, decide, input_names
     from hapi_dse.deploy.inputs import exit_temperatures, load_samples
+    from hapi_dse.graphs.graph import DesignGraph, build_stages, decide, input_names
     from hapi_dse.run import RunDir
 
     run = RunDir(tiny_run)

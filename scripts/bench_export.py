@@ -529,10 +529,10 @@ def deep_path(
 
     from hapi_dse.cost.design import Design
     from hapi_dse.cost.policies import get_policy
-    from hapi_dse.deploy import onnx_passes
-    from hapi_dse.deploy.graph import DesignGraph, ReferenceGraph
     from hapi_dse.deploy.inputs import exit_temperatures, load_samples
     from hapi_dse.deploy.load import load_runtime
+    from hapi_dse.graphs import onnx_passes
+    from hapi_dse.graphs.graph import DesignGraph, ReferenceGraph
     from hapi_dse.onnx_tools import export_onnx
 
     doc = src["doc"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterable
 
 import numpy as np
 import pytest
@@ -62,6 +63,23 @@ def random_design(rng: np.random.Generator, blocks: int, policy: str) -> Design:
         Exit(int(p), str(rng.choice(HEADS)), float(rng.integers(0, 21) / 20)) for p in positions
     )
     return Design(exits, policy, patience=int(rng.integers(1, 4)))
+
+
+def random_case(
+    seed: int, n: int, blocks: int
+) -> tuple[np.random.Generator, ExitStats, SegmentCosts]:
+    """A generator seeded with ``seed``, random statistics of ``n`` samples after each of
+    ``blocks`` blocks and random costs for them, drawn in that order."""
+    rng = np.random.default_rng(seed)
+    stats = random_stats(rng, n, blocks)
+    return rng, stats, random_costs(rng, stats)
+
+
+def random_designs(
+    rng: np.random.Generator, blocks: int, each: int, policies: Iterable[str] = POLICY_REGISTRY
+) -> list[Design]:
+    """``each`` random designs of every one of ``policies``, policy by policy."""
+    return [random_design(rng, blocks, p) for p in policies for _ in range(each)]
 
 
 def brute_force(design: Design, stats: ExitStats, costs: SegmentCosts) -> dict[str, float]:
@@ -133,22 +151,16 @@ def test_cost_model_matches_brute_force(policy: str) -> None:
 
 
 def test_simulate_agrees_with_evaluate() -> None:
-    rng = np.random.default_rng(7)
-    stats = random_stats(rng, 257, 5)
-    costs = random_costs(rng, stats)
+    rng, stats, costs = random_case(7, 257, 5)
     model = CostModel(stats, costs)
-    for policy in POLICY_REGISTRY:
-        for _ in range(5):
-            design = random_design(rng, 5, policy)
-            exit_index, latency = model.simulate(design)
-            assert exit_index.shape == latency.shape == (stats.n,)
-            assert exit_index.min() >= 0 and exit_index.max() <= len(design.exits)
-            metrics = model.evaluate(design)
-            assert latency.mean() == pytest.approx(metrics["latency_ms"])
-            assert latency.max() == pytest.approx(metrics["max_latency_ms"])
-            assert np.mean(exit_index < len(design.exits)) == pytest.approx(
-                metrics["exit_fraction"]
-            )
+    for design in random_designs(rng, 5, each=5):
+        exit_index, latency = model.simulate(design)
+        assert exit_index.shape == latency.shape == (stats.n,)
+        assert exit_index.min() >= 0 and exit_index.max() <= len(design.exits)
+        metrics = model.evaluate(design)
+        assert latency.mean() == pytest.approx(metrics["latency_ms"])
+        assert latency.max() == pytest.approx(metrics["max_latency_ms"])
+        assert np.mean(exit_index < len(design.exits)) == pytest.approx(metrics["exit_fraction"])
 
 
 def test_predict_takes_a_design_json_dict() -> None:
@@ -209,17 +221,13 @@ def test_cost_and_search_do_not_import_torch() -> None:
 
 
 def test_prepared_grid_gives_the_same_metrics() -> None:
-    rng = np.random.default_rng(3)
-    stats = random_stats(rng, 333, 4)
-    costs = random_costs(rng, stats)
+    rng, stats, costs = random_case(3, 333, 4)
     grid = [i / 20 for i in range(21)]
     lazy, prepared = CostModel(stats, costs), CostModel(stats, costs)
     prepared.prepare("max_softmax", grid)
     prepared.prepare("entropy", grid[::-1])
-    for policy in ("max_softmax", "entropy"):
-        for _ in range(20):
-            design = random_design(rng, 4, policy)
-            assert prepared.evaluate(design) == lazy.evaluate(design)
+    for design in random_designs(rng, 4, each=20, policies=("max_softmax", "entropy")):
+        assert prepared.evaluate(design) == lazy.evaluate(design)
 
 
 def test_from_table_counts_the_call_overhead_once(tmp_path) -> None:
@@ -280,21 +288,15 @@ def test_a_full_mask_cache_starts_over_without_mixing_masks(monkeypatch) -> None
     import hapi_dse.cost.model as model_mod
 
     monkeypatch.setattr(model_mod, "_MAX_CACHED_MASKS", 6)
-    rng = np.random.default_rng(11)
-    stats = random_stats(rng, 200, 6)
-    costs = random_costs(rng, stats)
+    rng, stats, costs = random_case(11, 200, 6)
     small = CostModel(stats, costs)
-    for policy in POLICY_REGISTRY:
-        for _ in range(15):
-            design = random_design(rng, 6, policy)
-            assert small.evaluate(design) == pytest.approx(brute_force(design, stats, costs))
+    for design in random_designs(rng, 6, each=15):
+        assert small.evaluate(design) == pytest.approx(brute_force(design, stats, costs))
 
 
 def test_evaluate_many_equals_one_at_a_time() -> None:
-    rng = np.random.default_rng(5)
-    stats = random_stats(rng, 300, 6)
-    costs = random_costs(rng, stats)
-    designs = [random_design(rng, 6, p) for p in POLICY_REGISTRY for _ in range(30)]
+    rng, stats, costs = random_case(5, 300, 6)
+    designs = random_designs(rng, 6, each=30)
     batch = CostModel(stats, costs).evaluate_many(designs)
     single = CostModel(stats, costs)
     for got, design in zip(batch, designs, strict=True):

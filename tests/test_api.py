@@ -157,9 +157,15 @@ def test_api_export_of_a_searched_design_runs_as_predicted(tmp_path: Path) -> No
         out=res,
     )
     assert result.chosen is not None and result.chosen.design is not None
-    info = hapi.export(res, tmp_path / "m.onnx")
-    assert info["model_id"] == run.model_id and (tmp_path / "m.onnx").is_file()
-    assert info["design"]["exits"] == result.chosen.design.to_dict()["exits"]
+    exported = hapi.export(res, tmp_path / "m.onnx")
+    assert isinstance(exported, hapi.ExportedDesign)
+    assert exported.model_id == run.model_id and exported.path == tmp_path / "m.onnx"
+    assert exported.design == result.chosen.design and exported.device == "pixel6"
+    assert exported.info == json.loads((tmp_path / "m.export.json").read_text())
+    assert exported.sidecar == tmp_path / "m.export.json"
+    assert [s["text"] for s in exported.slos] == ["latency=0.25ms"]
+    assert len(exported.exits) == len(result.chosen.design.exits) + 1
+    assert max(exported.max_abs_diff.values()) <= exported.info["check"]["atol"]
     sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     x = load_samples(run, "val").x[:64].astype(np.float32)
     names = [o.name for o in sess.get_outputs()]

@@ -11,24 +11,11 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-_quiet = False
-
-
-def set_quiet(quiet: bool) -> None:
-    """``hapi -q``: no progress bars (and, in the CLI, no summaries)."""
-    global _quiet
-    _quiet = quiet
-
-
-def is_quiet() -> bool:
-    return _quiet
-
-
 def enabled(show: bool = True) -> bool:
     """Whether a progress bar is drawn: when asked (``show``: a library call's ``progress``
     argument, false with ``hapi -q``), on a terminal, unless ``CI`` or ``HAPI_NO_PROGRESS``
     is set."""
-    if not show or _quiet or os.environ.get("CI") or os.environ.get("HAPI_NO_PROGRESS"):
+    if not show or os.environ.get("CI") or os.environ.get("HAPI_NO_PROGRESS"):
         return False
     return sys.stderr.isatty()
 

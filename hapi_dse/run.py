@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import math
 import pickle
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,31 +22,6 @@ from hapi_dse.readers import read_csv, read_json, torch_load_weights
 RUN_FILES: tuple[str, ...] = OUTPUT_KINDS["run"]["names"]  # what 'hapi train' writes
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 DEFAULT_EXAMPLE = "fashion-mnist"
-
-# What the command line allowed model.json to run (see allow_backbone_factory).
-_ALLOWED_FACTORIES: set[str] = set()
-_TRUST_RUN_CODE = False
-
-
-@contextmanager
-def allow_backbone_factory(spec: str | None = None, *, trust: bool = False) -> Iterator[None]:
-    """While open, let :meth:`RunDir.load_model` build the user factory ``spec``
-    (``package.module:factory``, named on the command line), or any factory with ``trust``
-    (``--trust-run-code``). Otherwise a run directory is data: only registered backbones are
-    built from its model.json (DESIGN 3: never execute code named by a file it reads).
-    """
-    global _TRUST_RUN_CODE
-    before = (set(_ALLOWED_FACTORIES), _TRUST_RUN_CODE)
-    if spec is not None:
-        _ALLOWED_FACTORIES.add(spec)
-    _TRUST_RUN_CODE = _TRUST_RUN_CODE or trust
-    try:
-        yield
-    finally:
-        _ALLOWED_FACTORIES.clear()
-        _ALLOWED_FACTORIES.update(before[0])
-        _TRUST_RUN_CODE = before[1]
-
 
 _PLAIN = (bool, int, float, str, type(None))
 
@@ -301,8 +274,9 @@ class RunDir:
 
     def check_arch(self, trust_code: bool = False, backbone: str | None = None) -> None:
         """Refuse a model.json whose backbone is code (``package.module:factory``) unless
-        ``backbone`` names that factory, ``trust_code`` is set, or the command line allowed it
-        (:func:`allow_backbone_factory`); ``backbone_kwargs`` must be plain JSON data."""
+        ``backbone`` names that factory (``--backbone MODULE:FACTORY``) or ``trust_code`` is
+        set (``--trust-run-code``): a run directory is data (DESIGN 3: never execute code
+        named by a file it reads). ``backbone_kwargs`` must be plain JSON data."""
         p = self.path / "model.json"
         arch = self.model["arch"]
         if not isinstance(arch, dict):
@@ -310,8 +284,7 @@ class RunDir:
         name = arch.get("backbone")
         if not isinstance(name, str):
             raise ArtefactError(f"{p}: arch.backbone must be a backbone name, got {name!r}")
-        trusted = trust_code or _TRUST_RUN_CODE or name in _ALLOWED_FACTORIES
-        if ":" in name and name != backbone and not trusted:
+        if ":" in name and name != backbone and not trust_code:
             from hapi_dse.models.backbones import BACKBONES
 
             raise ArtefactError(

@@ -15,12 +15,9 @@ SEARCH = ["--device", "pixel6", "--trials", "40", "--seed", "2"]
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
-    from hapi_dse.progress import set_quiet
-
     level = logging.getLogger().level
     yield
     logging.getLogger().setLevel(level)
-    set_quiet(False)
 
 
 def _files(d: Path) -> dict[str, bytes]:
@@ -53,13 +50,26 @@ def test_verbose_after_the_command_logs_more(run_cli, tmp_path: Path) -> None:
     assert logging.getLogger().getEffectiveLevel() == logging.INFO
 
 
-def test_quiet_turns_progress_bars_off(run_cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_quiet_turns_progress_bars_off(run_cli, tmp_path: Path, monkeypatch, where) -> None:
+    """-q reaches the search's bar as its argument (show=False), and only for that
+    command: the next one, without -q, asks for its bar again."""
     from hapi_dse import progress
 
-    run_cli("search", *SEARCH, "--out", tmp_path / "a", "-q")
-    assert progress.is_quiet() and not progress.enabled()
-    run_cli("search", *SEARCH, "--out", tmp_path / "b")
-    assert not progress.is_quiet()
+    asked: list[bool] = []
+    real = progress.enabled
+
+    def spy(show: bool = True) -> bool:
+        asked.append(show)
+        return real(show)
+
+    monkeypatch.setattr(progress, "enabled", spy)
+    argv = ["-q", "search", *SEARCH] if where == "before" else ["search", *SEARCH, "-q"]
+    assert run_cli(*argv, "--out", tmp_path / "a").exit_code == 0
+    assert asked == [False]
+    asked.clear()
+    assert run_cli("search", *SEARCH, "--out", tmp_path / "b").exit_code == 0
+    assert asked == [True]
 
 
 def test_every_command_takes_quiet_after_its_name(run_cli) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hapi_dse.errors import ArtefactError
-from hapi_dse.run import RunDir, allow_backbone_factory
+from hapi_dse.run import RunDir
 
 
 @pytest.fixture
@@ -94,17 +94,31 @@ def test_trust_flag_or_named_factory_runs_it(code_run, tmp_path, run_cli, how) -
     assert code_run["marker"].exists()
 
 
-def test_allow_is_scoped_and_load_model_takes_explicit_parameters(code_run) -> None:
+def test_load_model_takes_what_is_allowed_as_parameters(code_run) -> None:
     run = RunDir(code_run["run"])
-    with allow_backbone_factory("other.mod:factory"), pytest.raises(ArtefactError):
-        run.load_model()
-    with allow_backbone_factory(trust=True):
-        run.check_arch()
     with pytest.raises(ArtefactError, match="which is code"):
-        run.check_arch()  # the allowance ended with the block
+        run.load_model(backbone="other.mod:factory")
+    with pytest.raises(ArtefactError, match="which is code"):
+        run.check_arch()
     assert not code_run["marker"].exists()
     run.check_arch(backbone=code_run["spec"])
     run.check_arch(trust_code=True)
+    with pytest.raises(ArtefactError, match="which is code"):
+        run.check_arch()  # nothing of the calls before is remembered
+    assert not code_run["marker"].exists()
+
+
+def test_api_export_takes_trust_code(code_run, tmp_path, write_design) -> None:
+    """The API's trust_code reaches the export of the run's model (refused without it,
+    built with it: the factory's module runs)."""
+    import hapi_dse as hapi
+
+    design = write_design(code_run["run"], tmp_path / "d.json", [(1, "linear", 0.5)])
+    with pytest.raises(ArtefactError, match="which is code"):
+        hapi.export(design, tmp_path / "a.onnx", run=code_run["run"])
+    assert not code_run["marker"].exists()
+    out = hapi.export(design, tmp_path / "b.onnx", run=code_run["run"], trust_code=True)
+    assert out.path.is_file() and code_run["marker"].read_text() == "called"
 
 
 @pytest.mark.parametrize(

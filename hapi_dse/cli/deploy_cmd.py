@@ -75,7 +75,6 @@ def export(
     records the check, the opset, the design's sha256 and what the file needs to run.
     """
     from hapi_dse.deploy import ExportConfig, export_design, format_export
-    from hapi_dse.run import allow_backbone_factory
 
     cfg = ExportConfig(
         source=source,
@@ -90,8 +89,7 @@ def export(
         trial=trial,
         overwrite=overwrite,
     )
-    with allow_backbone_factory(backbone, trust=trust_run_code):
-        info = export_design(cfg)
+    info = export_design(cfg, trust_code=trust_run_code, backbone=backbone)
     options.report(format_export(info, out, fmt))
 
 
@@ -166,7 +164,7 @@ def eval_(
         seed=seed,
         overwrite=overwrite,
     )
-    rep, json_out = evaluate_to_file(cfg, json_out)
+    rep, json_out = evaluate_to_file(cfg, json_out, progress=options.progress())
     options.report(format_report(rep))
     options.report(f"report: {json_out}")
     broken = broken_slos(rep)

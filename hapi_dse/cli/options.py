@@ -186,24 +186,33 @@ def overwrite(what: str) -> Decorator:
 
 
 # -- verbosity: one logging level decides what is shown ----------------------------------------
+#: where ``-q`` is kept: the meta of click's context, one per invocation, shared by the group
+#: and the command (``hapi -q search`` and ``hapi search -q``)
+_QUIET = "hapi.quiet"
+
+
 def set_verbosity(verbose: int, quiet: bool) -> None:
     """``-q``: warnings and errors only (no summary, no progress bar); ``-v``: more log
     output, ``-vv`` debug."""
     import logging
     import sys
 
-    from hapi_dse.progress import set_quiet
-
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
-    set_quiet(quiet)
+    click.get_current_context().meta[_QUIET] = quiet
 
 
 def quiet() -> bool:
     """Whether ``-q`` was given (before or after the command's name)."""
-    from hapi_dse.progress import is_quiet
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and bool(ctx.meta.get(_QUIET, False))
 
-    return is_quiet()
+
+def progress() -> bool:
+    """Whether the command shows progress bars (the library's ``progress=``): not with
+    ``-q``; on a terminal only, and not in CI or with ``HAPI_NO_PROGRESS`` (the library
+    checks those)."""
+    return not quiet()
 
 
 def report(text: str) -> None:

@@ -109,7 +109,6 @@ def profile(
     """
     from hapi_dse.profiling.modes import ProfileConfig, ProfileMode
     from hapi_dse.profiling.runner import run_profile
-    from hapi_dse.run import allow_backbone_factory
 
     cfg = ProfileConfig(
         device=device,
@@ -131,8 +130,10 @@ def profile(
         seed=seed,
         force=force,
     )
-    with allow_backbone_factory(backbone, trust=trust_run_code):
-        options.report(run_profile(cfg).summary())
+    out = run_profile(
+        cfg, progress=options.progress(), trust_code=trust_run_code, backbone=backbone
+    )
+    options.report(out.summary())
 
 
 @click.command("devices")

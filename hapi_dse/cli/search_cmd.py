@@ -172,7 +172,6 @@ def search(
     shown), 2 on bad input.
     """
     from hapi_dse.cost import parse_objectives, parse_slos
-    from hapi_dse.run import allow_backbone_factory
     from hapi_dse.search.config import DEFAULT_TRIALS
     from hapi_dse.search.picking import check_pick
     from hapi_dse.search.runner import run_search
@@ -198,8 +197,13 @@ def search(
         verify=verify,
         overwrite=overwrite,
     )
-    with allow_backbone_factory(backbone, trust=trust_run_code):  # --verify loads the model
-        results = run_search(cfg, echo=options.report)
+    results = run_search(  # --verify loads the model: trust_code, backbone
+        cfg,
+        echo=options.report,
+        progress=options.progress(),
+        trust_code=trust_run_code,
+        backbone=backbone,
+    )
     infeasible = [r.device for r in results if not r.feasible]
     if infeasible:  # a normal outcome, not an error: the report says why
         if options.quiet():

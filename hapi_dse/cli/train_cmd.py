@@ -156,7 +156,7 @@ def train(
         amp=amp,
         overwrite=overwrite,
     )
-    result = run_training(cfg)
+    result = run_training(cfg, progress=options.progress())
     options.report(summary_table(result))
     options.report(
         f"model {result['model_id']} written to {out} ({result['timings']['total_s']:.0f} s)"

@@ -23,48 +23,19 @@ HEADS = ("linear", "conv")
 
 
 def fake_manifest(num_blocks: int = 4) -> Manifest:
+    def seg(kind: str, i: int, head: str, file: str, flops: int, params: int) -> Segment:
+        return Segment(kind, i, head, file, "x", (1, 8, 4, 4), "y", flops=flops, params=params)
+
     segs = [
-        Segment(
-            "block",
-            i,
-            "",
-            f"block_{i}.onnx",
-            "x",
-            (1, 8, 4, 4),
-            "y",
-            flops=1000 * (i + 1),
-            params=10 * (i + 1),
-        )
+        seg("block", i, "", f"block_{i}.onnx", 1000 * (i + 1), 10 * (i + 1))
         for i in range(num_blocks)
     ]
-    for i in range(num_blocks):
-        for j, h in enumerate(HEADS):
-            segs.append(
-                Segment(
-                    "head",
-                    i,
-                    h,
-                    f"head_{i}_{h}.onnx",
-                    "x",
-                    (1, 8, 4, 4),
-                    "y",
-                    flops=100 * (j + 1),
-                    params=5 * (j + 1),
-                )
-            )
-    segs.append(
-        Segment(
-            "final",
-            num_blocks - 1,
-            "final",
-            "final.onnx",
-            "x",
-            (1, 8, 4, 4),
-            "y",
-            flops=50,
-            params=7,
-        )
-    )
+    segs += [
+        seg("head", i, h, f"head_{i}_{h}.onnx", 100 * (j + 1), 5 * (j + 1))
+        for i in range(num_blocks)
+        for j, h in enumerate(HEADS)
+    ]
+    segs.append(seg("final", num_blocks - 1, "final", "final.onnx", 50, 7))
     return Manifest(root=Path("."), model_id=MODEL_ID, batch=1, segments=segs)
 
 

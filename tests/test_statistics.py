@@ -36,10 +36,7 @@ def test_statistics_are_numpys_inverted_cdf_percentiles(n: int) -> None:
     want = {
         "mean": float(np.mean(values)),
         "max": float(np.max(values)),
-        **{
-            f"p{q}": float(np.percentile(values, q, method="inverted_cdf"))
-            for q in (50, 90, 99)
-        },
+        **{f"p{q}": float(np.percentile(values, q, method="inverted_cdf")) for q in (50, 90, 99)},
     }
     assert got == want  # bit for bit
     for q in (50, 90, 99):  # the rank is the smallest with at least q % at or below it

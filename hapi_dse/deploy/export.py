@@ -18,7 +18,7 @@ thresholds overridden, which the export records). The sidecar ``<name>.export.js
 ``export.json`` in a staged directory) records the check, the opset and the design's sha256.
 
 This module is the entry point; the work is in :mod:`~hapi_dse.deploy.checks` (which samples
-check which exit path), :mod:`~hapi_dse.graphs.single` and :mod:`~hapi_dse.deploy.staged`
+check which exit path), :mod:`~hapi_dse.deploy.single` and :mod:`~hapi_dse.deploy.staged`
 (the two formats) and :mod:`~hapi_dse.deploy.load` (what an export holds, and opening it).
 """
 
@@ -39,9 +39,9 @@ from hapi_dse.deploy.inputs import (
     load_samples,
 )
 from hapi_dse.deploy.load import EXPORT_SCHEMA_VERSION, STAGED_SIDECAR
+from hapi_dse.deploy.single import export_single
 from hapi_dse.deploy.staged import export_staged
 from hapi_dse.errors import UsageError
-from hapi_dse.graphs.single import export_single
 from hapi_dse.onnx_tools import DEFAULT_OPSET
 from hapi_dse.provenance import provenance
 

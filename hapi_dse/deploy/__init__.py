@@ -1,7 +1,7 @@
 """Deployment: export a searched design to ONNX with its exits inside, and measure it.
 
 - :mod:`~hapi_dse.deploy.export` (``hapi export``), over :mod:`~hapi_dse.deploy.checks`,
-  :mod:`~hapi_dse.graphs.single` and :mod:`~hapi_dse.deploy.staged`; the graphs themselves
+  :mod:`~hapi_dse.deploy.single` and :mod:`~hapi_dse.deploy.staged`; the graphs themselves
   are :mod:`~hapi_dse.graphs.graph`.
 - :mod:`~hapi_dse.deploy.load`: what an export holds, and opening it.
 - :mod:`~hapi_dse.deploy.evaluate` (``hapi eval``), over :mod:`~hapi_dse.deploy.measure`;

@@ -46,9 +46,9 @@ from typing import Any
 from hapi_dse.cost.design import Design, Exit
 from hapi_dse.cost.policies import ThresholdPolicy, get_policy, policy_names
 from hapi_dse.errors import UsageError, unknown_name
+from hapi_dse.exit_stats import ExitStats
 from hapi_dse.paths import SHIPPED_SEARCH_SPACES
 from hapi_dse.readers import loads_toml, loads_yaml, read_text
-from hapi_dse.run import ExitStats
 
 _KEYS: dict[str, set[str]] = {
     "": {"description", "exits", "thresholds", "policies", "sampler"},

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,6 +41,12 @@ def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def profile_segments(exported: Path, profiles: Path, **options: Any) -> Any:
+    """``run_profile`` of the exported segments into ``profiles`` (``options``: the rest of
+    its ProfileConfig)."""
+    return run_profile(ProfileConfig(onnx_dir=str(exported), profiles=str(profiles), **options))
+
+
 def test_export_writes_every_segment_and_a_manifest(exported, tiny_run):
     run = RunDir(tiny_run)
     man = json.loads((exported / "segments.json").read_text())
@@ -54,16 +61,7 @@ def test_export_writes_every_segment_and_a_manifest(exported, tiny_run):
 
 
 def test_measured_profile_has_one_row_per_segment(exported, tiny_run, tmp_path):
-    out = run_profile(
-        ProfileConfig(
-            onnx_dir=str(exported),
-            device="host",
-            profiles=str(tmp_path),
-            runs=10,
-            warmup=2,
-            rounds=2,
-        )
-    )
+    out = profile_segments(exported, tmp_path, device="host", runs=10, warmup=2, rounds=2)
     run = RunDir(tiny_run)
     t = load_table("host", run.model_id, tmp_path)
     assert t.path == out.path
@@ -108,18 +106,10 @@ def test_energy_command_is_used_and_labelled(exported, tmp_path):
         f'n=$(cat "{counter}" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > "{counter}"; '
         'echo "$n"\n'
     )
-    out = run_profile(
-        ProfileConfig(
-            onnx_dir=str(exported),
-            device="metered",
-            profiles=str(tmp_path),
-            runs=4,
-            warmup=1,
-            rounds=1,
-            energy_cmd=f"sh {script}",
-            energy_window_s=0.001,
-        )
-    )
+    out = profile_segments(
+        exported, tmp_path, device="metered", runs=4, warmup=1, rounds=1,
+        energy_cmd=f"sh {script}", energy_window_s=0.001,
+    )  # fmt: skip
     rows = out.result.rows
     assert {r["energy_source"] for r in rows} == {"command"}
     assert all(0 < r["energy_mj"] <= 1000.0 for r in rows)
@@ -187,9 +177,7 @@ def test_board_path_needs_no_torch(exported, tmp_path):
 
 
 def test_calibrate_writes_a_spec_and_compares_with_the_measured_table(exported, tmp_path, run_cli):
-    run_profile(
-        ProfileConfig(onnx_dir=str(exported), profiles=str(tmp_path), runs=6, warmup=1, rounds=2)
-    )
+    profile_segments(exported, tmp_path, runs=6, warmup=1, rounds=2)
     res = run_cli(
         "profile", "--calibrate", "--onnx-dir", exported, "--profiles", tmp_path, "--runs", "50"
     )
@@ -343,12 +331,9 @@ def test_a_busy_machine_is_warned_about_and_recorded(
         monkeypatch.setattr(measure, "machine_load", lambda load=load: (load, 2))
         caplog.clear()
         with caplog.at_level("WARNING"):
-            run_profile(
-                ProfileConfig(
-                    onnx_dir=str(exported), device="host", profiles=str(tmp_path / str(load)),
-                    runs=3, warmup=1, rounds=1,
-                )
-            )  # fmt: skip
+            profile_segments(
+                exported, tmp_path / str(load), device="host", runs=3, warmup=1, rounds=1
+            )
         warned = [r for r in caplog.records if "busy" in r.getMessage()]
         assert len(warned) == (1 if busy else 0)
         t = load_table("host", RunDir(tiny_run).model_id, tmp_path / str(load))

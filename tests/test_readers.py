@@ -374,15 +374,21 @@ def test_dataset_classes_capped(
     _refused_quickly(capsys, tmp_path, _train(tmp_path, path), "at most 10000 classes")
 
 
-def test_image_size_has_a_stated_maximum(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], loaded: None
-) -> None:
+def _image_folder(root: Path, size: tuple[int, int]) -> Path:
+    """``root``: classes ``a`` and ``b`` of three grey images of ``size`` (width, height)."""
     from PIL import Image
 
     for c in ("a", "b"):
-        (tmp_path / "imgs" / c).mkdir(parents=True)
+        (root / c).mkdir(parents=True)
         for i in range(3):
-            Image.new("L", (8, 8), 40 * i).save(tmp_path / "imgs" / c / f"{i}.png")
+            Image.new("L", size, 40 * i).save(root / c / f"{i}.png")
+    return root
+
+
+def test_image_size_has_a_stated_maximum(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], loaded: None
+) -> None:
+    _image_folder(tmp_path / "imgs", (8, 8))
     argv = _train(tmp_path, tmp_path / "imgs", "--image-size", "30000")
     _refused_quickly(capsys, tmp_path, argv, "at most 4096 pixels a side")
     code, _, err = run_hapi(capsys, _train(tmp_path, tmp_path / "imgs", "--image-size", "16"))
@@ -392,12 +398,7 @@ def test_image_size_has_a_stated_maximum(
 def test_image_folder_of_huge_images_needs_image_size(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], loaded: None
 ) -> None:
-    from PIL import Image
-
-    for c in ("a", "b"):
-        (tmp_path / "imgs" / c).mkdir(parents=True)
-        for i in range(3):
-            Image.new("L", (4100, 2), 40 * i).save(tmp_path / "imgs" / c / f"{i}.png")
+    _image_folder(tmp_path / "imgs", (4100, 2))
     argv = _train(tmp_path, tmp_path / "imgs")
     _refused_quickly(capsys, tmp_path, argv, "more than 4096 a side; pass --image-size")
 

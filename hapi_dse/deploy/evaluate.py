@@ -27,7 +27,7 @@ import numpy as np
 from hapi_dse.cost.metrics import STATISTIC_METRICS, STATISTICS, find_metric, statistic
 from hapi_dse.deploy.load import MANIFEST, Export, open_export
 from hapi_dse.deploy.measure import DEFAULT_PASSES, measure_exports
-from hapi_dse.errors import ArtefactError, HapiError, UsageError
+from hapi_dse.errors import HapiError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ def evaluate_exports(
     from hapi_dse.deploy.inputs import check_design, load_samples
     from hapi_dse.provenance import provenance
     from hapi_dse.run import RunDir, resolve_run
+    from hapi_dse.training_id import check_same_training
 
     if cfg.threads < 1:
         raise UsageError(f"--threads {cfg.threads}: expected >= 1")
@@ -115,10 +116,12 @@ def evaluate_exports(
             run = RunDir(meta["run"])
         else:
             run = resolve_run(None)
-        if model_id and run.model_id != model_id:
-            raise ArtefactError(
-                f"{path}: exported from model {model_id}, but the run "
-                f"{run.path} is {run.model_id}; pass --model with the right run"
+        if model_id:  # an export that names no model has nothing to check
+            check_same_training(
+                f"{path}: export",
+                model_id,
+                run,
+                fix=f"pass --model with the run directory of {model_id}",
             )
         if runs and run.path.resolve() != runs[0].path.resolve():
             raise UsageError(f"{path}: exported from another run than {models[0]}")

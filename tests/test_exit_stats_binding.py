@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hapi_dse.run import STATS_KEY, RunDir
+from hapi_dse.testing import search_args
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "hapi_dse" / "examples" / "fashion-mnist"
 
@@ -39,19 +40,7 @@ def copy_of(tiny_run: Path, tmp_path: Path, write_fake_table):
 
 
 def search(run_cli, run: Path, profiles: Path, out: Path):  # type: ignore[no-untyped-def]
-    return run_cli(
-        "search",
-        "--model",
-        run,
-        "--profiles",
-        profiles,
-        "--device",
-        "host",
-        "--trials",
-        "10",
-        "--out",
-        out,
-    )
+    return run_cli(*search_args(run, profiles, out, device="host", trials=10))
 
 
 def test_training_records_the_sha256_of_its_statistics(tiny_run: Path) -> None:

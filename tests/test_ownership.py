@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from hapi_dse.ownership import MANIFEST, owned_kind
-from hapi_dse.testing import write_synthetic_run, write_synthetic_table
+from hapi_dse.testing import write_synthetic_setup
 from hapi_dse.testing.files import tree_snapshot as snapshot
 
 
@@ -73,27 +73,23 @@ def test_train_keeps_a_foreign_model_json_and_weights(run_cli, tmp_path: Path, n
 
 
 def test_search_keeps_a_foreign_search_json_and_what_is_beside_it(run_cli, tmp_path: Path) -> None:
-    run = write_synthetic_run(tmp_path / "run", n_val=100, n_test=100, num_blocks=4)
-    write_synthetic_table(run, "devA", tmp_path / "profiles")
+    synth = write_synthetic_setup(tmp_path, n_val=100, n_test=100)
     out = tmp_path / "out"
     (out / "devA").mkdir(parents=True)
     (out / "devA" / "search.json").write_text("{}")
     (out / "devA" / "paper.tex").write_text("years of work")
     before = snapshot(out)
-    res = run_cli(
-        "search", "--model", run, "--profiles", tmp_path / "profiles", "--device", "devA",
-        "--trials", "10", "--out", out, "--overwrite",
-    )  # fmt: skip
+    res = run_cli(*synth.search_args(out, "--overwrite", trials=10))
     refused(res, "never deletes")
     assert snapshot(out) == before
     # hapi's own result is proven by its manifest, and replaced
     shutil.rmtree(out / "devA")
-    args = ["search", "--model", run, "--profiles", tmp_path / "profiles", "--device", "devA"]
-    assert run_cli(*args, "--trials", "10", "--out", out).exit_code == 0
+    args = synth.search_args(out, trials=10)
+    assert run_cli(*args).exit_code == 0
     assert owned_kind(out / "devA") == "search"
     manifest = json.loads((out / "devA" / MANIFEST).read_text())
     assert {"trials.csv", "search.json"} <= set(manifest["files"])
-    assert run_cli(*args, "--trials", "10", "--out", out, "--overwrite").exit_code == 0
+    assert run_cli(*args, "--overwrite").exit_code == 0
 
 
 def test_a_run_and_a_staged_export_carry_their_manifest(
@@ -191,13 +187,9 @@ def test_foreign_single_files_need_overwrite(
 
 
 def test_plot_keeps_a_foreign_image_and_replaces_its_own(run_cli, tmp_path: Path) -> None:
-    run = write_synthetic_run(tmp_path / "run", n_val=100, n_test=100, num_blocks=4)
-    write_synthetic_table(run, "devA", tmp_path / "profiles")
+    synth = write_synthetic_setup(tmp_path, n_val=100, n_test=100)
     out = tmp_path / "res"
-    res = run_cli(
-        "search", "--model", run, "--profiles", tmp_path / "profiles", "--device", "devA",
-        "--trials", "10", "--out", out,
-    )  # fmt: skip
+    res = run_cli(*synth.search_args(out, trials=10))
     assert res.exit_code == 0, res.stderr
     fig = tmp_path / "fig.png"
     fig.write_bytes(b"\x89PNG my holiday")

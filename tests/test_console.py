@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from hapi_dse.search.console import LEGEND
+from hapi_dse.testing import search_args
 
 SEARCH = ["search", "--device", "pixel6", "--trials", "60", "--seed", "3"]
 
@@ -57,9 +58,8 @@ def test_a_chosen_design_below_the_backbone_on_test_is_flagged(run_cli, tmp_path
     write_synthetic_table(run, "devA", tmp_path / "profiles")
     out = tmp_path / "out"
     res = run_cli(
-        "search", "--model", run, "--profiles", tmp_path / "profiles", "--device", "devA",
-        "--trials", "80", "--seed", "1", "--pick", "latency", "--out", out,
-    )  # fmt: skip
+        *search_args(run, tmp_path / "profiles", out, "--pick", "latency", trials=80, seed=1)
+    )
     assert res.exit_code == 0, res.stderr
     design = json.loads((out / "devA" / "design.json").read_text())
     backbone = design["backbone_predicted"]

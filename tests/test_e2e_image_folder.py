@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hapi_dse.testing import search_args
+
 PIL = pytest.importorskip("PIL.Image")
 
 CLASSES = ("circle", "square", "stripes")
@@ -70,10 +72,7 @@ def _pipeline(run_cli, tmp_path: Path, profile: Callable[[Path, Path], None]) ->
     profile(run, profiles)
     assert (profiles / DEVICE / f"{model['model_id']}.csv").is_file()
 
-    res = run_cli(
-        "search", "--model", run, "--profiles", profiles, "--device", DEVICE,
-        "--trials", "20", "--out", result, "-q",
-    )  # fmt: skip
+    res = run_cli(*search_args(run, profiles, result, "-q", device=DEVICE, trials=20))
     assert res.exit_code == 0, res.stderr
     with open(result / DEVICE / "trials.csv", newline="") as f:
         assert any(r["state"] == "COMPLETE" for r in csv.DictReader(f))

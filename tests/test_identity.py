@@ -21,6 +21,7 @@ import pytest
 from hapi_dse.errors import ArtefactError
 from hapi_dse.models.early_exit import weights_identity
 from hapi_dse.run import RunDir, bundled_example
+from hapi_dse.testing import search_args
 
 DEVICE = "fakehost"
 
@@ -193,8 +194,7 @@ def test_search_finds_no_table_of_another_training(
 ) -> None:
     before = _snapshot(searched["profiles"])
     out = tmp_path / "result"
-    args = ("--device", DEVICE, "--profiles", searched["profiles"], "--trials", "5")
-    res = run_cli("search", "--model", other, *args, "--out", out)
+    res = run_cli(*search_args(other, searched["profiles"], out, device=DEVICE, trials=5))
     _refused(res, ids["b"], ids["a"], "hapi profile")  # no table for B; the one for A named
     assert not out.exists()
     assert _snapshot(searched["profiles"]) == before
@@ -209,19 +209,7 @@ def test_search_refuses_a_table_of_another_training(
     _copy_table(mine, mine.with_name(f"{ids['b']}.csv"))
     before = _snapshot(profiles)
     out = tmp_path / "result"
-    res = run_cli(
-        "search",
-        "--model",
-        other,
-        "--device",
-        DEVICE,
-        "--profiles",
-        profiles,
-        "--trials",
-        "5",
-        "--out",
-        out,
-    )
+    res = run_cli(*search_args(other, profiles, out, device=DEVICE, trials=5))
     _refused(res, ids["a"], ids["b"])
     assert not out.exists()
     assert _snapshot(profiles) == before

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from hapi_dse.testing import search_args
+
 
 @pytest.fixture(scope="module")
 def searched(
@@ -22,10 +24,9 @@ def searched(
     run = root / "run"
     shutil.copytree(tiny_run, run)
     write_fake_table(run, root / "profiles", "devx")
-    argv = ["search", "--model", run, "--profiles", root / "profiles", "--device", "devx"]
-    argv += ["--trials", "30", "--seed", "1", "--out", root / "result"]
+    argv = search_args(run, root / "profiles", root / "result", device="devx", trials=30, seed=1)
     try:
-        main([str(a) for a in argv])
+        main(argv)
     except SystemExit as e:
         assert not e.code
     assert (root / "result" / "devx" / "design.json").is_file()

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from hapi_dse.testing import search_args
+
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
@@ -23,10 +25,9 @@ def host_profiles(
 
 def test_verify_measures_the_designs_near_the_pick(run_cli, tiny_run, host_profiles, tmp_path):
     out = tmp_path / "s"
-    res = run_cli(
-        "search", "--model", tiny_run, "--device", "host", "--profiles", host_profiles,
-        "--trials", "80", "--slo", "latency=1s", "--verify", "2", "--out", out, "--seed", "1",
-    )  # fmt: skip
+    args = search_args(tiny_run, host_profiles, out, "--slo", "latency=1s", "--verify", "2",
+                       device="host", trials=80, seed=1)  # fmt: skip
+    res = run_cli(*args)
     assert res.exit_code == 0, res.stderr
     assert "verified 2 Pareto designs" in res.stdout
     info = json.loads((out / "host" / "search.json").read_text())["verify"]
@@ -149,8 +150,9 @@ def test_verify_needs_a_table_measured_here(run_cli, tiny_run, tmp_path):
 
     write_synthetic_table(tiny_run, "pixel6", tmp_path)
     res = run_cli(
-        "search", "--model", tiny_run, "--device", "pixel6", "--profiles", tmp_path,
-        "--trials", "10", "--verify", "2", "--out", tmp_path / "s",
-    )  # fmt: skip
+        *search_args(
+            tiny_run, tmp_path, tmp_path / "s", "--verify", "2", device="pixel6", trials=10
+        )
+    )
     assert res.exit_code == 2
     assert len(res.stderr.strip().splitlines()) == 1 and "--verify" in res.stderr

@@ -47,10 +47,16 @@ def _refused(res, spec: str) -> None:
     assert f"--backbone {spec}" in lines[0]
 
 
+def export_segments(run_cli, code_run, tmp_path, *extra: str):  # type: ignore[no-untyped-def]
+    """``hapi profile --export-only`` of the run that names a factory."""
+    return run_cli(
+        "profile", "--model", code_run["run"], "--export-only", "--export-dir", tmp_path / "x",
+        *extra,
+    )  # fmt: skip
+
+
 def test_profile_refuses_a_factory_named_by_model_json(code_run, tmp_path, run_cli) -> None:
-    res = run_cli(
-        "profile", "--model", code_run["run"], "--export-only", "--export-dir", tmp_path / "x"
-    )
+    res = export_segments(run_cli, code_run, tmp_path)
     _refused(res, code_run["spec"])
     assert not code_run["marker"].exists()
 
@@ -65,16 +71,7 @@ def test_export_refuses_a_factory_named_by_model_json(
 
 
 def test_another_backbone_on_the_command_line_does_not_allow_it(code_run, tmp_path, run_cli):
-    res = run_cli(
-        "profile",
-        "--model",
-        code_run["run"],
-        "--export-only",
-        "--export-dir",
-        tmp_path / "x",
-        "--backbone",
-        "os:system",
-    )
+    res = export_segments(run_cli, code_run, tmp_path, "--backbone", "os:system")
     _refused(res, code_run["spec"])
     assert not code_run["marker"].exists()
 
@@ -82,15 +79,7 @@ def test_another_backbone_on_the_command_line_does_not_allow_it(code_run, tmp_pa
 @pytest.mark.parametrize("how", ["trust", "backbone"])
 def test_trust_flag_or_named_factory_runs_it(code_run, tmp_path, run_cli, how) -> None:
     flag = ["--trust-run-code"] if how == "trust" else ["--backbone", code_run["spec"]]
-    run_cli(
-        "profile",
-        "--model",
-        code_run["run"],
-        "--export-only",
-        "--export-dir",
-        tmp_path / "x",
-        *flag,
-    )
+    export_segments(run_cli, code_run, tmp_path, *flag)
     assert code_run["marker"].exists()
 
 

@@ -228,6 +228,22 @@ def ram_dir(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.fixture
+def bars(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What each progress bar was asked (its ``show``), in order; clear it between commands."""
+    from hapi_dse import progress
+
+    asked: list[bool] = []
+    real = progress.enabled
+
+    def spy(show: bool = True) -> bool:
+        asked.append(show)
+        return real(show)
+
+    monkeypatch.setattr(progress, "enabled", spy)
+    return asked
+
+
 # -- synthetic runs: fast search tests without torch ---------------------------------------
 
 

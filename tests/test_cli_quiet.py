@@ -51,25 +51,15 @@ def test_verbose_after_the_command_logs_more(run_cli, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("where", ["before", "after"])
-def test_quiet_turns_progress_bars_off(run_cli, tmp_path: Path, monkeypatch, where) -> None:
+def test_quiet_turns_progress_bars_off(run_cli, tmp_path: Path, bars, where) -> None:
     """-q reaches the search's bar as its argument (show=False), and only for that
     command: the next one, without -q, asks for its bar again."""
-    from hapi_dse import progress
-
-    asked: list[bool] = []
-    real = progress.enabled
-
-    def spy(show: bool = True) -> bool:
-        asked.append(show)
-        return real(show)
-
-    monkeypatch.setattr(progress, "enabled", spy)
     argv = ["-q", "search", *SEARCH] if where == "before" else ["search", *SEARCH, "-q"]
     assert run_cli(*argv, "--out", tmp_path / "a").exit_code == 0
-    assert asked == [False]
-    asked.clear()
+    assert bars == [False]
+    bars.clear()
     assert run_cli("search", *SEARCH, "--out", tmp_path / "b").exit_code == 0
-    assert asked == [True]
+    assert bars == [True]
 
 
 def test_every_command_takes_quiet_after_its_name(run_cli) -> None:

@@ -159,13 +159,14 @@ def _measure_with(monkeypatch: pytest.MonkeyPatch, load: float, cpu_s: float) ->
     machine's load average and this process's CPU seconds over 10 wall seconds injected."""
     import types
 
+    from hapi_dse import busy
     from hapi_dse.deploy import measure
 
     ns = iter(range(0, 10**12, 10**6))
     monkeypatch.setattr(measure, "time", types.SimpleNamespace(perf_counter_ns=lambda: next(ns)))
-    monkeypatch.setattr(measure, "machine_load", lambda: (load, 2))
+    monkeypatch.setattr(busy, "machine_load", lambda: (load, 2))
     readings = iter([(0.0, 0.0), (cpu_s, 10.0)])
-    monkeypatch.setattr(measure, "clocks", lambda: next(readings))
+    monkeypatch.setattr(busy, "clocks", lambda: next(readings))
     x = np.zeros((20, 1, 2, 2), np.float32)
     (out,) = measure.measure_exports(
         [lambda xi: (np.array([[0.0, 1.0]]), 1)], x, num_paths=[2], warmup=0, passes=1
@@ -200,13 +201,13 @@ def test_eval_on_a_busy_machine_warns_once_and_records_it(
 ) -> None:
     """Under an injected load reading (4.5 on 2 cores), hapi eval says so in one stderr line
     and in its report; a quiet reading leaves both silent."""
-    from hapi_dse.deploy import measure
+    from hapi_dse import busy as readings
 
     report = tmp_path / "eval.json"
     args = ["eval", exported, "--model", tiny_run, "--limit", "16", "--warmup", "1"]
     for load, busy in ((4.5, True), (0.0, False)):
-        monkeypatch.setattr(measure, "machine_load", lambda load=load: (load, 2))
-        monkeypatch.setattr(measure, "BUSY_CPU_SHARE", 0.0)  # this test's own CPU share aside
+        monkeypatch.setattr(readings, "machine_load", lambda load=load: (load, 2))
+        monkeypatch.setattr(readings, "BUSY_CPU_SHARE", 0.0)  # this test's own CPU share aside
         res = run_cli(*args, "--out", report)
         assert res.exit_code == 0, res.stderr
         rep = json.loads(report.read_text())

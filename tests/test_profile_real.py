@@ -324,11 +324,11 @@ def test_a_busy_machine_is_warned_about_and_recorded(
 ):
     """hapi profile on a loaded machine (an injected load of 3.8 on 2 cores) warns as hapi
     eval does and records the readings in the table's sidecar; a quiet one stays silent."""
-    from hapi_dse.deploy import measure
+    from hapi_dse import busy as readings
 
-    monkeypatch.setattr(measure, "BUSY_CPU_SHARE", 0.0)  # this test's own CPU share aside
+    monkeypatch.setattr(readings, "BUSY_CPU_SHARE", 0.0)  # this test's own CPU share aside
     for load, busy in ((3.8, True), (0.0, False)):
-        monkeypatch.setattr(measure, "machine_load", lambda load=load: (load, 2))
+        monkeypatch.setattr(readings, "machine_load", lambda load=load: (load, 2))
         caplog.clear()
         with caplog.at_level("WARNING"):
             profile_segments(

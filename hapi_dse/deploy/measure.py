@@ -20,21 +20,14 @@ mean, p50, p90, p99 and max over the samples follow, as the cost model defines t
 (:func:`hapi_dse.cost.metrics.statistics`). The plain mean of every timed call is kept too
 (``raw_mean``).
 
-Busy machine: the quietest-round estimator survives other processes taking the cores for
-part of the measurement, not for all of it (then every figure reads several times high).
-:func:`load_report` flags the measurement as busy when the load average before or after
-exceeds the number of cores, or when this process had the cores it asked for (``threads``)
-less than :data:`BUSY_CPU_SHARE` of the timed wall-clock time (its CPU time over wall time:
-what other processes, or a hypervisor's steal, took from it, whatever the load average
-says). The figures are never corrected: the flag, its reasons and the readings go into the
-report, and one warning line goes to stderr.
+Busy machine: see :mod:`hapi_dse.busy`; the figures are never corrected, the readings go
+into the report and one warning line to stderr.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from hapi_dse import busy
 from hapi_dse.cost.metrics import statistics
 from hapi_dse.progress import Progress
 
@@ -51,8 +45,6 @@ DEFAULT_PASSES = 2
 DEFAULT_ROUND_SIZE = 500
 #: a round counts for a path when it has at least this many calls on it
 MIN_CALLS = 3
-#: below this share of its cores' time during the timed loop, the measurement was starved
-BUSY_CPU_SHARE = 0.8
 
 
 @dataclass
@@ -69,61 +61,6 @@ class Measurement:
     @property
     def busy(self) -> bool:
         return bool(self.load.get("busy"))
-
-
-def machine_load() -> tuple[float, int]:
-    """The 1-minute load average and the number of cores."""
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        load = 0.0
-    return float(load), os.cpu_count() or 1
-
-
-def clocks() -> tuple[float, float]:
-    """This process's CPU time and the wall-clock time, in seconds."""
-    return time.process_time(), time.perf_counter()
-
-
-def load_report(
-    before: tuple[float, int],
-    after: tuple[float, int],
-    cpu_s: float | None = None,
-    wall_s: float | None = None,
-    threads: int = 1,
-) -> dict[str, Any]:
-    """The machine's readings over a measurement and whether it was busy (module docstring):
-    load averages ``before``/``after`` as :func:`machine_load` gives them, and the CPU and
-    wall-clock seconds of the timed loop run with ``threads`` intra-op threads."""
-    cores = before[1]
-    reasons = []
-    if max(before[0], after[0]) > cores:
-        reasons.append("load")
-    share = None
-    if cpu_s is not None and wall_s:
-        share = round(cpu_s / (wall_s * max(min(threads, cores), 1)), 3)
-        if share < BUSY_CPU_SHARE:
-            reasons.append("cpu_share")
-    return {
-        "load_before": before[0],
-        "load_after": after[0],
-        "cores": cores,
-        "threads": threads,
-        "cpu_share": share,
-        "cpu_share_min": BUSY_CPU_SHARE,
-        "busy": bool(reasons),
-        "busy_because": reasons,
-    }
-
-
-def busy_warning(load: dict[str, Any]) -> str:
-    share = load.get("cpu_share")
-    got = "" if share is None else f", this process got {100 * share:.0f} % of its cores' time"
-    return (
-        f"the machine was busy while measuring (load average {load['load_before']:.1f} -> "
-        f"{load['load_after']:.1f} on {load['cores']} cores{got}): the latencies may read "
-        "higher than a quiet machine's; measure again on a quiet machine"
-    )
 
 
 def path_latencies(
@@ -171,7 +108,7 @@ def measure_exports(
     passes = max(int(passes), 1)
     round_size = max(int(round_size), 1)
     rng = np.random.default_rng(seed)
-    before = machine_load()
+    before = busy.machine_load()
     for run in runners:
         for i in range(min(warmup, n)):
             run(x[i : i + 1])
@@ -183,7 +120,7 @@ def measure_exports(
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
-    cpu0, wall0 = clocks()
+    cpu0, wall0 = busy.clocks()
     try:
         with Progress(passes * e * n, desc, show=progress) as bar:
             for p in range(passes):
@@ -205,10 +142,10 @@ def measure_exports(
     finally:
         if gc_was_enabled:
             gc.enable()
-    cpu1, wall1 = clocks()
-    load = load_report(before, machine_load(), cpu1 - cpu0, wall1 - wall0, threads)
+    cpu1, wall1 = busy.clocks()
+    load = busy.load_report(before, busy.machine_load(), cpu1 - cpu0, wall1 - wall0, threads)
     if load["busy"]:
-        log.warning(busy_warning(load))
+        log.warning(busy.busy_warning(load))
     out = []
     for j in range(e):
         paths = path_latencies(lat[j], exit_idx[j], rounds, num_paths[j])

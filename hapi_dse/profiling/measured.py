@@ -60,20 +60,20 @@ class OrtProfiler(Profiler):
         segs = manifest.table_segments()
         extra = [s for s in (manifest.get("backbone"), manifest.get("noop")) if s is not None]
         graphs = [*segs, *extra]
-        from hapi_dse.deploy.measure import busy_warning, clocks, load_report, machine_load
+        from hapi_dse import busy
 
         sessions = [make_session(manifest.path(s), self.settings) for s in graphs]
         probes = ProbeTimer(manifest, manifest.probes, self.settings) if manifest.probes else None
-        load_before, (cpu0, wall0) = machine_load(), clocks()
+        load_before, (cpu0, wall0) = busy.machine_load(), busy.clocks()
         timings = time_sessions(
             sessions,
             self.settings,
             on_progress=progress,
             between_rounds=probes.run_round if probes is not None else None,
         )
-        cpu1, wall1 = clocks()
-        load = load_report(
-            load_before, machine_load(), cpu1 - cpu0, wall1 - wall0, self.settings.threads
+        cpu1, wall1 = busy.clocks()
+        load = busy.load_report(
+            load_before, busy.machine_load(), cpu1 - cpu0, wall1 - wall0, self.settings.threads
         )
         by_kind = {s.kind: t for s, t in zip(graphs, timings, strict=True)}
 
@@ -170,5 +170,5 @@ class OrtProfiler(Profiler):
             net = block_sum - (n_blocks - 1) * side["call_overhead_ms"]
             side["segments_net_sum_over_monolithic"] = net / mono if mono > 0 else None
         if load["busy"]:  # once the table is sure to be written: as hapi eval says it
-            log.warning(busy_warning(load))
+            log.warning(busy.busy_warning(load))
         return ProfileResult(rows, side)

@@ -91,9 +91,7 @@ def console_report(result: DeviceResult, max_rows: int = 12) -> str:
     if result.chosen is not None:
         r = result.chosen
         assert r.metrics is not None and r.design is not None and r.test is not None
-        pol = r.design.policy + (
-            f"(p={r.design.patience})" if r.design.policy == "patience" else ""
-        )
+        pol = r.design.policy + "".join(f"(p={v})" for v in r.design.policy_params.values())
         lines.append(
             f"chosen for {result.device} ({rule_words(result.pick_rule)} under the SLOs): trial "
             f"{r.number}, {pol} exits [{r.design.compact(digits=4) or 'none: plain backbone'}]: "

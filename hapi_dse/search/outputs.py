@@ -24,7 +24,7 @@ def _design_columns(r: TrialRecord) -> dict[str, Any]:
     d = r.design
     return {
         "policy": d.policy if d else "",
-        "patience": d.patience if d and d.policy == "patience" else "",
+        "patience": d.policy_params.get("patience", "") if d else "",
         "n_exits": len(d.exits) if d else "",
         "exits": d.compact() if d else "",
     }

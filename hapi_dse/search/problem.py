@@ -109,7 +109,7 @@ def readable(design: Design) -> str:
     ``"backbone"`` for no exit."""
     if not design.exits:
         return "backbone"
-    policy = f"patience {design.patience}" if design.policy == "patience" else design.policy
+    policy = " ".join([design.policy, *map(str, design.policy_params.values())])
     return f"{policy} {design.compact(digits=3)}"
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hapi_dse.testing import zero_costs
+
 DESIGNS = {
     "max_softmax": {
         "policy": "max_softmax",
@@ -49,7 +51,6 @@ DESIGNS = {
 def test_graph_decisions_match_the_cost_model(tiny_run: Path, policy: str) -> None:
     import torch
 
-    from hapi_dse.cost.costs import SegmentCosts
     from hapi_dse.cost.design import Design
     from hapi_dse.cost.model import simulate
     from hapi_dse.deploy.inputs import exit_temperatures, load_samples
@@ -79,13 +80,7 @@ def test_graph_decisions_match_the_cost_model(tiny_run: Path, policy: str) -> No
             logits.append(z.numpy())
     thr = [e.threshold for e in design.exits]
     ours = decide(design.policy, design.patience, logits, thr, temps)
-    zero = SegmentCosts.from_arrays(
-        position=stats.position,
-        head=stats.head,
-        block_latency_ms=np.zeros(run.num_blocks),
-        head_latency_ms=np.zeros(stats.k),
-    )
-    sim, _ = simulate(design, stats, zero)
+    sim, _ = simulate(design, stats, zero_costs(stats))
     assert np.mean(ours == sim) >= 0.995
     assert len(np.unique(sim)) >= 2  # the design really splits the samples
     # the torch graph (torch.cond, eager) takes the same paths as the vectorised rule

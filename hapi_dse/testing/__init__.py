@@ -17,6 +17,7 @@ from hapi_dse.testing.synthetic import (
     write_synthetic_run,
     write_synthetic_setup,
     write_synthetic_table,
+    zero_costs,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "write_synthetic_run",
     "write_synthetic_setup",
     "write_synthetic_table",
+    "zero_costs",
 ]

@@ -121,22 +121,6 @@ def test_search_meets_the_slo() -> None:
     assert tight.chosen.metrics is not None and tight.chosen.metrics["latency_ms"] <= 0.2
 
 
-@pytest.fixture
-def bars(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """What each progress bar was asked (its ``show``), in order."""
-    from hapi_dse import progress
-
-    asked: list[bool] = []
-    real = progress.enabled
-
-    def spy(show: bool = True) -> bool:
-        asked.append(show)
-        return real(show)
-
-    monkeypatch.setattr(progress, "enabled", spy)
-    return asked
-
-
 def test_train_writes_a_run_and_describes_it(tmp_path: Path, bars: list[bool]) -> None:
     import hapi_dse as hapi
     from hapi_dse.run import RUN_FILES

@@ -64,12 +64,13 @@ class DeviceResult:
     optimised, bounded and picked by. ``study_name``, ``storage`` (its URL without the
     password, ``None`` in memory), ``sampler``, ``population`` (NSGA-II) and ``new_trials``
     (run by this call; the rest were resumed): the Optuna study. ``table_source``: whether
-    the device's table was ``measured`` or ``modelled``. ``inputs``: the files read,
-    by name (statistics, table, space file). ``space_name`` and ``space_size``: the search space and its
-    number of designs. ``timings``: seconds per step (``search_s``...). ``out_dir``: where
-    the result was written (``None``: nowhere). ``verify`` and ``verify_dir``: what
-    ``--verify`` measured, and where its exports and reports are. ``backbone``: the plain
-    backbone (no exit) scored like every design, ``{"val": metrics, "test": metrics}``."""
+    the device's table was ``measured`` or ``modelled``. ``inputs``: the files read, by
+    name (statistics, table, space file). ``space_name`` and ``space_size``: the search
+    space and its number of designs. ``timings``: seconds per step (``search_s``...).
+    ``out_dir``: where the result was written (``None``: nowhere). ``verify`` and
+    ``verify_dir``: what ``--verify`` measured, and where its exports and reports are.
+    ``backbone``: the plain backbone (no exit) scored like every design, ``{"val": metrics,
+    "test": metrics}``."""
 
     device: str
     model_id: str

@@ -65,6 +65,40 @@ class UsageError(HapiError):
     """A malformed option value or an unknown name."""
 
 
+class SettingError(UsageError):
+    """A bad value of one setting, named as the library names it: the field of a config
+    dataclass or a keyword argument (``trials must be >= 1, but got 0``). The command line
+    names the flag instead (``--trials must be >= 1, but got 0``): the CLI calls
+    :meth:`as_flag` with the flags of the command that ran.
+
+    The text is ``FIELD MESSAGE`` (``FIELD: MESSAGE`` when the message starts with ``:``). A
+    message that names other settings (a hint: "pass
+    {overwrite} to replace it") lists them in ``refs`` and writes each as ``{name}``; they
+    are named like the field: ``overwrite`` from the library, ``--overwrite`` from the CLI.
+    """
+
+    def __init__(self, field: str, message: str, refs: tuple[str, ...] = ()) -> None:
+        self.field = field
+        self.message = message
+        self.refs = refs
+        super().__init__(self._render({name: name for name in (field, *refs)}))
+
+    def _render(self, names: dict[str, str]) -> str:
+        text = self.message
+        for ref in self.refs:
+            text = text.replace("{" + ref + "}", names[ref])
+        gap = "" if text[:1] in ":,;" else " "
+        return f"{names[self.field]}{gap}{text}"
+
+    def as_flag(self, flags: dict[str, str]) -> SettingError:
+        """The same error naming command-line flags: ``flags`` maps a field to its flag
+        (``{"trials": "--trials"}``); a field without one keeps its name."""
+        names = {n: flags.get(n, n) for n in (self.field, *self.refs)}
+        out = SettingError(self.field, self.message, self.refs)
+        out.args = (self._render(names),)
+        return out
+
+
 class DataError(HapiError):
     """A dataset file that is missing, truncated or malformed."""
 

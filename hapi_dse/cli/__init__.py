@@ -22,9 +22,9 @@ from typing import Any
 import click
 
 from hapi_dse import __version__
-from hapi_dse.errors import HapiError, interrupt_in
+from hapi_dse.errors import HapiError, SettingError, interrupt_in
 
-__all__ = ["EXTRAS", "Terminated", "cli", "main", "missing_package"]
+__all__ = ["EXTRAS", "Terminated", "cli", "flags", "main", "missing_package"]
 
 # name -> (module, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -84,6 +84,10 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt as e:
             raise _Interrupt() from e
+        except SettingError as e:  # the library names the field; the user typed the flag
+            name = ctx.invoked_subcommand
+            cmd = self.get_command(ctx, name) if name else None
+            raise e.as_flag(flags(cmd) if cmd is not None else {}) from e
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [n for n, (mod, _, _) in COMMANDS.items() if importlib.util.find_spec(mod)]
@@ -202,6 +206,21 @@ def _main(argv: list[str] | None) -> Any:
         if _RECEIVED or interrupt_in(e) is not None:
             _interrupted(interrupt_in(e) or _signal_interrupt())
         raise
+
+
+def flags(command: click.Command) -> dict[str, str]:
+    """``{parameter name: its long flag}`` of ``command`` (``{"trials": "--trials"}``): how
+    a :class:`~hapi_dse.errors.SettingError` names a setting on the command line. A
+    repeatable flag fills a tuple whose field is its plural (``--device`` fills
+    ``devices``, ``--slo`` ``slos``): both names map to it."""
+    out = {}
+    for p in command.params:
+        if isinstance(p, click.Option) and p.name:
+            long = [o for o in p.opts if o.startswith("--")]
+            out[p.name] = (long or p.opts)[0]
+            if p.multiple:
+                out.setdefault(f"{p.name}s", out[p.name])
+    return out
 
 
 def _signal_interrupt() -> KeyboardInterrupt:

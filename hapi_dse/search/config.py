@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hapi_dse.cost import SLO, Objective, find_metric
-from hapi_dse.errors import UsageError, unknown_name
+from hapi_dse.errors import SettingError, unknown_name
 from hapi_dse.provenance import redact
 from hapi_dse.search.sampling import SAMPLERS
 from hapi_dse.search.storage import check_journal
@@ -113,19 +113,21 @@ def check_config(cfg: SearchConfig) -> None:
     if cfg.sampler not in SAMPLERS:
         raise unknown_name("sampler", cfg.sampler, SAMPLERS)
     if cfg.trials < 1:
-        raise UsageError(f"--trials must be >= 1, but got {cfg.trials}")
+        raise SettingError("trials", f"must be >= 1, but got {cfg.trials}")
     if cfg.trials > MAX_TRIALS:
-        raise UsageError(
-            f"--trials must be <= {MAX_TRIALS} (the most a study may hold), but got {cfg.trials}"
+        raise SettingError(
+            "trials", f"must be <= {MAX_TRIALS} (the most a study may hold), but got {cfg.trials}"
         )
     if cfg.jobs < 1:
-        raise UsageError(f"--jobs must be >= 1, but got {cfg.jobs}")
+        raise SettingError("jobs", f"must be >= 1, but got {cfg.jobs}")
     if cfg.timeout is not None and not (math.isfinite(cfg.timeout) and cfg.timeout > 0):
-        raise UsageError(f"--timeout must be > 0 seconds, but got {cfg.timeout:g}")
+        raise SettingError("timeout", f"must be > 0 seconds, but got {cfg.timeout:g}")
     if not cfg.devices:
-        raise UsageError("--device: expected one or more device names, e.g. pixel6")
+        raise SettingError("devices", ": expected one or more device names, e.g. pixel6")
     if cfg.study is not None and cfg.storage is None and cfg.jobs == 1:
-        raise UsageError("--study names a study in --storage; give --storage URL too")
+        raise SettingError(
+            "study", "names a study in {storage}; give {storage} URL too", ("storage",)
+        )
     check_journal(cfg.storage)  # before any search, changing nothing
     if not all(isinstance(s, SLO) for s in cfg.slos):
         raise TypeError(
@@ -143,7 +145,7 @@ def check_config(cfg: SearchConfig) -> None:
             "'accuracy,latency' with hapi_dse.cost.parse_objectives"
         )
     if cfg.verify < 0:
-        raise UsageError(f"--verify must be >= 0, but got {cfg.verify}")
+        raise SettingError("verify", f"must be >= 0, but got {cfg.verify}")
 
 
 __all__ = [

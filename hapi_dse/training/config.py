@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hapi_dse.errors import UsageError
+from hapi_dse.errors import SettingError, UsageError
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,10 @@ class Distill:
                 raise ValueError
             out = cls(float(t), float(a))
         except ValueError:
-            raise UsageError(f"--distill {text!r}: expected T:alpha, e.g. 3:0.5") from None
+            raise SettingError("distill", f"{text!r}: expected T:alpha, e.g. 3:0.5") from None
         if not (math.isfinite(out.temperature) and out.temperature > 0) or not 0 <= out.alpha <= 1:
-            raise UsageError(
-                f"--distill {text!r}: T must be > 0 (and finite) and alpha in 0..1, e.g. 3:0.5"
+            raise SettingError(
+                "distill", f"{text!r}: T must be > 0 (and finite) and alpha in 0..1, e.g. 3:0.5"
             )
         return out
 
@@ -72,28 +72,34 @@ class TrainConfig:
         for h in self.heads:
             HEADS.get(h)
         if not self.heads:
-            raise UsageError("--heads: expected at least one head type")
+            raise SettingError("heads", ": expected at least one head type")
         if self.epochs < 0 or self.exit_epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise UsageError(
-                "--epochs >= 0, --exit-epochs >= 1, --batch-size >= 1 and --lr > 0 must hold"
+            raise SettingError(
+                "epochs",
+                ">= 0, {exit_epochs} >= 1, {batch_size} >= 1 and {lr} > 0 must hold",
+                ("exit_epochs", "batch_size", "lr"),
             )
-        for flag, rate in (("--lr", self.lr), ("--exit-lr", self.exit_lr)):
+        for name, rate in (("lr", self.lr), ("exit_lr", self.exit_lr)):
             if not (math.isfinite(rate) and rate > 0):  # NaN passes 'rate <= 0'
-                raise UsageError(
-                    f"{flag} {rate}: a learning rate must be a finite number > 0, e.g. "
-                    f"{flag} {0.1 if flag == '--lr' else 0.002}"
+                raise SettingError(
+                    name,
+                    f"{rate}: a learning rate must be a finite number > 0, e.g. "
+                    f"{{{name}}} {0.1 if name == 'lr' else 0.002}",
+                    (name,),
                 )
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise UsageError(f"weight decay {self.weight_decay}: must be a finite number >= 0")
         if self.limit is not None and self.limit < 1:
-            raise UsageError(f"--limit {self.limit}: expected a number of images >= 1")
+            raise SettingError("limit", f"{self.limit}: expected a number of images >= 1")
         if self.channels not in (None, 1, 3):
-            raise UsageError(f"--channels {self.channels}: expected 1 (grey) or 3 (RGB)")
+            raise SettingError("channels", f"{self.channels}: expected 1 (grey) or 3 (RGB)")
         if self.image_size is not None:
             from hapi_dse.data.folders import parse_image_size
 
             parse_image_size(self.image_size)
         if self.init is None and self.epochs == 0:
-            raise UsageError("--epochs 0 needs --init CHECKPOINT (a trained backbone)")
+            raise SettingError(
+                "epochs", "0 needs {init} CHECKPOINT (a trained backbone)", ("init",)
+            )
         if self.init is not None and not Path(self.init).is_file():
-            raise UsageError(f"--init {self.init}: no such file")
+            raise SettingError("init", f"{self.init}: no such file")

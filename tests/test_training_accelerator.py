@@ -38,9 +38,9 @@ def test_select_accelerator(
 
 
 def test_select_accelerator_refuses() -> None:
-    with pytest.raises(UsageError, match="--accelerator cuda: torch .* sees no CUDA device"):
+    with pytest.raises(UsageError, match="accelerator cuda: torch .* sees no CUDA device"):
         select_accelerator("cuda", None, cuda=False)
-    with pytest.raises(UsageError, match="--amp: mixed precision is for CUDA only"):
+    with pytest.raises(UsageError, match="amp: mixed precision is for CUDA only"):
         select_accelerator("auto", True, cuda=False)
     with pytest.raises(UsageError, match="expected one of auto, cpu, cuda"):
         select_accelerator("tpu", None, cuda=False)

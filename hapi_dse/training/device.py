@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hapi_dse.errors import UsageError
+from hapi_dse.errors import SettingError
 
 ACCELERATORS = ("auto", "cpu", "cuda")
 
@@ -48,8 +48,8 @@ def select_accelerator(
     ``cuda``, ``cuda_name`` and ``bf16`` describe the machine; left out, torch is asked.
     """
     if accelerator not in ACCELERATORS:
-        raise UsageError(
-            f"--accelerator {accelerator!r}: expected one of {', '.join(ACCELERATORS)}"
+        raise SettingError(
+            "accelerator", f"{accelerator!r}: expected one of {', '.join(ACCELERATORS)}"
         )
     if cuda is None:
         import torch
@@ -62,14 +62,16 @@ def select_accelerator(
         import torch
 
         build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-        raise UsageError(
-            f"--accelerator cuda: torch {torch.__version__} ({build}) sees no CUDA device; "
-            "use --accelerator cpu (or auto)"
+        raise SettingError(
+            "accelerator",
+            f"cuda: torch {torch.__version__} ({build}) sees no CUDA device; "
+            "use {accelerator} cpu (or auto)",
+            ("accelerator",),
         )
     device = "cuda" if accelerator == "cuda" or (accelerator == "auto" and cuda) else "cpu"
     if device == "cpu":
         if amp:
-            raise UsageError("--amp: mixed precision is for CUDA only; this run is on the CPU")
+            raise SettingError("amp", ": mixed precision is for CUDA only; this run is on the CPU")
         return Accelerator("cpu", "cpu")
     dtype = ("bfloat16" if bf16 else "float16") if amp else None
     return Accelerator("cuda", cuda_name or "cuda", dtype)

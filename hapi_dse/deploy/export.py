@@ -41,7 +41,7 @@ from hapi_dse.deploy.inputs import (
 from hapi_dse.deploy.load import EXPORT_SCHEMA_VERSION, STAGED_SIDECAR
 from hapi_dse.deploy.single import export_single
 from hapi_dse.deploy.staged import export_staged
-from hapi_dse.errors import UsageError
+from hapi_dse.errors import SettingError
 from hapi_dse.onnx_tools import DEFAULT_OPSET
 from hapi_dse.provenance import provenance
 
@@ -68,17 +68,21 @@ class ExportConfig:
 
             raise unknown_name("export format", self.fmt, FORMATS)
         if self.fmt != "staged" and self.out.suffix != ".onnx":
-            raise UsageError(
-                f"--out {self.out}: expected a file name ending in .onnx (format {self.fmt})"
+            raise SettingError(
+                "out", f"{self.out}: expected a file name ending in .onnx (format {self.fmt})"
             )
         if self.fmt != "staged" and self.out.is_dir():
-            raise UsageError(f"--out {self.out}: is a directory; expected a .onnx file name")
+            raise SettingError("out", f"{self.out}: is a directory; expected a .onnx file name")
         if self.fmt == "staged" and self.out.is_file():
-            raise UsageError(f"--out {self.out}: is a file; --format staged writes a directory")
+            raise SettingError(
+                "out", f"{self.out}: is a file; {{fmt}} staged writes a directory", ("fmt",)
+            )
         if self.check_samples < 1:
-            raise UsageError(f"--check-samples {self.check_samples}: expected >= 1")
+            raise SettingError("check_samples", f"{self.check_samples}: expected >= 1")
         if not 7 <= self.opset <= 23:
-            raise UsageError(f"--opset {self.opset}: expected {DEFAULT_OPSET} (tested), at least 7")
+            raise SettingError(
+                "opset", f"{self.opset}: expected {DEFAULT_OPSET} (tested), at least 7"
+            )
         self.check_out()
 
     def check_out(self, *inputs: Path) -> None:

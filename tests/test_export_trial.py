@@ -241,7 +241,7 @@ def test_missing_or_unfinished_trials_name_the_valid_ones(
 ) -> None:
     from hapi_dse.deploy.inputs import load_design
 
-    with pytest.raises(UsageError, match=r"--trial 999: no such trial .* are 0-39$"):
+    with pytest.raises(UsageError, match=r"^trial 999: no such trial .* are 0-39$"):
         load_design(synth_search["out"], trial=999)
     # a copy whose trial 3 failed
     src = synth_search["out"] / "devA"

@@ -17,7 +17,7 @@ import numpy as np
 
 from hapi_dse.cost.design import Design
 from hapi_dse.cost.metrics import find_metric
-from hapi_dse.errors import ArtefactError, HapiError, UsageError
+from hapi_dse.errors import ArtefactError, HapiError, SettingError, UsageError
 from hapi_dse.provenance import sha256_file
 from hapi_dse.readers import read_csv, read_json
 from hapi_dse.run import RunDir, run_for_result
@@ -174,11 +174,12 @@ def load_trial(source: str | Path, trial: int) -> DesignFile:
     valid = f"the COMPLETE trials are {_ranges(complete)}" if complete else "no trial is COMPLETE"
     row = next((r for r in rows if r["trial"] == str(trial)), None)
     if row is None:
-        raise UsageError(f"--trial {trial}: no such trial in {path}; {valid}")
+        raise SettingError("trial", f"{trial}: no such trial in {path}; {valid}")
     if row["state"] != "COMPLETE":
-        raise UsageError(
-            f"--trial {trial}: trial {trial} of {path} is {row['state']}, only COMPLETE trials "
-            f"have a design; {valid}"
+        raise SettingError(
+            "trial",
+            f"{trial}: trial {trial} of {path} is {row['state']}, only COMPLETE trials "
+            f"have a design; {valid}",
         )
     info = path.parent / "search.json"
     try:
@@ -305,7 +306,7 @@ def load_samples(
     from hapi_dse.data import load_splits
 
     if split not in ("train", "val", "test"):
-        raise UsageError(f"--split {split!r}: expected train, val or test")
+        raise SettingError("split", f"{split!r}: expected train, val or test")
     settings = train_settings(run)
     name = dataset or str(run.model.get("dataset") or settings.get("dataset") or "")
     if not name:
@@ -335,9 +336,9 @@ def load_samples(
     x = images.take(np.arange(n))
     shape = tuple(int(d) for d in run.model["arch"]["input_shape"])
     if tuple(x.shape[1:]) != shape:
-        raise UsageError(
-            f"--dataset {name}: images of shape {tuple(x.shape[1:])}, but model "
-            f"{run.model_id} takes {shape}"
+        raise SettingError(
+            "dataset",
+            f"{name}: images of shape {tuple(x.shape[1:])}, but model {run.model_id} takes {shape}",
         )
     norm = run.model.get("normalization") or {}
     mean = _per_channel(norm.get("mean", data.mean))

@@ -47,6 +47,10 @@ from hapi_dse.cost import (
     parse_slo,
     predict,
 )
+from hapi_dse.deploy.evaluate import EvalConfig
+from hapi_dse.deploy.export import ExportConfig
+from hapi_dse.profiling.modes import ProfileConfig
+from hapi_dse.search.config import SearchConfig
 from hapi_dse.training.config import Distill, TrainConfig
 
 if TYPE_CHECKING:
@@ -249,16 +253,16 @@ def load_costs(
 
 def profile(
     run: RunDir | str | Path | None = None,
-    device: str = "host",
+    device: str = ProfileConfig.device,
     *,
     modelled: bool = False,
     spec: str | Path | None = None,
     profiles: str | Path | None = None,
     out: str | Path | None = None,
     onnx_dir: str | Path | None = None,
-    runs: int = 200,
-    threads: int = 1,
-    exporter: str = "dynamo",
+    runs: int = ProfileConfig.runs,
+    threads: int = ProfileConfig.threads,
+    exporter: str = ProfileConfig.exporter,
     seed: int = 0,
     force: bool = False,
     progress: bool = True,
@@ -282,7 +286,7 @@ def profile(
     returns, and ``.path`` is ``None``."""
     import dataclasses
 
-    from hapi_dse.profiling.modes import ProfileConfig, ProfileMode
+    from hapi_dse.profiling.modes import ProfileMode
     from hapi_dse.profiling.runner import profile_table
     from hapi_dse.profiling.specs import spec_paths
     from hapi_dse.tempdirs import temp_dir
@@ -316,13 +320,13 @@ def profile(
 def search(
     stats: ExitStats,
     costs: SegmentCosts,
-    space: SearchSpace | str | Path = "default",
+    space: SearchSpace | str | Path = SearchConfig.space,
     *,
     test: ExitStats | None = None,
     slos: Sequence[SLO | str] = (),
     objectives: Sequence[Objective | str] | str | None = None,
-    trials: int = 1000,
-    sampler: str = "nsga2",
+    trials: int = SearchConfig.trials,
+    sampler: str = SearchConfig.sampler,
     seed: int = 0,
     population: int | None = None,
     pick: str | None = None,
@@ -345,7 +349,6 @@ def search(
     ``trials.csv``, ``pareto.csv``, ``design.json`` and ``search.json`` there, as ``hapi
     search`` does. ``progress``: a progress bar on a terminal.
     """
-    from hapi_dse.search.config import SearchConfig
     from hapi_dse.search.outputs import write_results
     from hapi_dse.search.picking import check_pick
     from hapi_dse.search.problem import make_problem
@@ -404,7 +407,7 @@ def export(
     out: str | Path,
     *,
     run: RunDir | str | Path | None = None,
-    fmt: str = "onnx",
+    fmt: str = ExportConfig.fmt,
     trial: int | None = None,
     seed: int = 0,
     overwrite: bool = False,
@@ -418,7 +421,7 @@ def export(
     (``run``: default the run the search recorded, else the bundled example; its model id
     must match); returns what was written. ``trust_code`` and ``backbone``: as for
     :func:`profile`."""
-    from hapi_dse.deploy.export import ExportConfig, export_design, sidecar_for
+    from hapi_dse.deploy.export import export_design, sidecar_for
 
     model = str(run.path if hasattr(run, "path") else run) if run is not None else None
     cfg = ExportConfig(
@@ -452,13 +455,13 @@ def evaluate(
     run: RunDir | str | Path | None = None,
     dataset: str | None = None,
     data_dir: str | Path | None = None,
-    split: str = "test",
-    device: str = "host",
+    split: str = EvalConfig.split,
+    device: str = EvalConfig.device,
     profiles: str | Path | None = None,
-    threads: int = 1,
+    threads: int = EvalConfig.threads,
     limit: int | None = None,
-    warmup: int = 50,
-    passes: int = 2,
+    warmup: int = EvalConfig.warmup,
+    passes: int = EvalConfig.passes,
     seed: int = 0,
     out: str | Path | None = None,
     overwrite: bool = False,
@@ -475,12 +478,7 @@ def evaluate(
     after ``warmup`` untimed calls. Writes nothing unless asked: ``out=FILE`` also writes
     the JSON report there (as ``hapi eval --out FILE``; ``.path``). ``progress``: a
     progress bar on a terminal."""
-    from hapi_dse.deploy.evaluate import (
-        EvalConfig,
-        broken_slos,
-        evaluate_export,
-        evaluate_to_file,
-    )
+    from hapi_dse.deploy.evaluate import broken_slos, evaluate_export, evaluate_to_file
 
     cfg = EvalConfig(
         model=Path(model),

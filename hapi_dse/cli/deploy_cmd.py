@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from hapi_dse.cli import options
-from hapi_dse.deploy.export import FORMATS
-from hapi_dse.onnx_tools import DEFAULT_OPSET
+from hapi_dse.deploy.evaluate import EvalConfig
+from hapi_dse.deploy.export import FORMATS, ExportConfig
 
 
 @click.command("export")
@@ -21,15 +21,17 @@ from hapi_dse.onnx_tools import DEFAULT_OPSET
     "--format",
     "fmt",
     type=click.Choice(FORMATS),
-    default=FORMATS[0],
+    default=ExportConfig.fmt,
     show_default=True,
     help="onnx: one standard-ONNX graph, any runtime; staged: one graph per stage, "
     "a manifest and a numpy+onnxruntime runtime.",
 )
-@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
+@click.option(
+    "--opset", type=int, default=ExportConfig.opset, show_default=True, help="ONNX opset."
+)
 @click.option(
     "--layout-anchor/--no-layout-anchor",
-    default=True,
+    default=ExportConfig.layout_anchor,
     show_default=True,
     help="Start each exit branch with an identity 1x1 Conv so onnxruntime keeps "
     "its NCHWc layout there.",
@@ -37,7 +39,7 @@ from hapi_dse.onnx_tools import DEFAULT_OPSET
 @click.option(
     "--check-samples",
     type=int,
-    default=512,
+    default=ExportConfig.check_samples,
     show_default=True,
     help="Validation samples scanned for one real sample per exit path.",
 )
@@ -74,7 +76,7 @@ def export(
     every exit path); the sidecar OUT.export.json (export.json in a staged directory)
     records the check, the opset, the design's sha256 and what the file needs to run.
     """
-    from hapi_dse.deploy import ExportConfig, export_design, format_export
+    from hapi_dse.deploy import export_design, format_export
 
     cfg = ExportConfig(
         source=source,
@@ -101,18 +103,20 @@ def export(
     "bundled example]."
 )
 @options.dataset(default=None, help="Dataset [default: the one the model was trained on].")
-@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
+@click.option(
+    "--split", type=click.Choice(["test", "val"]), default=EvalConfig.split, show_default=True
+)
 @options.device(
     "Profile table for the prediction ('hapi profile --device host' measures this machine)."
 )
 @options.profiles
-@options.threads(1)
+@options.threads(EvalConfig.threads)
 @options.limit("Evaluate the first N samples only.")
-@options.warmup(50, minimum=0, help="Untimed calls before timing.")
+@options.warmup(EvalConfig.warmup, minimum=0, help="Untimed calls before timing.")
 @click.option(
     "--passes",
     type=click.IntRange(min=1),
-    default=2,
+    default=EvalConfig.passes,
     show_default=True,
     help="Timed passes over the samples, in rounds of 500; each exit path's latency is the "
     "median of its quietest round, as in 'hapi profile'.",
@@ -147,7 +151,7 @@ def eval_(
     """Run an export with onnxruntime: accuracy, exit histogram and latency, each beside the
     cost model's prediction for this machine's profile table and its relative error, and a
     verdict for each SLO the design was searched under (met or broken, as measured)."""
-    from hapi_dse.deploy import EvalConfig, broken_slos, evaluate_to_file, format_report
+    from hapi_dse.deploy import broken_slos, evaluate_to_file, format_report
 
     cfg = EvalConfig(
         model=model_path,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from hapi_dse.cli import options
-from hapi_dse.onnx_tools import DEFAULT_EXPORTER, EXPORTERS
+from hapi_dse.onnx_tools import EXPORTERS
+from hapi_dse.profiling.modes import ProfileConfig
 
 
 @click.command("profile")
@@ -42,21 +43,25 @@ from hapi_dse.onnx_tools import DEFAULT_EXPORTER, EXPORTERS
 @click.option("--export-only", is_flag=True, help="Export the segments and stop.")
 @click.option(
     "--provider",
-    default="CPUExecutionProvider",
+    default=ProfileConfig.provider,
     show_default=True,
     help="onnxruntime execution provider.",
 )
-@options.threads(default=1)
+@options.threads(default=ProfileConfig.threads)
 @click.option(
     "--runs",
     type=click.IntRange(min=50),
-    default=200,
+    default=ProfileConfig.runs,
     show_default=True,
     help="Timed runs per segment (at least 50).",
 )
-@options.warmup(20, minimum=1, help="Untimed runs per segment first.")
+@options.warmup(ProfileConfig.warmup, minimum=1, help="Untimed runs per segment first.")
 @click.option(
-    "--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size."
+    "--batch",
+    type=click.IntRange(min=1),
+    default=ProfileConfig.batch,
+    show_default=True,
+    help="Batch size.",
 )
 @click.option(
     "--energy-cmd",
@@ -67,7 +72,7 @@ from hapi_dse.onnx_tools import DEFAULT_EXPORTER, EXPORTERS
 @click.option(
     "--exporter",
     type=click.Choice(EXPORTERS),
-    default=DEFAULT_EXPORTER,
+    default=ProfileConfig.exporter,
     show_default=True,
     help="torch.onnx exporter.",
 )
@@ -107,7 +112,7 @@ def profile(
 
     Measured here with onnxruntime by default; --modelled estimates a device from its spec.
     """
-    from hapi_dse.profiling.modes import ProfileConfig, ProfileMode
+    from hapi_dse.profiling.modes import ProfileMode
     from hapi_dse.profiling.runner import run_profile
 
     cfg = ProfileConfig(

@@ -82,7 +82,8 @@ _METRIC_RULES = ", ".join(r for r in PICK_RULES if r not in ("knee", "iso_accura
     "--trials",
     type=int,
     default=None,
-    help=f"Complete trials the study should hold, at most {MAX_TRIALS:,} [default: 1000].",
+    help=f"Complete trials the study should hold, at most {MAX_TRIALS:,} "
+    f"[default: {SearchConfig.trials}].",
 )
 @click.option(
     "--timeout",
@@ -172,7 +173,6 @@ def search(
     shown), 2 on bad input.
     """
     from hapi_dse.cost import parse_objectives, parse_slos
-    from hapi_dse.search.config import DEFAULT_TRIALS
     from hapi_dse.search.picking import check_pick
     from hapi_dse.search.runner import run_search
 
@@ -185,7 +185,7 @@ def search(
         slos=tuple(parse_slos(slos)),
         objectives=tuple(parse_objectives(objectives)) if objectives else None,
         sampler=sampler,
-        trials=DEFAULT_TRIALS if trials is None else trials,
+        trials=SearchConfig.trials if trials is None else trials,
         timeout=timeout,
         seed=seed,
         storage=storage,

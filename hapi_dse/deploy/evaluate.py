@@ -26,8 +26,8 @@ import numpy as np
 
 from hapi_dse.cost.metrics import STATISTIC_METRICS, STATISTICS, find_metric, statistic
 from hapi_dse.deploy.load import MANIFEST, Export, open_export
-from hapi_dse.deploy.measure import DEFAULT_PASSES, measure_exports
-from hapi_dse.errors import HapiError, UsageError
+from hapi_dse.deploy.measure import measure_exports
+from hapi_dse.errors import HapiError, SettingError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class EvalConfig:
     threads: int = 1
     limit: int | None = None
     warmup: int = 50
-    passes: int = DEFAULT_PASSES
+    passes: int = 2
     seed: int = 0
     overwrite: bool = False  # replace a report file hapi did not write
 
@@ -99,11 +99,11 @@ def evaluate_exports(
     from hapi_dse.training_id import check_same_training
 
     if cfg.threads < 1:
-        raise UsageError(f"--threads {cfg.threads}: expected >= 1")
+        raise SettingError("threads", f"{cfg.threads}: expected >= 1")
     if cfg.limit is not None and cfg.limit < 1:
-        raise UsageError(f"--limit {cfg.limit}: expected a positive number of samples")
+        raise SettingError("limit", f"{cfg.limit}: expected a positive number of samples")
     if cfg.passes < 1:
-        raise UsageError(f"--passes {cfg.passes}: expected >= 1")
+        raise SettingError("passes", f"{cfg.passes}: expected >= 1")
     exports = [open_export(m, cfg.threads) for m in models]
     runs: list[Any] = []
     designs: list[Any] = []

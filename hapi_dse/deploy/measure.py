@@ -41,7 +41,6 @@ from hapi_dse.progress import Progress
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PASSES = 2
 DEFAULT_ROUND_SIZE = 500
 #: a round counts for a path when it has at least this many calls on it
 MIN_CALLS = 3
@@ -91,9 +90,9 @@ def measure_exports(
     x: np.ndarray,
     *,
     num_paths: Sequence[int],
-    passes: int = DEFAULT_PASSES,
+    passes: int,
+    warmup: int,
     round_size: int = DEFAULT_ROUND_SIZE,
-    warmup: int = 50,
     seed: int = 0,
     threads: int = 1,
     desc: str = "measure",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hapi_dse.errors import UsageError, unknown_name
 from hapi_dse.onnx_tools import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS
+from hapi_dse.profiling.timing import TimingSettings
 
 if TYPE_CHECKING:
     from hapi_dse.profiling.base import ProfileResult
@@ -71,11 +72,11 @@ class ProfileConfig:
     onnx_dir: str | None = None
     export_dir: str | None = None
     spec: str | None = None
-    provider: str = "CPUExecutionProvider"
-    threads: int = 1
-    runs: int = 200
-    warmup: int = 20
-    rounds: int = 40
+    provider: str = TimingSettings.provider
+    threads: int = TimingSettings.threads
+    runs: int = TimingSettings.runs
+    warmup: int = TimingSettings.warmup
+    rounds: int = TimingSettings.rounds
     batch: int = 1
     energy_cmd: str | None = None
     energy_window_s: float = 0.2

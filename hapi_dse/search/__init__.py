@@ -12,7 +12,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
-from hapi_dse.search.config import DEFAULT_TRIALS, SearchConfig
+from hapi_dse.search.config import SearchConfig
 from hapi_dse.search.console import console_report
 from hapi_dse.search.records import DeviceResult, TrialRecord
 from hapi_dse.search.runner import run_search
@@ -20,7 +20,6 @@ from hapi_dse.search.sampling import SAMPLERS
 from hapi_dse.search.space import BoundSpace, SearchSpace, load_space, parse_space
 
 __all__ = [
-    "DEFAULT_TRIALS",
     "SAMPLERS",
     "BoundSpace",
     "DeviceResult",

@@ -31,7 +31,6 @@ from hapi_dse.provenance import redact
 from hapi_dse.search.sampling import SAMPLERS
 from hapi_dse.search.storage import check_journal
 
-DEFAULT_TRIALS = 1000
 #: the most trials a study may be asked to hold: the GA samplers re-read every trial each
 #: generation (20k trials took minutes), and 10**23 ran until killed
 MAX_TRIALS = 1_000_000
@@ -48,7 +47,7 @@ class SearchConfig:
     slos: tuple[SLO, ...] = ()
     objectives: tuple[Objective, ...] | None = None  # None: accuracy, latency (+ energy)
     sampler: str = "nsga2"
-    trials: int = DEFAULT_TRIALS
+    trials: int = 1000
     timeout: float | None = None
     seed: int = 0
     storage: str | None = None
@@ -149,7 +148,6 @@ def check_config(cfg: SearchConfig) -> None:
 
 
 __all__ = [
-    "DEFAULT_TRIALS",
     "MAX_TRIALS",
     "SearchConfig",
     "check_config",

@@ -1,5 +1,17 @@
-"""Shared fixtures: a tiny trained run directory, synthetic runs for fast search tests,
-in-process CLI invocation, and guards that keep ``hapi train`` from training."""
+"""Shared fixtures and helpers of the tests.
+
+- ``run_cli``: ``hapi ARGS`` in-process; ``load_script``: a ``scripts/NAME.py`` as a module.
+- ``tiny_run``, ``train_digits``: a real trained run; ``write_design``, ``write_fake_table``,
+  ``shared_export``, ``profile_host``: its designs, tables, export and a quick real profile.
+- ``synth``: a synthetic run and its tables for fast search tests (sized per module with
+  ``pytest.mark.synth``); ``tiny_space``: a search space of 120 designs.
+- ``world``, ``case_dir``: valid inputs to every command, and a copy of them to break.
+- ``no_training``, ``stop_when_loaded``: ``hapi train`` that must not train; ``bars``: what
+  the progress bars were asked; ``ram_dir``: scratch in RAM.
+
+The command lines themselves come from :mod:`hapi_dse.testing` (``search_args``,
+``train_args``, ``quick_train_args``, ``SyntheticSetup.search_args``).
+"""
 
 from __future__ import annotations
 

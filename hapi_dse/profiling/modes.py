@@ -14,7 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hapi_dse.errors import UsageError, unknown_name
+from hapi_dse.errors import SettingError, unknown_name
 from hapi_dse.onnx_tools import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS
 from hapi_dse.profiling.timing import TimingSettings
 
@@ -107,30 +107,41 @@ class ProfileConfig:
     def validate(self) -> None:
         """Every check of the settings, before any work (the one place they are checked)."""
         if self.batch < 1:
-            raise UsageError(f"--batch {self.batch}: must be >= 1")
+            raise SettingError("batch", f"{self.batch}: must be >= 1")
         if self.threads < 1:
-            raise UsageError(f"--threads {self.threads}: must be >= 1")
+            raise SettingError("threads", f"{self.threads}: must be >= 1")
         if self.exporter not in EXPORTERS:
-            raise UsageError(f"--exporter {self.exporter!r}: expected {' or '.join(EXPORTERS)}")
+            raise SettingError("exporter", f"{self.exporter!r}: expected {' or '.join(EXPORTERS)}")
         if self.onnx_dir and self.model:
-            raise UsageError(
-                "--onnx-dir and --model exclude each other: the segments in "
-                "--onnx-dir were exported from a model already"
+            raise SettingError(
+                "onnx_dir",
+                "and {model} exclude each other: the segments in {onnx_dir} were exported "
+                "from a model already",
+                ("model", "onnx_dir"),
             )
         if self.mode is ProfileMode.EXPORT_ONLY and not self.export_dir:
-            raise UsageError("--export-only needs --export-dir DIR (where to put the segments)")
+            # the mode export-only is the command line's --export-only
+            raise SettingError(
+                "export_only",
+                "needs {export_dir} DIR (where to put the segments)",
+                ("export_dir",),
+            )
         from hapi_dse.profiling.energy import check_energy_cmd
         from hapi_dse.profiling.names import valid_device_name
 
         if not valid_device_name(self.device):
-            raise UsageError(
-                f"--device {self.device!r}: use letters, digits, '-', '_' or '.' (it names "
-                "a directory)"
+            raise SettingError(
+                "device",
+                f"{self.device!r}: use letters, digits, '-', '_' or '.' (it names a directory)",
             )
         if self.energy_cmd is not None:
             check_energy_cmd(self.energy_cmd)
         if self.mode is ProfileMode.MODELLED and self.energy_cmd:
-            raise UsageError("--energy-cmd measures energy; a --modelled table has none to meter")
+            raise SettingError(
+                "energy_cmd",
+                "measures energy; a {modelled} table has none to meter",
+                ("modelled",),
+            )
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import subprocess
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from hapi_dse.errors import UsageError
+from hapi_dse.errors import SettingError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,11 @@ class CommandMeter(EnergyMeter):
         try:
             res = subprocess.run(self.argv, capture_output=True, text=True, timeout=30, check=False)
         except (OSError, subprocess.TimeoutExpired) as e:
-            raise UsageError(f"--energy-cmd {self.command!r} failed to run ({e})") from None
+            raise SettingError("energy_cmd", f"{self.command!r} failed to run ({e})") from None
         if res.returncode != 0:
-            raise UsageError(
-                f"--energy-cmd {self.command!r} exited with status {res.returncode}: "
-                f"{res.stderr.strip()[:200]}"
+            raise SettingError(
+                "energy_cmd",
+                f"{self.command!r} exited with status {res.returncode}: {res.stderr.strip()[:200]}",
             )
         tokens = res.stdout.split()
         try:
@@ -121,9 +121,10 @@ class CommandMeter(EnergyMeter):
                 raise ValueError(value)
             return value
         except (IndexError, ValueError):
-            raise UsageError(
-                f"--energy-cmd {self.command!r} printed {res.stdout.strip()[:80]!r}: expected "
-                "a number of joules (finite, >= 0: a cumulative counter) as the last word"
+            raise SettingError(
+                "energy_cmd",
+                f"{self.command!r} printed {res.stdout.strip()[:80]!r}: expected "
+                "a number of joules (finite, >= 0: a cumulative counter) as the last word",
             ) from None
 
     def describe(self) -> str:
@@ -136,13 +137,15 @@ def check_energy_cmd(command: str) -> list[str]:
     try:
         argv = shlex.split(command)
     except ValueError as e:  # an unclosed quote
-        raise UsageError(
-            f"--energy-cmd {command!r}: not a command line ({e}); quote it as a shell would"
+        raise SettingError(
+            "energy_cmd", f"{command!r}: not a command line ({e}); quote it as a shell would"
         ) from None
     if not argv:
-        raise UsageError(
-            f"--energy-cmd {command!r} is empty: give a command that prints joules, or leave "
-            "--energy-cmd out (RAPL, NVML, else modelled energy)"
+        raise SettingError(
+            "energy_cmd",
+            f"{command!r} is empty: give a command that prints joules, or leave "
+            "{energy_cmd} out (RAPL, NVML, else modelled energy)",
+            ("energy_cmd",),
         )
     return argv
 
@@ -152,15 +155,19 @@ def check_counter_moved(meter: EnergyMeter, deltas_j: list[float], seconds: floa
     per segment, over ``seconds`` of back-to-back calls in all): energy 0 for every segment
     is a constant or stuck counter, not a measurement."""
     if deltas_j and not any(d > 0 for d in deltas_j):
-        what = (
-            f"--energy-cmd {meter.command!r}"
-            if isinstance(meter, CommandMeter)
-            else f"the energy counter {meter.describe()}"
+        rule = (
+            f"did not change while {len(deltas_j)} segments ran for {seconds:.1f} s: "
+            "expected a cumulative counter of joules that grows; fix the meter"
         )
-        raise UsageError(
-            f"{what} did not change while {len(deltas_j)} segments ran for {seconds:.1f} s: "
-            "expected a cumulative counter of joules that grows; fix the meter, or leave "
-            "--energy-cmd out for modelled energy"
+        if isinstance(meter, CommandMeter):
+            raise SettingError(
+                "energy_cmd",
+                f"{meter.command!r} {rule}, or leave {{energy_cmd}} out for modelled energy",
+                ("energy_cmd",),
+            )
+        raise UsageError(  # an automatic meter (RAPL, NVML): no setting chose it
+            f"the energy counter {meter.describe()} {rule}, or leave --energy-cmd out for "
+            "modelled energy"
         )
 
 

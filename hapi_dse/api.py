@@ -409,6 +409,10 @@ def export(
     run: RunDir | str | Path | None = None,
     fmt: str = ExportConfig.fmt,
     trial: int | None = None,
+    opset: int = ExportConfig.opset,
+    layout_anchor: bool = ExportConfig.layout_anchor,
+    check_samples: int = ExportConfig.check_samples,
+    data_dir: str | Path | None = None,
     seed: int = 0,
     overwrite: bool = False,
     trust_code: bool = False,
@@ -419,8 +423,9 @@ def export(
     picks another trial of that search than the chosen one. Writes ``out`` (a ``.onnx`` file,
     or a directory for ``fmt="staged"``) and its sidecar, checked against the PyTorch model
     (``run``: default the run the search recorded, else the bundled example; its model id
-    must match); returns what was written. ``trust_code`` and ``backbone``: as for
-    :func:`profile`."""
+    must match); returns what was written. ``opset``, ``layout_anchor``, ``check_samples``
+    and ``data_dir`` are the command's options of those names; ``trust_code`` and
+    ``backbone``: as for :func:`profile`."""
     from hapi_dse.deploy.export import export_design, sidecar_for
 
     model = str(run.path if hasattr(run, "path") else run) if run is not None else None
@@ -429,8 +434,12 @@ def export(
         out=Path(out),
         model=model,
         fmt=fmt,
-        trial=trial,
+        opset=opset,
+        layout_anchor=layout_anchor,
+        data_dir=None if data_dir is None else str(data_dir),
+        check_samples=check_samples,
         seed=seed,
+        trial=trial,
         overwrite=overwrite,
     )
     info = export_design(cfg, trust_code=trust_code, backbone=backbone)

@@ -76,23 +76,25 @@ def export(
     every exit path); the sidecar OUT.export.json (export.json in a staged directory)
     records the check, the opset, the design's sha256 and what the file needs to run.
     """
-    from hapi_dse.deploy import export_design, format_export
+    from hapi_dse import api
+    from hapi_dse.deploy import format_export
 
-    cfg = ExportConfig(
-        source=source,
-        out=out,
-        model=model,
+    exported = api.export(
+        source,
+        out,
+        run=model,
         fmt=fmt,
+        trial=trial,
         opset=opset,
         layout_anchor=layout_anchor,
-        data_dir=data_dir,
         check_samples=check_samples,
+        data_dir=data_dir,
         seed=seed,
-        trial=trial,
         overwrite=overwrite,
+        trust_code=trust_run_code,
+        backbone=backbone,
     )
-    info = export_design(cfg, trust_code=trust_run_code, backbone=backbone)
-    options.report(format_export(info, out, fmt))
+    options.report(format_export(exported.info, out, fmt))
 
 
 @click.command("eval")
@@ -151,14 +153,16 @@ def eval_(
     """Run an export with onnxruntime: accuracy, exit histogram and latency, each beside the
     cost model's prediction for this machine's profile table and its relative error, and a
     verdict for each SLO the design was searched under (met or broken, as measured)."""
-    from hapi_dse.deploy import broken_slos, evaluate_to_file, format_report
+    from hapi_dse import api
+    from hapi_dse.deploy import format_report
+    from hapi_dse.deploy.evaluate import report_path
 
-    cfg = EvalConfig(
-        model=model_path,
+    ev = api.evaluate(
+        model_path,
         run=model,
         dataset=dataset,
-        split=split,
         data_dir=data_dir,
+        split=split,
         device=device,
         profiles=profiles,
         threads=threads,
@@ -166,12 +170,12 @@ def eval_(
         warmup=warmup,
         passes=passes,
         seed=seed,
+        out=report_path(model_path) if json_out is None else json_out,
         overwrite=overwrite,
+        progress=options.progress(),
     )
-    rep, json_out = evaluate_to_file(cfg, json_out, progress=options.progress())
-    options.report(format_report(rep))
-    options.report(f"report: {json_out}")
-    broken = broken_slos(rep)
-    if check_slo and broken:
-        click.echo(f"hapi eval: SLO broken as measured: {', '.join(broken)}", err=True)
+    options.report(format_report(ev.report))
+    options.report(f"report: {ev.path}")
+    if check_slo and ev.broken:
+        click.echo(f"hapi eval: SLO broken as measured: {', '.join(ev.broken)}", err=True)
         raise SystemExit(1)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hapi_dse.csvio import csv_text
-from hapi_dse.errors import ArtefactError, UsageError
+from hapi_dse.errors import ArtefactError, SettingError
 from hapi_dse.paths import default_profiles_out
 from hapi_dse.profiling.devices import find_table
 from hapi_dse.profiling.names import (
@@ -162,7 +162,7 @@ def write_table(
     from hapi_dse.provenance import provenance, utc_now
 
     if not valid_device_name(device):
-        raise UsageError(f"--device {device!r}: use {NAME_RULE}")
+        raise SettingError("device", f"{device!r}: use {NAME_RULE}")
     records: list[dict[str, Any]] = (
         rows.to_dict("records")
         if hasattr(rows, "to_dict")  # a DataFrame

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hapi_dse.errors import UsageError
+from hapi_dse.errors import SettingError, UsageError
 from hapi_dse.onnx_tools import CHECK_ATOL, check_provider
 from hapi_dse.profiling.base import Profiler
 from hapi_dse.profiling.manifest import MANIFEST, Manifest, load_manifest
@@ -203,9 +203,10 @@ def _segments(
         return _export(cfg, out, progress=progress, trust_code=trust_code, backbone=backbone)
     man = load_manifest(cfg.onnx_dir)
     if cfg.batch != 1 and cfg.batch != man.batch:
-        raise UsageError(
-            f"--batch {cfg.batch}: the segments in {cfg.onnx_dir} were "
-            f"exported for batch {man.batch}; export them again"
+        raise SettingError(
+            "batch",
+            f"{cfg.batch}: the segments in {cfg.onnx_dir} were exported for batch {man.batch}; "
+            "export them again",
         )
     return man, {"segments.json": Path(cfg.onnx_dir) / MANIFEST}
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hapi_dse.errors import ArtefactError, UsageError, first_line
+from hapi_dse.errors import ArtefactError, SettingError, first_line
 
 #: onnxruntime log severity: 3 = errors only (its warnings about unused initializers and
 #: the like would otherwise reach the console)
@@ -48,9 +48,10 @@ def check_provider(provider: str) -> None:
 
     avail = ort.get_available_providers()
     if provider not in avail:
-        raise UsageError(
-            f"--provider {provider!r} is not available in this onnxruntime "
-            f"({ort.__version__}); available: {', '.join(avail)}"
+        raise SettingError(
+            "provider",
+            f"{provider!r} is not available in this onnxruntime ({ort.__version__}); "
+            f"available: {', '.join(avail)}",
         )
 
 

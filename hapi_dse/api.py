@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hapi_dse import __all__ as _PACKAGE_NAMES
 from hapi_dse.cost import (
     SLO,
     Design,
@@ -45,7 +46,9 @@ from hapi_dse.cost import (
     SegmentCosts,
     parse_objectives,
     parse_slo,
-    predict,
+)
+from hapi_dse.cost import (
+    predict as predict,  # re-exported: hapi.predict
 )
 from hapi_dse.deploy.evaluate import EvalConfig
 from hapi_dse.deploy.export import ExportConfig
@@ -541,18 +544,5 @@ def plot_info(
     return figure_infos(find_results(list(results)), metric_column(x), metric_column(y))
 
 
-__all__ = [
-    "Design",
-    "Evaluation",
-    "ExportedDesign",
-    "TrainedRun",
-    "evaluate",
-    "export",
-    "load_costs",
-    "load_run",
-    "plot_info",
-    "predict",
-    "profile",
-    "search",
-    "train",
-]
+#: the package's API names (``hapi_dse.__all__``, where they are listed once) but its version
+__all__ = [name for name in _PACKAGE_NAMES if name != "__version__"]

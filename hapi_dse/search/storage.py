@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any, cast
 
-from hapi_dse.errors import ArtefactError, UsageError, first_line
+from hapi_dse.errors import ArtefactError, SettingError, first_line
 from hapi_dse.provenance import redact
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,8 @@ def check_journal(url: str | None) -> None:
     if url is None or path is None:
         return
 
-    def refuse(why: str) -> UsageError:
-        return UsageError(f"--storage {shown(url)}: {why}")
+    def refuse(why: str) -> SettingError:
+        return SettingError("storage", f"{shown(url)}: {why}")
 
     rest = url[len("journal:") :] if url.startswith("journal:") else url
     if rest in ("", "///") or rest.endswith("/"):
@@ -137,9 +137,10 @@ def open_storage(url: str | None) -> Any:
                 "resume it: move it away to start a new study"
             ) from None
     if not re.match(r"^[a-z][a-z0-9+]*://", url):
-        raise UsageError(
-            f"--storage {shown(url)}: expected an Optuna storage URL: sqlite:///FILE.db, "
-            "postgresql://USER@HOST:PORT/DB, or journal:FILE for a journal file"
+        raise SettingError(
+            "storage",
+            f"{shown(url)}: expected an Optuna storage URL: sqlite:///FILE.db, "
+            "postgresql://USER@HOST:PORT/DB, or journal:FILE for a journal file",
         )
     for attempt in range(SCHEMA_RACE_RETRIES + 1):
         try:
@@ -147,17 +148,18 @@ def open_storage(url: str | None) -> Any:
                 _with_driver(url), engine_kwargs={"pool_pre_ping": True}
             )
         except ModuleNotFoundError as e:
-            raise UsageError(
-                f"--storage {shown(url)}: the database driver {e.name!r} is not installed; "
-                "for PostgreSQL: pip install 'hapi-dse[postgres]'"
+            raise SettingError(
+                "storage",
+                f"{shown(url)}: the database driver {e.name!r} is not installed; "
+                "for PostgreSQL: pip install 'hapi-dse[postgres]'",
             ) from None
         except Exception as e:  # sqlalchemy errors: bad URL, server down, no permission
             if attempt < SCHEMA_RACE_RETRIES and _schema_race(e):
                 time.sleep(0.2 * (attempt + 1))
                 continue
             first = first_line(e)
-            raise UsageError(
-                f"--storage {shown(url)}: cannot open ({redact(first, secrets_of=url)})"
+            raise SettingError(
+                "storage", f"{shown(url)}: cannot open ({redact(first, secrets_of=url)})"
             ) from None
     raise AssertionError("unreachable")
 

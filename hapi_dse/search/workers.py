@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hapi_dse.errors import ArtefactError, HapiError, UsageError
+from hapi_dse.errors import ArtefactError, HapiError, SettingError
 from hapi_dse.search.config import SearchConfig
 from hapi_dse.search.interrupts import StopOnSignal, quiet_optuna
 from hapi_dse.search.problem import Problem
@@ -122,7 +122,8 @@ def worker(setup: WorkerSetup, index: int, share: int) -> None:
     except KeyboardInterrupt:  # SIGTERM before the study ran (the CLI's handler): just end
         pass
     except HapiError as e:
-        setup.errors.put(str(e))
+        # a bad setting goes as its parts, for the parent's command line to name by its flag
+        setup.errors.put((e.field, e.message, e.refs) if isinstance(e, SettingError) else str(e))
         sys.exit(1)
     finally:
         if setup.scratch is not None and os.getppid() != parent:
@@ -186,7 +187,9 @@ def run_workers(
     shares = [missing // jobs + (i < missing % jobs) for i in range(jobs)]
     methods = multiprocessing.get_all_start_methods()
     if "fork" not in methods:  # pragma: no cover - Windows
-        raise UsageError("--jobs needs the 'fork' start method (Linux or macOS); use --jobs 1")
+        raise SettingError(
+            "jobs", "needs the 'fork' start method (Linux or macOS); use {jobs} 1", ("jobs",)
+        )
     ctx = multiprocessing.get_context("fork")
     errors = ctx.SimpleQueue()
     setup = WorkerSetup(
@@ -228,7 +231,8 @@ def run_workers(
         messages.append(errors.get())
     errors.close()
     if messages:
-        raise ArtefactError(messages[0])
+        first = messages[0]
+        raise SettingError(*first) if isinstance(first, tuple) else ArtefactError(first)
     failed = [i for i, p in enumerate(procs) if p.exitcode != 0]
     if failed:
         raise ArtefactError(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hapi_dse.errors import HapiError, UsageError, first_line
+from hapi_dse.errors import HapiError, SettingError, first_line
 from hapi_dse.provenance import redact
 from hapi_dse.search.config import SearchConfig
 from hapi_dse.search.interrupts import StopOnSignal, quiet_optuna
@@ -50,14 +50,16 @@ def open_study(problem: Problem, storage: Any, name: str, sampler: Any) -> Any:
         raise
     except Exception as e:
         first = first_line(e)
-        raise UsageError(f"--study {name!r}: cannot open the study ({redact(first)})") from None
+        raise SettingError("study", f"{name!r}: cannot open the study ({redact(first)})") from None
     mine = problem.fingerprint()
     has_trials = bool(study.get_trials(deepcopy=False))
     theirs = study.user_attrs.get("hapi")  # read after the trials: a joiner may be racing us
     if theirs is None:
         if has_trials:
-            raise UsageError(
-                f"--study {name!r} holds trials that hapi did not make; choose another --study name"
+            raise SettingError(
+                "study",
+                f"{name!r} holds trials that hapi did not make; choose another {{study}} name",
+                ("study",),
             )
         study.set_user_attr("hapi", mine)
         study.set_user_attr("hapi_parameters", problem.space.legend())
@@ -67,9 +69,11 @@ def open_study(problem: Problem, storage: Any, name: str, sampler: Any) -> Any:
     elif theirs != mine or [d.name.lower() for d in study.directions] != directions:
         diff = [k for k in mine if theirs.get(k) != mine[k]] or ["objectives"]
         k = diff[0]
-        raise UsageError(
-            f"--study {name!r} was created with {k} = {theirs.get(k)!r}, not {mine[k]!r}; "
-            "resume it with the same settings or choose another --study name"
+        raise SettingError(
+            "study",
+            f"{name!r} was created with {k} = {theirs.get(k)!r}, not {mine[k]!r}; "
+            "resume it with the same settings or choose another {study} name",
+            ("study",),
         )
     return study
 

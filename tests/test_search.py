@@ -212,7 +212,7 @@ def test_no_feasible_design_exits_1_with_the_closest(synth, run_cli, tmp_path: P
         (["--device", "devC"], "no profile table for model synthetic6-0"),
         (["--device", "devA", "--slo", "latency=fast"], "expected METRIC=NUMBER[UNIT]"),
         (["--device", "devA", "--objectives", "accuracy,speed"], "unknown objective 'speed'"),
-        (["--device", "devA", "--pick", "best"], "unknown --pick rule 'best'"),
+        (["--device", "devA", "--pick", "best"], "--pick: unknown rule 'best'"),
         (["--device", "devA", "--storage", "nonsense"], "expected an Optuna storage URL"),
         (["--device", "devA", "--study", "x"], "give --storage URL too"),
         (["--device", "devA", "--trials", "0"], "--trials must be >= 1"),
@@ -489,7 +489,7 @@ def test_malformed_pick_values_are_refused(rule: str) -> None:
     from hapi_dse.errors import UsageError
     from hapi_dse.search.picking import check_pick
 
-    with pytest.raises(UsageError, match="--pick"):
+    with pytest.raises(UsageError, match=f"^pick {rule}: "):
         check_pick(rule)
 
 

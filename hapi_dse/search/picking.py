@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hapi_dse.cost import METRIC_TABLE, Objective, metric, parse_objectives
-from hapi_dse.errors import UsageError, unknown_name
+from hapi_dse.errors import SettingError, unknown_name
 
 if TYPE_CHECKING:
     from hapi_dse.search.records import TrialRecord
@@ -28,10 +28,10 @@ def parse_pick(rule: str) -> tuple[str, float | None]:
     """``--pick RULE``: the rule name and, for ``iso_accuracy[:D]``, the drop D in pp."""
     name, sep, arg = rule.partition(":")
     if name not in PICK_RULES:
-        raise unknown_name("--pick rule", name, PICK_RULES)
+        raise SettingError("pick", f": {unknown_name('rule', name, PICK_RULES)}")
     if name != "iso_accuracy":
         if sep:
-            raise UsageError(f"--pick {rule}: only iso_accuracy takes a value (iso_accuracy:D)")
+            raise SettingError("pick", f"{rule}: only iso_accuracy takes a value (iso_accuracy:D)")
         return name, None
     if not sep:
         return name, ISO_ACCURACY_DROP_PP
@@ -40,9 +40,9 @@ def parse_pick(rule: str) -> tuple[str, float | None]:
     except ValueError:
         drop = float("nan")
     if not (math.isfinite(drop) and 0 <= drop <= 100):
-        raise UsageError(
-            f"--pick {rule}: D must be a number of percentage points in 0..100, "
-            "e.g. iso_accuracy:0.5"
+        raise SettingError(
+            "pick",
+            f"{rule}: D must be a number of percentage points in 0..100, e.g. iso_accuracy:0.5",
         )
     return name, drop
 

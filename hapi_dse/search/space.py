@@ -45,7 +45,7 @@ from typing import Any
 
 from hapi_dse.cost.design import Design, Exit
 from hapi_dse.cost.policies import ThresholdPolicy, get_policy, policy_names
-from hapi_dse.errors import UsageError, unknown_name
+from hapi_dse.errors import SettingError, UsageError, unknown_name
 from hapi_dse.exit_stats import ExitStats
 from hapi_dse.paths import SHIPPED_SEARCH_SPACES
 from hapi_dse.readers import loads_toml, loads_yaml, read_text
@@ -269,7 +269,7 @@ def load_space(name: str | Path) -> SearchSpace:
     p = Path(name)
     if p.suffix in _SUFFIXES or len(p.parts) > 1:
         if not p.is_file():
-            raise UsageError(f"--space {str(name)!r}: no such file")
+            raise SettingError("space", f"{str(name)!r}: no such file")
         return parse_space(_read(p), name=p.stem, path=p)
     known = shipped_spaces()
     if str(name) not in known:

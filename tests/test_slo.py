@@ -73,7 +73,7 @@ def test_violation_sign_and_direction() -> None:
 
 
 def test_the_same_metric_twice_is_refused() -> None:
-    with pytest.raises(UsageError, match="already bounded by --slo 'latency=5ms'"):
+    with pytest.raises(UsageError, match="already bounded by slos 'latency=5ms'"):
         parse_slos(["latency=5ms", "latency_ms=4"])
     assert len(parse_slos(["latency=5ms", "p99_latency=9ms", "accuracy=90%"])) == 3
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hapi_dse.cost.metrics import EXAMPLE, METRIC_TABLE, UNIT_HELP, UNITS, find_metric
-from hapi_dse.errors import ArtefactError, UsageError, unknown_name
+from hapi_dse.errors import ArtefactError, SettingError, unknown_name
 
 _PATTERN = re.compile(
     r"^\s*([A-Za-z0-9_]+)\s*=\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
@@ -104,9 +104,10 @@ class SLO:
     def violation(self, metrics: Mapping[str, float]) -> float:
         """How far ``metrics`` break this SLO, in its units; ``<= 0`` means it holds."""
         if not self.resolved:
-            raise UsageError(
-                f"--slo {self.text or self.label()!r} is relative to the plain backbone; "
-                "resolve it against the backbone's predicted metrics first (SLO.resolve)"
+            raise SettingError(
+                "slos",
+                f"{self.text or self.label()!r} is relative to the plain backbone; "
+                "resolve it against the backbone's predicted metrics first (SLO.resolve)",
             )
         v = float(metrics[self.metric])
         return v - self.value if self.upper else self.value - v
@@ -202,48 +203,52 @@ def _short(value: Any) -> str:
 
 def parse_slo(text: str) -> SLO:
     """Parse ``METRIC=VALUE[UNIT]`` or ``METRIC=FACTORx`` (relative to the plain backbone,
-    unresolved); raise :class:`UsageError` saying what was expected."""
+    unresolved); raise :class:`SettingError` (``slos``) saying what was expected."""
     m = _PATTERN.match(text)
     unit = (m.group(3) or "").lower() if m else ""
     if not m or (unit.startswith("x") and unit != "x"):
         if _LOOKS_RELATIVE.match(text):
-            raise UsageError(f"--slo {text!r}: expected METRIC=FACTORx, {_relative_help()}")
-        raise UsageError(f"--slo {text!r}: {_SLO_HELP}")
+            raise SettingError("slos", f"{text!r}: expected METRIC=FACTORx, {_relative_help()}")
+        raise SettingError("slos", f"{text!r}: {_SLO_HELP}")
     raw_name, raw_value, raw_unit = m.group(1), m.group(2), (m.group(3) or "")
     found = find_metric(raw_name)
     if found is None or not found.slo:
         e = unknown_name("SLO metric", raw_name, _SLO_NAMES)
-        raise UsageError(f"--slo {text!r}: {e}")
+        raise SettingError("slos", f"{text!r}: {e}")
     name, column, kind = found.name, found.column, found.kind
     value = float(raw_value)
     if raw_unit.lower() == "x":
         if not (math.isfinite(value) and value > 0):
-            raise UsageError(
-                f"--slo {text!r}: a relative SLO's factor must be a finite number > 0, but got "
-                f"{raw_value}; {_relative_help(name)}"
+            raise SettingError(
+                "slos",
+                f"{text!r}: a relative SLO's factor must be a finite number > 0, but got "
+                f"{raw_value}; {_relative_help(name)}",
             )
         return SLO(metric=column, value=math.nan, text=text.strip(), relative=value)
     if not math.isfinite(value * (UNITS[kind].get(raw_unit.lower(), 1.0) if raw_unit else 1.0)):
-        raise UsageError(
-            f"--slo {text!r}: {raw_value} is too large to be a number; give a finite bound, "
-            f"e.g. {name}={EXAMPLE[kind]}"
+        raise SettingError(
+            "slos",
+            f"{text!r}: {raw_value} is too large to be a number; give a finite bound, "
+            f"e.g. {name}={EXAMPLE[kind]}",
         )
     if raw_unit:
         factor = UNITS[kind].get(raw_unit.lower())
         if factor is None:
-            raise UsageError(
-                f"--slo {text!r}: unit {raw_unit!r} does not fit {name}; expected "
+            raise SettingError(
+                "slos",
+                f"{text!r}: unit {raw_unit!r} does not fit {name}; expected "
                 f"{UNIT_HELP[kind]}, e.g. {name}={EXAMPLE[kind]}, or a factor x of the plain "
-                f"backbone's, e.g. {name}=0.6x"
+                f"backbone's, e.g. {name}=0.6x",
             )
         value *= factor
     if kind == "fraction" and not 0.0 <= value <= 1.0:
-        raise UsageError(
-            f"--slo {text!r}: accuracy must be a fraction 0..1 or a percentage 0..100%, "
-            f"e.g. accuracy=0.92 or accuracy=92%"
+        raise SettingError(
+            "slos",
+            f"{text!r}: accuracy must be a fraction 0..1 or a percentage 0..100%, "
+            f"e.g. accuracy=0.92 or accuracy=92%",
         )
     if value < 0:
-        raise UsageError(f"--slo {text!r}: {name} must be >= 0, but got {value:g}")
+        raise SettingError("slos", f"{text!r}: {name} must be >= 0, but got {value:g}")
     return SLO(metric=column, value=value, text=text.strip())
 
 
@@ -253,9 +258,11 @@ def parse_slos(texts: Iterable[str]) -> list[SLO]:
     seen: dict[str, str] = {}
     for s in slos:
         if s.metric in seen:
-            raise UsageError(
-                f"--slo {s.text!r}: {s.metric} is already bounded by --slo {seen[s.metric]!r}; "
-                "give each metric once"
+            raise SettingError(
+                "slos",
+                f"{s.text!r}: {s.metric} is already bounded by {{slos}} {seen[s.metric]!r}; "
+                "give each metric once",
+                ("slos",),
             )
         seen[s.metric] = s.text
     return slos
@@ -280,18 +287,18 @@ def parse_objectives(text: str) -> list[Objective]:
     """``accuracy,latency[,energy...]``: names as for ``--slo`` (plus ``goodput``)."""
     names = [t.strip() for t in text.split(",") if t.strip()]
     if len(names) < 1:
-        raise UsageError(
-            f"--objectives {text!r}: expected comma-separated metrics, e.g. accuracy,latency"
+        raise SettingError(
+            "objectives", f"{text!r}: expected comma-separated metrics, e.g. accuracy,latency"
         )
     out: list[Objective] = []
     for raw in names:
         found = find_metric(raw)
         if found is None or not found.objective:
             e = unknown_name("objective", raw, _OBJECTIVE_NAMES)
-            raise UsageError(f"--objectives {text!r}: {e}")
+            raise SettingError("objectives", f"{text!r}: {e}")
         obj = Objective(found.column)
         if obj in out:
-            raise UsageError(f"--objectives {text!r}: {raw} is listed twice")
+            raise SettingError("objectives", f"{text!r}: {raw} is listed twice")
         out.append(obj)
     return out
 

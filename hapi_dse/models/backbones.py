@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hapi_dse.errors import ArtefactError, UsageError
+from hapi_dse.errors import ArtefactError, SettingError, UsageError
 from hapi_dse.models.registry import Registry
 
 
@@ -280,17 +280,17 @@ def load_factory(spec: str) -> Callable[..., Any]:
     """Resolve ``package.module:factory``."""
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr:
-        raise UsageError(
-            f"--backbone {spec!r}: expected a registered name or package.module:factory"
+        raise SettingError(
+            "backbone", f"{spec!r}: expected a registered name or package.module:factory"
         )
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
-        raise UsageError(f"--backbone {spec!r}: cannot import {module!r} ({e})") from None
+        raise SettingError("backbone", f"{spec!r}: cannot import {module!r} ({e})") from None
     try:
         fn: Callable[..., Any] = getattr(mod, attr)
     except AttributeError:
-        raise UsageError(f"--backbone {spec!r}: module {module!r} has no {attr!r}") from None
+        raise SettingError("backbone", f"{spec!r}: module {module!r} has no {attr!r}") from None
     return fn
 
 
@@ -317,9 +317,9 @@ def create_backbone(
     try:
         blocks, classifier = out
     except (TypeError, ValueError):
-        raise UsageError(
-            f"--backbone {name!r}: the factory must return an nn.Module, a Backbone or "
-            "(blocks, classifier)"
+        raise SettingError(
+            "backbone",
+            f"{name!r}: the factory must return an nn.Module, a Backbone or (blocks, classifier)",
         ) from None
     blocks = list(blocks)
     return Backbone(blocks, classifier, _probe_exits(blocks, input_shape))

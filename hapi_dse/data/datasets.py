@@ -21,7 +21,7 @@ from hapi_dse.data.folders import parse_image_size, read_image_folder
 from hapi_dse.data.idx import read_idx
 from hapi_dse.data.images import ArraySet, ImageSet, channel_stats
 from hapi_dse.data.npz import read_npz
-from hapi_dse.errors import DataError, UsageError
+from hapi_dse.errors import DataError, SettingError, UsageError
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = {
@@ -77,11 +77,12 @@ class Splits:
 
 
 def find_data_dir(data_dir: str | Path | None) -> Path:
-    candidates = [("--data-dir", data_dir), ("$HAPI_DATA", os.environ.get("HAPI_DATA"))]
-    for origin, d in candidates:
+    for origin, d in (("data_dir", data_dir), ("$HAPI_DATA", os.environ.get("HAPI_DATA"))):
         if d:
             p = Path(d)
             if not p.is_dir():
+                if origin == "data_dir":  # a setting: the CLI names it --data-dir
+                    raise SettingError(origin, f"{p}: no such directory")
                 raise DataError(f"{origin} {p}: no such directory")
             return p
     if SYSTEM_DIR.is_dir():
@@ -141,7 +142,11 @@ def load_splits(
     rng = np.random.default_rng(seed)
     path = Path(name)
     if (channels is not None or image_size is not None) and not path.is_dir():
-        raise UsageError(f"--image-size and --channels apply to image folders, not to {name}")
+        raise SettingError(
+            "image_size",
+            f"and {{channels}} apply to image folders, not to {name}",
+            ("channels",),
+        )
     files: dict[str, Path] = {}
     identity = None
     sets: dict[str, ImageSet]
@@ -187,7 +192,7 @@ def load_splits(
 
     if limit is not None:
         if limit < 1:
-            raise DataError(f"--limit {limit}: expected a positive number of training images")
+            raise SettingError("limit", f"{limit}: expected a positive number of training images")
         n_train = len(sets["train"])
         frac = min(limit / n_train, 1.0)
         for split, s in sets.items():

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hapi_dse.data.images import GREY_MODES, MAX_IMAGE_SIDE, Decoder, FileSet, pillow
-from hapi_dse.errors import DataError, UsageError, first_line
+from hapi_dse.errors import DataError, SettingError, first_line
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "val", "test")
@@ -44,13 +44,14 @@ def parse_image_size(text: str | None) -> tuple[int, int] | None:
     except ValueError:
         size = (0, 0)
     if min(size) < 1:
-        raise UsageError(
-            f"--image-size {text!r}: expected SIZE or WIDTHxHEIGHT in pixels, e.g. 64 or 64x48"
+        raise SettingError(
+            "image_size", f"{text!r}: expected SIZE or WIDTHxHEIGHT in pixels, e.g. 64 or 64x48"
         )
     if max(size) > MAX_IMAGE_SIDE:
-        raise UsageError(
-            f"--image-size {text!r}: at most {MAX_IMAGE_SIDE} pixels a side (a larger image "
-            "would not fit a training batch in memory), e.g. 224 or 224x224"
+        raise SettingError(
+            "image_size",
+            f"{text!r}: at most {MAX_IMAGE_SIDE} pixels a side (a larger image "
+            "would not fit a training batch in memory), e.g. 224 or 224x224",
         )
     return size
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from hapi_dse.cost.metrics import STATISTIC_METRICS
-from hapi_dse.errors import UsageError
+from hapi_dse.errors import SettingError
 from hapi_dse.tempdirs import make_temp_dir
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,11 @@ def check_verifiable(device: str, sidecar: dict[str, Any], path: Any) -> None:
     """``--verify`` times designs here: the table must be this machine's, measured."""
     if sidecar.get("source") != "measured" or sidecar.get("machine") != this_machine():
         how = "modelled" if sidecar.get("source") == "modelled" else "measured elsewhere"
-        raise UsageError(
-            f"--verify measures designs on this machine, but the {device} table {path} is "
+        raise SettingError(
+            "verify",
+            f"measures designs on this machine, but the {device} table {path} is "
             f"{how}; profile this machine ('hapi profile --device {device}') or, on the "
-            "device, run 'hapi eval --check-slo' on exports from 'hapi export --trial N'"
+            "device, run 'hapi eval --check-slo' on exports from 'hapi export --trial N'",
         )
 
 

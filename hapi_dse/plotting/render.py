@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hapi_dse.cost.metrics import find_metric
-from hapi_dse.errors import UsageError
+from hapi_dse.errors import SettingError
 from hapi_dse.plotting.info import FigureInfo
 
 FORMATS = (".png", ".svg", ".pdf")
@@ -16,7 +16,7 @@ _HEAD_MARKERS = {"linear": "v", "conv": "^", "mlp": "<", "sdn": ">", "conv2": "P
 def output_paths(out: Path, devices: list[str]) -> list[Path]:
     """``out`` for one device; ``STEM-DEVICE.EXT`` for several."""
     if out.suffix.lower() not in FORMATS:
-        raise UsageError(f"--out {out}: expected a file ending in {', '.join(FORMATS)}")
+        raise SettingError("out", f"{out}: expected a file ending in {', '.join(FORMATS)}")
     if len(devices) == 1:
         return [out]
     return [out.with_name(f"{out.stem}-{d}{out.suffix}") for d in devices]

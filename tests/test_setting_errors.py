@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +81,296 @@ def test_every_flag_of_every_command_maps_to_its_parameter() -> None:
                 assert got[p.name] in p.opts and re.fullmatch(r"--[a-z0-9-]+", got[p.name])
                 if p.multiple:
                     assert got[f"{p.name}s"] == got[p.name]
+
+
+# -- every converted refusal: the field from the library, the flag from the command line ------
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """One setting refused: ``call`` (given tmp_path) raises the library's text ``library``;
+    ``argv`` (given tmp_path) is a command line refused with ``line`` (``{tmp}`` is
+    tmp_path in both texts); ``argv`` None: the library only."""
+
+    call: Callable[[Path], object]
+    library: str
+    argv: Callable[[Path], list[object]] | None = None
+    line: str = ""
+
+
+def _train_config(tmp: Path, **kw: object) -> None:
+    from hapi_dse.training.config import TrainConfig
+
+    TrainConfig(out=tmp / "run", **kw).validate()  # type: ignore[arg-type]
+
+
+def _profile_config(**kw: object) -> None:
+    from hapi_dse.profiling.modes import ProfileConfig
+
+    ProfileConfig(**kw).validate()  # type: ignore[arg-type]
+
+
+def _export_config(tmp: Path, out: Path, **kw: object) -> None:
+    from hapi_dse.deploy.export import ExportConfig
+
+    ExportConfig(source=tmp / "design.json", out=out, **kw).validate()  # type: ignore[arg-type]
+
+
+def _staged_onto_a_file(tmp: Path) -> None:
+    (tmp / "f").write_text("x")
+    _export_config(tmp, tmp / "f", fmt="staged")
+
+
+def _call(name: str, *args: object, **kw: object) -> Callable[[Path], object]:
+    """``module:function`` (or ``module:Class.method``) of hapi_dse called with ``args`` and
+    ``kw``, imported only when run."""
+    import importlib
+
+    module, _, path = name.partition(":")
+
+    def call(tmp: Path) -> object:
+        fn: Any = importlib.import_module(f"hapi_dse.{module}")
+        for attr in path.split("."):
+            fn = getattr(fn, attr)
+        return fn(*args, **kw)
+
+    return call
+
+
+def _export_argv(tmp: Path, *argv: str) -> list[object]:
+    (tmp / "f").write_text("x")  # a file where a staged export would go
+    return ["export", tmp / "design.json", *argv]
+
+
+def _search(*argv: str) -> Callable[[Path], list[object]]:
+    return lambda tmp: ["search", "--device", "pixel6", "--out", tmp / "out", *argv]
+
+
+def _train(*argv: str) -> Callable[[Path], list[object]]:
+    return lambda tmp: ["train", "--out", tmp / "run", *argv]
+
+
+def _profile(*argv: str) -> Callable[[Path], list[object]]:
+    def build(tmp: Path) -> list[object]:
+        (tmp / "seg").mkdir(exist_ok=True)
+        return ["profile", "--profiles", tmp / "profiles", *argv]
+
+    return build
+
+
+REFUSALS = {
+    "train-heads": Refusal(
+        lambda tmp: _train_config(tmp, heads=()),
+        "heads: expected at least one head type",
+    ),
+    "train-epochs-0": Refusal(
+        lambda tmp: _train_config(tmp, epochs=0),
+        "epochs 0 needs init CHECKPOINT (a trained backbone)",
+        _train("--epochs", "0"),
+        "--epochs 0 needs --init CHECKPOINT (a trained backbone)",
+    ),
+    "train-init": Refusal(
+        lambda tmp: _train_config(tmp, init=tmp / "none.pt"),
+        "init {tmp}/none.pt: no such file",
+        lambda tmp: ["train", "--out", tmp / "run", "--init", tmp / "none.pt"],
+        "--init {tmp}/none.pt: no such file",
+    ),
+    "train-rates": Refusal(
+        lambda tmp: _train_config(tmp, batch_size=0),
+        "epochs >= 0, exit_epochs >= 1, batch_size >= 1 and lr > 0 must hold",
+    ),
+    "train-exit-lr": Refusal(
+        lambda tmp: _train_config(tmp, exit_lr=float("nan")),
+        "exit_lr nan: a learning rate must be a finite number > 0, e.g. exit_lr 0.002",
+    ),
+    "train-distill": Refusal(
+        _call("training.config:Distill.parse", "fast"),
+        "distill 'fast': expected T:alpha, e.g. 3:0.5",
+        _train("--distill", "fast"),
+        "--distill 'fast': expected T:alpha, e.g. 3:0.5",
+    ),
+    "train-image-size": Refusal(
+        _call("data.folders:parse_image_size", "0"),
+        "image_size '0': expected SIZE or WIDTHxHEIGHT in pixels, e.g. 64 or 64x48",
+        _train("--image-size", "0"),
+        "--image-size '0': expected SIZE or WIDTHxHEIGHT in pixels, e.g. 64 or 64x48",
+    ),
+    "train-image-size-not-a-folder": Refusal(
+        _call("data.datasets:load_splits", "digits", image_size="8"),
+        "image_size and channels apply to image folders, not to digits",
+        _train("--dataset", "digits", "--image-size", "8"),
+        "--image-size and --channels apply to image folders, not to digits",
+    ),
+    "train-data-dir": Refusal(
+        _call("data.datasets:find_data_dir", "/nonexistent/fmnist/"),
+        "data_dir /nonexistent/fmnist: no such directory",
+        _train("--data-dir", "/nonexistent/fmnist/"),
+        "--data-dir /nonexistent/fmnist: no such directory",
+    ),
+    "train-amp-on-cpu": Refusal(
+        _call("training.device:select_accelerator", "auto", True, cuda=False),
+        "amp: mixed precision is for CUDA only; this run is on the CPU",
+    ),
+    "train-backbone-factory": Refusal(
+        _call("models.backbones:load_factory", ":x"),
+        "backbone ':x': expected a registered name or package.module:factory",
+    ),
+    "profile-onnx-dir-and-model": Refusal(
+        lambda tmp: _profile_config(onnx_dir="seg", model="run"),
+        "onnx_dir and model exclude each other: the segments in onnx_dir were exported from "
+        "a model already",
+        lambda tmp: [*_profile("--onnx-dir", tmp / "seg")(tmp), "--model", tmp / "run"],
+        "--onnx-dir and --model exclude each other: the segments in --onnx-dir were exported "
+        "from a model already",
+    ),
+    "profile-export-only": Refusal(
+        lambda tmp: _profile_config(mode="export-only"),
+        "export_only needs export_dir DIR (where to put the segments)",
+        _profile("--export-only"),
+        "--export-only needs --export-dir DIR (where to put the segments)",
+    ),
+    "profile-modelled-energy": Refusal(
+        lambda tmp: _profile_config(mode="modelled", energy_cmd="meter"),
+        "energy_cmd measures energy; a modelled table has none to meter",
+        _profile("--modelled", "--energy-cmd", "meter"),
+        "--energy-cmd measures energy; a --modelled table has none to meter",
+    ),
+    "profile-device-name": Refusal(
+        lambda tmp: _profile_config(device="a b"),
+        "device 'a b': use letters, digits, '-', '_' or '.' (it names a directory)",
+        _profile("--device", "a b"),
+        "--device 'a b': use letters, digits, '-', '_' or '.' (it names a directory)",
+    ),
+    "profile-energy-cmd-empty": Refusal(
+        _call("profiling.energy:check_energy_cmd", ""),
+        "energy_cmd '' is empty: give a command that prints joules, or leave energy_cmd out "
+        "(RAPL, NVML, else modelled energy)",
+        lambda tmp: [*_profile("--onnx-dir", tmp / "seg")(tmp), "--energy-cmd", ""],
+        "--energy-cmd '' is empty: give a command that prints joules, or leave --energy-cmd "
+        "out (RAPL, NVML, else modelled energy)",
+    ),
+    "profile-batch": Refusal(
+        lambda tmp: _profile_config(batch=0),
+        "batch 0: must be >= 1",
+    ),
+    "export-out-suffix": Refusal(
+        lambda tmp: _export_config(tmp, tmp / "m.txt"),
+        "out {tmp}/m.txt: expected a file name ending in .onnx (format onnx)",
+        lambda tmp: ["export", tmp / "design.json", "--out", tmp / "m.txt"],
+        "--out {tmp}/m.txt: expected a file name ending in .onnx (format onnx)",
+    ),
+    "export-staged-onto-a-file": Refusal(
+        _staged_onto_a_file,
+        "out {tmp}/f: is a file; fmt staged writes a directory",
+        lambda tmp: [*_export_argv(tmp, "--format", "staged"), "--out", tmp / "f"],
+        "--out {tmp}/f: is a file; --format staged writes a directory",
+    ),
+    "export-check-samples": Refusal(
+        lambda tmp: _export_config(tmp, tmp / "m.onnx", check_samples=0),
+        "check_samples 0: expected >= 1",
+        lambda tmp: ["export", tmp / "d.json", "--out", tmp / "m.onnx", "--check-samples", "0"],
+        "--check-samples 0: expected >= 1",
+    ),
+    "export-opset": Refusal(
+        lambda tmp: _export_config(tmp, tmp / "m.onnx", opset=6),
+        "opset 6: expected {opset} (tested), at least 7",
+        lambda tmp: ["export", tmp / "d.json", "--out", tmp / "m.onnx", "--opset", "6"],
+        "--opset 6: expected {opset} (tested), at least 7",
+    ),
+    "search-slo-twice": Refusal(
+        _call("cost:parse_slos", ["latency=5ms", "latency_ms=4"]),
+        "slos 'latency_ms=4': latency_ms is already bounded by slos 'latency=5ms'; give each "
+        "metric once",
+        _search("--slo", "latency=5ms", "--slo", "latency_ms=4"),
+        "--slo 'latency_ms=4': latency_ms is already bounded by --slo 'latency=5ms'; give each "
+        "metric once",
+    ),
+    "search-slo-text": Refusal(
+        _call("cost:parse_slo", "latency=-5ms"),
+        "slos 'latency=-5ms': latency must be >= 0, but got -5",
+        _search("--slo", "latency=-5ms"),
+        "--slo 'latency=-5ms': latency must be >= 0, but got -5",
+    ),
+    "search-objectives": Refusal(
+        _call("cost:parse_objectives", "accuracy,accuracy"),
+        "objectives 'accuracy,accuracy': accuracy is listed twice",
+        _search("--objectives", "accuracy,accuracy"),
+        "--objectives 'accuracy,accuracy': accuracy is listed twice",
+    ),
+    "search-pick": Refusal(
+        _call("search.picking:check_pick", "knee:3"),
+        "pick knee:3: only iso_accuracy takes a value (iso_accuracy:D)",
+        _search("--pick", "knee:3"),
+        "--pick knee:3: only iso_accuracy takes a value (iso_accuracy:D)",
+    ),
+    "search-storage": Refusal(
+        _call("search.storage:check_journal", "journal:"),
+        "storage 'journal:': names no journal file; expected journal:FILE, e.g. journal:study.log",
+        _search("--storage", "journal:"),
+        "--storage 'journal:': names no journal file; expected journal:FILE, e.g. "
+        "journal:study.log",
+    ),
+    "search-storage-url": Refusal(
+        _call("search.storage:open_storage", "nonsense"),
+        "storage 'nonsense': expected an Optuna storage URL: sqlite:///FILE.db, "
+        "postgresql://USER@HOST:PORT/DB, or journal:FILE for a journal file",
+        _search("--storage", "nonsense"),
+        "--storage 'nonsense': expected an Optuna storage URL: sqlite:///FILE.db, "
+        "postgresql://USER@HOST:PORT/DB, or journal:FILE for a journal file",
+    ),
+    "search-space": Refusal(
+        _call("search.space:load_space", "missing.toml"),
+        "space 'missing.toml': no such file",
+        _search("--space", "missing.toml"),
+        "--space 'missing.toml': no such file",
+    ),
+    "plot-out": Refusal(
+        _call("plotting.render:output_paths", Path("x.gif"), ["d"]),
+        "out x.gif: expected a file ending in .png, .svg, .pdf",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSALS))
+def test_a_refusal_names_the_field_from_the_library(name: str, tmp_path: Path) -> None:
+    case = REFUSALS[name]
+    with pytest.raises(SettingError) as info:
+        case.call(tmp_path)
+    got = str(info.value)
+    assert got == _text(case.library, tmp_path)
+    assert "--" not in got.replace(str(tmp_path), "TMP")
+    assert got.startswith(info.value.field)
+
+
+def _text(template: str, tmp: Path) -> str:
+    from hapi_dse.onnx_tools import DEFAULT_OPSET
+
+    return template.format(tmp=tmp, opset=DEFAULT_OPSET)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in REFUSALS.items() if c.argv is not None))
+def test_the_same_refusal_names_the_flag_on_the_command_line(
+    name: str, run_cli, tmp_path: Path
+) -> None:
+    case = REFUSALS[name]
+    assert case.argv is not None
+    res = run_cli(*case.argv(tmp_path))
+    assert res.exit_code == 2
+    assert res.stderr == f"hapi: error: {_text(case.line, tmp_path)}\n"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_search_worker_hands_its_setting_error_to_the_parent_whole(
+    synth, run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A --jobs worker's SettingError crosses the process boundary as its parts, so the
+    parent raises it again and the command line still names the flag."""
+    import hapi_dse.search.workers as workers
+
+    def refuse(url: object) -> None:  # the forked workers' storage only
+        raise SettingError("storage", "'x': cannot open ({storage} refused)", ("storage",))
+
+    monkeypatch.setattr(workers, "open_storage", refuse)
+    res = run_cli(*synth.search_args(tmp_path / "out", "--jobs", "2", trials=20))
+    assert res.exit_code == 2
+    assert res.stderr == "hapi: error: --storage 'x': cannot open (--storage refused)\n"

@@ -374,3 +374,98 @@ def test_a_search_worker_hands_its_setting_error_to_the_parent_whole(
     res = run_cli(*synth.search_args(tmp_path / "out", "--jobs", "2", trials=20))
     assert res.exit_code == 2
     assert res.stderr == "hapi: error: --storage 'x': cannot open (--storage refused)\n"
+
+
+# -- the rule from now on: a library refusal names no flag ------------------------------------
+
+#: raise sites outside hapi_dse/cli/ whose message may still spell a flag: (module, a piece
+#: of the message, {} for each formatted value). A command line quoted for the user to run
+#: ('hapi search --out DIR') is always allowed and needs no entry.
+FLAG_ALLOWED = {
+    # A file's content or a missing file (DataError, ArtefactError): not a bad setting, and
+    # these classes carry no refs; the hint names the flag that fixes it.
+    ("data/datasets.py", "or point --data-dir / $HAPI_DATA at the IDX files"),
+    ("data/datasets.py", "--dataset {}: no such directory or .npz file"),  # DataError: tested
+    ("data/folders.py", "; pass --image-size (e.g. --image-size {}x{}) to resize"),
+    ("data/folders.py", "a side; pass --image-size (e.g. --image-size 224) to resize"),
+    ("deploy/inputs.py", "/model.json: no dataset recorded; pass --dataset"),
+    ("deploy/inputs.py", "; --trial needs the whole directory"),
+    ("run.py", ": pass --backbone {} to run it, or --trust-run-code"),
+    ("run.py", "or pass --model RUN_DIR"),
+    ("training/trainer.py", "--init {}: cannot load a state dict"),
+    ("training/trainer.py", "--init {}: holds a {}, not a state dict"),
+    ("training/trainer.py", "lower --lr or --exit-lr and train again"),
+    ("search/storage.py", "--storage {}: cannot open the journal"),
+    ("search/storage.py", "--storage {}: the journal is corrupt"),
+    ("search/storage.py", "--storage {}: cannot write ({}); every trial written before"),
+    ("search/storage.py", "cannot write the shared journal of --jobs in"),
+    ("profiling/importing.py", "); pass --overwrite to replace it, or --profiles OTHER_DIR"),
+    # outdirs names its destination by the caller's label (a flag: --out, --export-dir...),
+    # and its hint names --overwrite for every command alike
+    ("outdirs.py", ": is not empty; pass --overwrite to replace it"),
+    ("outdirs.py", " holds a previous {}; pass --overwrite to replace it"),
+    ("outdirs.py", ": exists and hapi did not write it; pass --overwrite to replace it"),
+    ("outdirs.py", " there while this one ran; pass --overwrite to replace it"),
+    # a refusal led by a path, not by the setting (a SettingError's text starts with it)
+    ("profiling/importing.py", " is already installed there (--profiles {})"),
+    ("profiling/runner.py", "Pass --profiles OTHER_DIR to keep both, or --force"),
+    # an automatic energy meter (RAPL, NVML): no setting chose it
+    ("profiling/energy.py", "or leave --energy-cmd out for modelled energy"),
+    # 'hapi calibrate' names these arguments kit_dir and measure_dir, the library out and
+    # directory: no one name serves both
+    ("profiling/calibrate.py", "--export-kit {}: not a directory"),
+    ("profiling/calibrate.py", "--export-kit {}: already holds .onnx files"),
+    ("profiling/calibrate.py", "--measure {}: no .onnx files in it"),
+}
+
+_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+_COMMAND_LINE = re.compile(r"'hapi [^']*'")
+
+
+def _raised_texts(exc: object) -> list[str]:
+    """The strings a ``raise`` builds: each f-string whole ({} for a value), each other
+    string constant."""
+    import ast
+
+    assert isinstance(exc, ast.AST)
+    out, inside = [], set()
+    for node in ast.walk(exc):
+        if isinstance(node, ast.JoinedStr):
+            out.append(
+                "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+            )
+            inside |= {id(n) for n in ast.walk(node)}
+    out += [
+        n.value
+        for n in ast.walk(exc)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in inside
+    ]
+    return out
+
+
+def test_no_library_refusal_spells_a_flag() -> None:
+    """Outside hapi_dse/cli/, a bad setting is a SettingError naming its field, and the CLI
+    names the flag: no ``raise`` builds a message with a literal ``--flag`` but those of
+    :data:`FLAG_ALLOWED` (and command lines quoted to run)."""
+    import ast
+
+    import hapi_dse
+
+    root = Path(hapi_dse.__file__).parent
+    found, used = [], set()
+    for path in sorted(root.rglob("*.py")):
+        module = path.relative_to(root).as_posix()
+        if module.startswith("cli/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Raise) or node.exc is None:
+                continue
+            for text in _raised_texts(node.exc):
+                if not _FLAG.search(_COMMAND_LINE.sub("", text)):
+                    continue
+                allowed = {(m, piece) for m, piece in FLAG_ALLOWED if m == module and piece in text}
+                used |= allowed
+                if not allowed:
+                    found.append(f"hapi_dse/{module}:{node.lineno}: {text!r}")
+    assert not found, "raise SettingError(field, message, refs) instead:\n" + "\n".join(found)
+    assert not FLAG_ALLOWED - used, f"allowed but gone: {sorted(FLAG_ALLOWED - used)}"

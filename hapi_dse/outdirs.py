@@ -241,7 +241,9 @@ def check_out_file(
     check_writable(shown, label)
 
 
-def _judge(real: Path, kind: str | None, overwrite: bool, shown: Path, label: str) -> None:
+def _judge(
+    real: Path, kind: str | None, overwrite: bool, shown: Path, label: str, flag: str
+) -> None:
     """Refuse the existing directory ``real`` where hapi may not replace it."""
     try:
         found = examine(real)
@@ -254,12 +256,12 @@ def _judge(real: Path, kind: str | None, overwrite: bool, shown: Path, label: st
     if kind is None:
         if overwrite:
             return
-        raise UsageError(f"{label} {shown}: is not empty; pass --overwrite to replace it")
+        raise UsageError(f"{label} {shown}: is not empty; pass {flag} to replace it")
     what = OUTPUT_KINDS[kind]["what"]
     if found.foreign is None and found.kind == kind:
         if overwrite:
             return
-        raise UsageError(f"{label} {shown} holds a previous {what}; pass --overwrite to replace it")
+        raise UsageError(f"{label} {shown} holds a previous {what}; pass {flag} to replace it")
     if found.foreign is None and found.kind in OUTPUT_KINDS:
         raise UsageError(
             f"{label} {shown} holds a {OUTPUT_KINDS[found.kind]['what']}, not a {what}; "
@@ -304,6 +306,7 @@ def check_out_dir(
     overwrite: bool = False,
     *,
     label: str = "--out",
+    overwrite_flag: str = "--overwrite",
     probe: bool = True,
 ) -> None:
     """Refuse an output directory ``dest`` that hapi may not replace or cannot write.
@@ -315,7 +318,8 @@ def check_out_dir(
     With ``probe`` (before long work starts), it also takes over what a killed hapi left
     beside ``dest`` (:func:`_take_over`) and refuses a place it cannot write
     (:func:`check_writable`). Called before long work starts and again by :func:`atomic_dir`
-    just before the swap (without ``probe``).
+    just before the swap (without ``probe``). ``label`` names ``dest`` in messages and
+    ``overwrite_flag`` the setting that allows the replacement (``--force`` for a profile).
     """
     shown = Path(dest)
     real = _real(shown)
@@ -323,14 +327,19 @@ def check_out_dir(
     if probe:
         _take_over(real, lambda old: kind is None or owned_kind(old) == kind)
     if _entries(real, shown, label) is not None:
-        _judge(real, kind, overwrite, shown, label)
+        _judge(real, kind, overwrite, shown, label, overwrite_flag)
     if probe:
         check_writable(shown, label)
 
 
 @contextlib.contextmanager
 def atomic_dir(
-    dest: str | Path, *, kind: str | None = None, overwrite: bool = False, label: str = "--out"
+    dest: str | Path,
+    *,
+    kind: str | None = None,
+    overwrite: bool = False,
+    label: str = "--out",
+    overwrite_flag: str = "--overwrite",
 ) -> Iterator[Path]:
     """Build a directory in a temp sibling and swap it in only when the block succeeds.
 
@@ -344,7 +353,7 @@ def atomic_dir(
     refused with one line.
     """
     shown = Path(dest)
-    check_out_dir(shown, kind, overwrite, label=label)
+    check_out_dir(shown, kind, overwrite, label=label, overwrite_flag=overwrite_flag)
     real = _real(shown)
     existed = os.path.lexists(real)
 
@@ -375,7 +384,7 @@ def atomic_dir(
         if kind is not None:
             with _os_errors(failed):
                 record(tmp, kind)
-        _swap(tmp, real, shown, kind, overwrite, existed, label, failed)
+        _swap(tmp, real, shown, kind, overwrite, existed, (label, overwrite_flag), failed)
         done = True
     finally:
         if tmp is not None and os.path.lexists(tmp):
@@ -395,24 +404,26 @@ def _swap(
     kind: str | None,
     overwrite: bool,
     existed: bool,
-    label: str,
+    names: tuple[str, str],
     failed: Callable[[str], str],
 ) -> None:
-    """Put the finished ``tmp`` at ``real``, moving a previous output aside first.
+    """Put the finished ``tmp`` at ``real``, moving a previous output aside first (``names``:
+    the ``label`` and ``overwrite_flag`` of :func:`check_out_dir`).
 
     Each rename either takes effect whole or fails; one that fails because another hapi
     process changed ``real`` in between starts over from the check, so the result is always
     one writer's whole directory (the last one's, with ``overwrite``).
     """
+    label, flag = names
     for _ in range(_SWAP_TRIES):
         try:
-            check_out_dir(shown, kind, overwrite, label=label, probe=False)
+            check_out_dir(shown, kind, overwrite, label=label, overwrite_flag=flag, probe=False)
         except UsageError:
             if not existed and not overwrite and kind is not None and _kind_at(real) == kind:
                 what = OUTPUT_KINDS[kind]["what"]
                 raise UsageError(
                     f"{label} {shown}: another hapi process wrote a {what} there while this one "
-                    "ran; pass --overwrite to replace it"
+                    f"ran; pass {flag} to replace it"
                 ) from None
             raise
         if not os.path.lexists(real):
@@ -434,7 +445,7 @@ def _swap(
                 continue
             raise WriteError(failed(_reason(e)), _reason(e)) from None
         try:  # what was moved aside must be what was checked
-            _judge(old, kind, overwrite, shown, label)
+            _judge(old, kind, overwrite, shown, label, flag)
             os.rename(tmp, real)
         except OSError as e:
             if e.errno in _TAKEN:  # another hapi process put its output there meanwhile

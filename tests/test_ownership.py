@@ -249,3 +249,23 @@ def test_the_bundled_example_is_hapis_own_run() -> None:
     from hapi_dse.run import bundled_example
 
     assert owned_kind(bundled_example()) == "run"
+
+
+def test_profile_export_dir_is_replaced_only_with_its_own_flag(
+    run_cli, tiny_run: Path, tmp_path: Path
+) -> None:
+    """A segment export is hapi's own folder output: exporting again is refused naming the
+    flag that allows it (profile's --force, not --overwrite), and with it replaced; each
+    success names the folder the segments are in, not the scratch directory they were
+    built in."""
+    site = tmp_path / "seg"
+    argv = ("profile", "--model", tiny_run, "--export-only", "--export-dir", site)
+    first = run_cli(*argv)
+    assert first.exit_code == 0, first.stderr
+    assert f"exported to {site};" in first.stdout
+    again = run_cli(*argv)
+    refused(again, "holds a previous segment export; pass --force to replace it")
+    forced = run_cli(*argv, "--force")
+    assert forced.exit_code == 0, forced.stderr
+    assert f"exported to {site};" in forced.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg"]

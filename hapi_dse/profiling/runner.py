@@ -62,7 +62,11 @@ def _export_dir(cfg: ProfileConfig) -> Iterator[Path]:
         from hapi_dse.outdirs import atomic_dir
 
         with atomic_dir(
-            cfg.export_dir, kind="segments", overwrite=cfg.force, label="--export-dir"
+            cfg.export_dir,
+            kind="segments",
+            overwrite=cfg.force,
+            label="--export-dir",
+            overwrite_flag="--force",
         ) as tmp:
             yield tmp
     else:
@@ -183,7 +187,9 @@ def _check_writable(cfg: ProfileConfig) -> None:
     from hapi_dse.paths import default_profiles_out
 
     if cfg.export_dir:
-        check_out_dir(cfg.export_dir, "segments", cfg.force, label="--export-dir")
+        check_out_dir(
+            cfg.export_dir, "segments", cfg.force, label="--export-dir", overwrite_flag="--force"
+        )
     if cfg.mode is not ProfileMode.EXPORT_ONLY:
         out = default_profiles_out(cfg.profiles)
         check_writable(out / cfg.device / "table.csv", "--profiles", shown=out)
@@ -228,9 +234,9 @@ def run_profile(
     if cfg.mode is ProfileMode.EXPORT_ONLY:
         _check_writable(cfg)
         with _export_dir(cfg) as out:
-            return ExportedSegments(
-                _segments(cfg, out, progress=progress, trust_code=trust_code, backbone=backbone)[0]
-            )
+            man = _segments(cfg, out, progress=progress, trust_code=trust_code, backbone=backbone)
+        # built in a scratch directory swapped in as --export-dir: name where it now is
+        return ExportedSegments(replace(man[0], root=Path(str(cfg.export_dir))))
     return profile_table(cfg, progress=progress, trust_code=trust_code, backbone=backbone)
 
 

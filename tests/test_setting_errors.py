@@ -401,11 +401,9 @@ FLAG_ALLOWED = {
     ("search/storage.py", "cannot write the shared journal of --jobs in"),
     ("profiling/importing.py", "); pass --overwrite to replace it, or --profiles OTHER_DIR"),
     # outdirs names its destination by the caller's label (a flag: --out, --export-dir...),
-    # and its hint names --overwrite for every command alike
-    ("outdirs.py", ": is not empty; pass --overwrite to replace it"),
-    ("outdirs.py", " holds a previous {}; pass --overwrite to replace it"),
+    # and a folder output's hint the caller's overwrite_flag (--overwrite, profile's --force);
+    # a single file's hint names --overwrite, the flag of every command that writes one
     ("outdirs.py", ": exists and hapi did not write it; pass --overwrite to replace it"),
-    ("outdirs.py", " there while this one ran; pass --overwrite to replace it"),
     # a refusal led by a path, not by the setting (a SettingError's text starts with it)
     ("profiling/importing.py", " is already installed there (--profiles {})"),
     ("profiling/runner.py", "Pass --profiles OTHER_DIR to keep both, or --force"),

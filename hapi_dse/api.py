@@ -292,9 +292,11 @@ def profile(
     from hapi_dse.profiling.modes import ProfileMode
     from hapi_dse.profiling.runner import profile_table
     from hapi_dse.profiling.specs import spec_paths
+    from hapi_dse.run import CodeTrust
     from hapi_dse.tempdirs import temp_dir
 
     model = None if run is None else str(run.path if hasattr(run, "path") else run)
+    code = CodeTrust(trust=trust_code, backbone=backbone)
     if spec is None and profiles is not None:  # looked up where asked, whatever is written
         spec = spec_paths(profiles).get(device)
 
@@ -312,7 +314,7 @@ def profile(
             seed=seed,
             force=force,
         )
-        return profile_table(cfg, progress=progress, trust_code=trust_code, backbone=backbone)
+        return profile_table(cfg, progress=progress, code=code)
 
     if out is not None:
         return build(Path(out))
@@ -430,6 +432,7 @@ def export(
     and ``data_dir`` are the command's options of those names; ``trust_code`` and
     ``backbone``: as for :func:`profile`."""
     from hapi_dse.deploy.export import export_design, sidecar_for
+    from hapi_dse.run import CodeTrust
 
     model = str(run.path if hasattr(run, "path") else run) if run is not None else None
     cfg = ExportConfig(
@@ -445,7 +448,7 @@ def export(
         trial=trial,
         overwrite=overwrite,
     )
-    info = export_design(cfg, trust_code=trust_code, backbone=backbone)
+    info = export_design(cfg, code=CodeTrust(trust=trust_code, backbone=backbone))
     return ExportedDesign(
         path=cfg.out,
         sidecar=sidecar_for(cfg.out, fmt),

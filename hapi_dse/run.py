@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,32 @@ def stats_digest(record: Any, split: str, where: str | Path) -> str | None:
         f"{where}: {STATS_KEY}.{split} is {str(value)[:80]!r}, expected the sha256 of "
         f"exits_{split}.npz (64 hex digits); rerun 'hapi train'"
     )
+
+
+@dataclass(frozen=True)
+class CodeTrust:
+    """Which code a run directory's model.json may run when its model is built.
+
+    A run directory is data (DESIGN 3: never execute code named by a file it reads): by
+    default (:data:`REGISTERED_ONLY`) only registered backbones are built; ``backbone``
+    allows the one factory it names (``--backbone MODULE:FACTORY``), ``trust`` any
+    (``--trust-run-code``). The CLI fills it from those two flags
+    (:func:`hapi_dse.cli.options.run_code`), the API from its ``trust_code=`` and
+    ``backbone=`` keywords; every step in between passes it on unchanged to
+    :meth:`RunDir.check_arch`.
+    """
+
+    trust: bool = False
+    backbone: str | None = None
+
+    def allows(self, name: str) -> bool:
+        """Whether a model.json naming backbone ``name`` may be built: a registered name
+        always, a ``package.module:factory`` only when trusted or named."""
+        return ":" not in name or self.trust or name == self.backbone
+
+
+#: the default: a run directory builds registered backbones only, no code it names
+REGISTERED_ONLY = CodeTrust()
 
 
 def _plain_value(v: Any) -> bool:
@@ -272,11 +299,11 @@ class RunDir:
             raise ArtefactError(f"{p}: not a flops table of 'hapi train' ({e})") from None
         return rows
 
-    def check_arch(self, trust_code: bool = False, backbone: str | None = None) -> None:
+    def check_arch(self, code: CodeTrust = REGISTERED_ONLY) -> None:
         """Refuse a model.json whose backbone is code (``package.module:factory``) unless
-        ``backbone`` names that factory (``--backbone MODULE:FACTORY``) or ``trust_code`` is
-        set (``--trust-run-code``): a run directory is data (DESIGN 3: never execute code
-        named by a file it reads). ``backbone_kwargs`` must be plain JSON data."""
+        ``code`` allows it (:class:`CodeTrust`: ``--backbone MODULE:FACTORY`` names that
+        factory, or ``--trust-run-code``): a run directory is data (DESIGN 3: never execute
+        code named by a file it reads). ``backbone_kwargs`` must be plain JSON data."""
         p = self.path / "model.json"
         arch = self.model["arch"]
         if not isinstance(arch, dict):
@@ -284,7 +311,7 @@ class RunDir:
         name = arch.get("backbone")
         if not isinstance(name, str):
             raise ArtefactError(f"{p}: arch.backbone must be a backbone name, got {name!r}")
-        if ":" in name and name != backbone and not trust_code:
+        if not code.allows(name):
             from hapi_dse.models.backbones import BACKBONES
 
             raise ArtefactError(
@@ -304,14 +331,14 @@ class RunDir:
         if need:  # what building the network needs (their types: _check_model_json)
             raise ArtefactError(f"{p}: arch lacks {', '.join(need)}; rerun 'hapi train'")
 
-    def load_model(self, trust_code: bool = False, backbone: str | None = None) -> Any:
+    def load_model(self, code: CodeTrust = REGISTERED_ONLY) -> Any:
         """The trained :class:`~hapi_dse.models.early_exit.EarlyExitNet`, in eval mode.
 
         Builds only a registered backbone unless code was allowed (see :meth:`check_arch`).
         """
         from hapi_dse.models.early_exit import build
 
-        self.check_arch(trust_code, backbone)
+        self.check_arch(code)
         net = build(self.model["arch"])
         p = self.path / "weights.pt"
         _ = self.weights_sha256  # a swapped weights.pt is refused

@@ -147,11 +147,11 @@ def test_the_verify_example_finds_the_same_design_at_any_speed(
     import hapi_dse.deploy.export as export
     from hapi_dse.cost import CostModel, Design, SegmentCosts
     from hapi_dse.profiling.table import load_table
-    from hapi_dse.run import resolve_run
+    from hapi_dse.run import CodeTrust, resolve_run
 
     models: dict[str, Any] = {}
 
-    def fake_export(cfg: Any, **_: Any) -> None:  # the "export" holds the design it was given
+    def fake_export(cfg: Any, *, code: CodeTrust) -> None:  # holds the design it was given
         Path(cfg.out).write_text(Path(cfg.source).read_text())
 
     def fake_eval(paths: list[Path], cfg: Any, **_: Any) -> list[dict[str, Any]]:

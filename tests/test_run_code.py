@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hapi_dse.errors import ArtefactError
-from hapi_dse.run import RunDir
+from hapi_dse.run import CodeTrust, RunDir
 
 
 @pytest.fixture
@@ -83,15 +83,15 @@ def test_trust_flag_or_named_factory_runs_it(code_run, tmp_path, run_cli, how) -
     assert code_run["marker"].exists()
 
 
-def test_load_model_takes_what_is_allowed_as_parameters(code_run) -> None:
+def test_load_model_takes_what_is_allowed_as_a_parameter(code_run) -> None:
     run = RunDir(code_run["run"])
     with pytest.raises(ArtefactError, match="which is code"):
-        run.load_model(backbone="other.mod:factory")
+        run.load_model(CodeTrust(backbone="other.mod:factory"))
     with pytest.raises(ArtefactError, match="which is code"):
         run.check_arch()
     assert not code_run["marker"].exists()
-    run.check_arch(backbone=code_run["spec"])
-    run.check_arch(trust_code=True)
+    run.check_arch(CodeTrust(backbone=code_run["spec"]))
+    run.check_arch(CodeTrust(trust=True))
     with pytest.raises(ArtefactError, match="which is code"):
         run.check_arch()  # nothing of the calls before is remembered
     assert not code_run["marker"].exists()
@@ -120,7 +120,7 @@ def test_backbone_kwargs_must_be_plain_data(tiny_run, tmp_path, kwargs) -> None:
     model["arch"]["backbone_kwargs"] = kwargs
     (run / "model.json").write_text(json.dumps(model))
     with pytest.raises(ArtefactError, match="backbone_kwargs must map names"):
-        RunDir(run).load_model(trust_code=True)
+        RunDir(run).load_model(CodeTrust(trust=True))
 
 
 def test_a_registered_backbone_loads_without_any_flag(tiny_run) -> None:

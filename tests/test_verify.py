@@ -87,7 +87,7 @@ def test_verify_picks_again_as_measured(monkeypatch, tmp_path, measured, chosen)
     import hapi_dse.deploy.export as export
     from hapi_dse.search.verify import verify
 
-    monkeypatch.setattr(export, "export_design", lambda cfg, **_: cfg.out.write_bytes(b"x"))
+    monkeypatch.setattr(export, "export_design", lambda cfg, *, code: cfg.out.write_bytes(b"x"))
     by_trial = dict(enumerate(measured))
 
     def fake_eval(paths, cfg, **_):
@@ -123,7 +123,7 @@ def test_verify_tries_designs_with_more_slack_when_none_meets(monkeypatch, tmp_p
     from hapi_dse.search.verify import verify
 
     points = ((0.95, 0.19), (0.94, 0.185), (0.93, 0.15), (0.92, 0.14), (0.90, 0.10))
-    monkeypatch.setattr(export, "export_design", lambda cfg, **_: cfg.out.write_bytes(b"x"))
+    monkeypatch.setattr(export, "export_design", lambda cfg, *, code: cfg.out.write_bytes(b"x"))
 
     def fake_eval(paths, cfg, **_):
         out = []

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from hapi_dse.cli import options
 from hapi_dse.deploy.evaluate import EvalConfig
 from hapi_dse.deploy.export import FORMATS, ExportConfig
+
+if TYPE_CHECKING:
+    from hapi_dse.run import CodeTrust
 
 
 @click.command("export")
@@ -64,8 +68,7 @@ def export(
     data_dir: str | None,
     trial: int | None,
     seed: int,
-    backbone: str | None,
-    trust_run_code: bool,
+    code: CodeTrust,
 ) -> None:
     """Export a searched design to ONNX with the early-exit decisions inside.
 
@@ -91,8 +94,8 @@ def export(
         data_dir=data_dir,
         seed=seed,
         overwrite=overwrite,
-        trust_code=trust_run_code,
-        backbone=backbone,
+        trust_code=code.trust,
+        backbone=code.backbone,
     )
     options.report(format_export(exported.info, out, fmt))
 

@@ -8,6 +8,7 @@ onnxruntime: ``hapi --help`` and ``hapi search --help`` stay instant.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -159,20 +160,28 @@ def metric_names(*, slo: bool = False) -> str:
 def run_code(f: F) -> F:
     """``--backbone MODULE:FACTORY`` and ``--trust-run-code``: the only ways a run whose
     model.json names a backbone factory (code, not a registered name) is built (DESIGN 3).
-    Shared by every command that loads a run's model."""
-    f = click.option(
+    Shared by every command that loads a run's model, which receives both flags as one
+    ``code`` argument (:class:`~hapi_dse.run.CodeTrust`), built here."""
+
+    @functools.wraps(f)
+    def with_code(*args: Any, trust_run_code: bool, backbone: str | None, **kw: Any) -> Any:
+        from hapi_dse.run import CodeTrust
+
+        return f(*args, code=CodeTrust(trust=trust_run_code, backbone=backbone), **kw)
+
+    flagged = click.option(
         "--trust-run-code",
         is_flag=True,
         help="Build the run even if its model.json names a backbone factory "
         "(package.module:factory): that imports and runs its code.",
-    )(f)
+    )(with_code)
     return click.option(
         "--backbone",
         "backbone",
         default=None,
         metavar="MODULE:FACTORY",
         help="Allow the run's model.json to build this backbone factory (runs its code).",
-    )(f)
+    )(flagged)
 
 
 def overwrite(what: str) -> Decorator:

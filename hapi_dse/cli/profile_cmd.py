@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from hapi_dse.cli import options
 from hapi_dse.onnx_tools import EXPORTERS
 from hapi_dse.profiling.modes import ProfileConfig
+
+if TYPE_CHECKING:
+    from hapi_dse.run import CodeTrust
 
 
 @click.command("profile")
@@ -105,8 +110,7 @@ def profile(
     force: bool,
     profiles: str | None,
     seed: int,
-    backbone: str | None,
-    trust_run_code: bool,
+    code: CodeTrust,
 ) -> None:
     """Build a latency/energy lookup table of every segment of a model on one device.
 
@@ -135,9 +139,7 @@ def profile(
         seed=seed,
         force=force,
     )
-    out = run_profile(
-        cfg, progress=options.progress(), trust_code=trust_run_code, backbone=backbone
-    )
+    out = run_profile(cfg, progress=options.progress(), code=code)
     options.report(out.summary())
 
 

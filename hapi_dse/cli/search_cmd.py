@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,9 @@ from hapi_dse.cli import options
 from hapi_dse.search.config import MAX_TRIALS, SearchConfig
 from hapi_dse.search.picking import ISO_ACCURACY_DROP_PP, PICK_RULES
 from hapi_dse.search.sampling import DEFAULT_POPULATION, SAMPLERS
+
+if TYPE_CHECKING:
+    from hapi_dse.run import CodeTrust
 
 
 def _slo_help() -> str:
@@ -164,8 +168,7 @@ def search(
     verify: int,
     out: Path | None,
     overwrite: bool,
-    backbone: str | None,
-    trust_run_code: bool,
+    code: CodeTrust,
 ) -> None:
     """Search early-exit designs per device under SLOs; write the Pareto front and the choice.
 
@@ -197,13 +200,8 @@ def search(
         verify=verify,
         overwrite=overwrite,
     )
-    results = run_search(  # --verify loads the model: trust_code, backbone
-        cfg,
-        echo=options.report,
-        progress=options.progress(),
-        trust_code=trust_run_code,
-        backbone=backbone,
-    )
+    # code: what the run's model may run when --verify exports it
+    results = run_search(cfg, echo=options.report, progress=options.progress(), code=code)
     infeasible = [r.device for r in results if not r.feasible]
     if infeasible:  # a normal outcome, not an error: the report says why
         if options.quiet():

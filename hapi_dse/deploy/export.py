@@ -44,6 +44,7 @@ from hapi_dse.deploy.staged import export_staged
 from hapi_dse.errors import SettingError
 from hapi_dse.onnx_tools import DEFAULT_OPSET
 from hapi_dse.provenance import provenance
+from hapi_dse.run import REGISTERED_ONLY, CodeTrust
 
 FORMATS = ("onnx", "staged")
 
@@ -104,12 +105,9 @@ def sidecar_for(out: Path, fmt: str) -> Path:
     return out / STAGED_SIDECAR if fmt == "staged" else out.with_suffix(".export.json")
 
 
-def export_design(
-    cfg: ExportConfig, *, trust_code: bool = False, backbone: str | None = None
-) -> dict[str, Any]:
+def export_design(cfg: ExportConfig, *, code: CodeTrust = REGISTERED_ONLY) -> dict[str, Any]:
     """Export, check and describe one design; returns the ``export.json`` content.
-    ``trust_code`` and ``backbone``: what code the run's model.json may run
-    (:meth:`~hapi_dse.run.RunDir.check_arch`)."""
+    ``code``: what code the run's model.json may run (:class:`~hapi_dse.run.CodeTrust`)."""
     cfg.validate()
     t0 = time.perf_counter()
     dfile = load_design(cfg.source, trial=cfg.trial)
@@ -123,7 +121,7 @@ def export_design(
     import torch
 
     torch.manual_seed(cfg.seed)
-    net = run.load_model(trust_code, backbone)
+    net = run.load_model(code)
     checked = CheckedDesign.prepare(net, dfile.design, temps, x)
     common = _common_info(cfg, dfile, run, temps)
     common["timings_s"] = {"inputs_and_check_plan": round(time.perf_counter() - t0, 2)}

@@ -34,11 +34,11 @@ from hapi_dse.profiling.modes import (
     ProfileOutcome,
 )
 from hapi_dse.progress import Progress
+from hapi_dse.run import REGISTERED_ONLY, CodeTrust, RunDir, resolve_run
 from hapi_dse.training_id import check_same_training, same_training
 
 if TYPE_CHECKING:
     from hapi_dse.profiling.timing import TimingSettings
-    from hapi_dse.run import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,9 @@ def _export(
     out: Path,
     *,
     progress: bool,
-    trust_code: bool,
-    backbone: str | None,
+    code: CodeTrust,
 ) -> tuple[Manifest, dict[str, Path]]:
     from hapi_dse.profiling.segments import export_segments
-    from hapi_dse.run import resolve_run
 
     run = resolve_run(cfg.model)
     total = run.num_blocks * (1 + len(run.model["arch"]["heads"])) + 4  # + the network
@@ -98,8 +96,7 @@ def _export(
             dynamo=cfg.exporter == "dynamo",
             seed=cfg.seed,
             on_step=lambda name: bar.update(postfix=name),
-            trust_code=trust_code,
-            backbone=backbone,
+            code=code,
         )
     return man, {"model.json": run.path / "model.json", "weights.pt": run.path / "weights.pt"}
 
@@ -200,13 +197,12 @@ def _segments(
     out: Path,
     *,
     progress: bool,
-    trust_code: bool,
-    backbone: str | None,
+    code: CodeTrust,
 ) -> tuple[Manifest, dict[str, Path]]:
     """The segments of ``--onnx-dir``, else the model's exported to ``out``; and the input
     files they come from (for the sidecar's provenance)."""
     if not cfg.onnx_dir:
-        return _export(cfg, out, progress=progress, trust_code=trust_code, backbone=backbone)
+        return _export(cfg, out, progress=progress, code=code)
     man = load_manifest(cfg.onnx_dir)
     if cfg.batch != 1 and cfg.batch != man.batch:
         raise SettingError(
@@ -221,37 +217,33 @@ def run_profile(
     cfg: ProfileConfig,
     *,
     progress: bool = True,
-    trust_code: bool = False,
-    backbone: str | None = None,
+    code: CodeTrust = REGISTERED_ONLY,
 ) -> ProfileOutcome:
     """Run ``cfg``'s mode; the result's type follows from the mode. See the module doc.
-    ``progress``: progress bars on a terminal; ``trust_code`` and ``backbone``: what code
-    the run's model.json may run when it is exported
-    (:meth:`~hapi_dse.run.RunDir.check_arch`)."""
+    ``progress``: progress bars on a terminal; ``code``: what code the run's model.json may
+    run when it is exported (:class:`~hapi_dse.run.CodeTrust`)."""
     cfg.validate()
     if cfg.mode is ProfileMode.CALIBRATE:
-        return run_calibrate(cfg, progress=progress, trust_code=trust_code, backbone=backbone)
+        return run_calibrate(cfg, progress=progress, code=code)
     if cfg.mode is ProfileMode.EXPORT_ONLY:
         _check_writable(cfg)
         with _export_dir(cfg) as out:
-            man = _segments(cfg, out, progress=progress, trust_code=trust_code, backbone=backbone)
+            man = _segments(cfg, out, progress=progress, code=code)
         # built in a scratch directory swapped in as --export-dir: name where it now is
         return ExportedSegments(replace(man[0], root=Path(str(cfg.export_dir))))
-    return profile_table(cfg, progress=progress, trust_code=trust_code, backbone=backbone)
+    return profile_table(cfg, progress=progress, code=code)
 
 
 def profile_table(
     cfg: ProfileConfig,
     *,
     progress: bool = True,
-    trust_code: bool = False,
-    backbone: str | None = None,
+    code: CodeTrust = REGISTERED_ONLY,
 ) -> ProfiledTable:
     """Modes ``measure`` and ``modelled``: export (or read) the segments, profile them, write
     the table. :func:`run_profile` for a table, typed as one (and its keywords)."""
     from hapi_dse.profiling.table import write_table
     from hapi_dse.provenance import provenance
-    from hapi_dse.run import resolve_run
 
     cfg.validate()
     if cfg.mode not in (ProfileMode.MEASURE, ProfileMode.MODELLED):
@@ -270,9 +262,7 @@ def profile_table(
     _refuse_overwrite(cfg, target.model_id, profiler.source, of)
     _check_writable(cfg)  # before exporting and profiling, not after
     with _export_dir(cfg) as out:
-        man, inputs = _segments(
-            cfg, out, progress=progress, trust_code=trust_code, backbone=backbone
-        )
+        man, inputs = _segments(cfg, out, progress=progress, code=code)
         n = len(man.table_segments())
         with Progress(n, "profile", show=progress) as bar:
             result = profiler.profile(man, _progress_fn(bar))
@@ -311,8 +301,7 @@ def run_calibrate(
     cfg: ProfileConfig,
     *,
     progress: bool = True,
-    trust_code: bool = False,
-    backbone: str | None = None,
+    code: CodeTrust = REGISTERED_ONLY,
 ) -> CalibratedSpec:
     """Fit this machine's spec, write it, and compare it with a measured table if one exists."""
     from hapi_dse.errors import HapiError
@@ -335,9 +324,7 @@ def run_calibrate(
     path = write_spec(spec, cfg.profiles, header)
     comparison = None
     with contextlib.suppress(HapiError):
-        comparison = compare_with_measured(
-            cfg, spec, progress=progress, trust_code=trust_code, backbone=backbone
-        )
+        comparison = compare_with_measured(cfg, spec, progress=progress, code=code)
     return CalibratedSpec(cfg.device, path, spec, report, comparison)
 
 
@@ -346,8 +333,7 @@ def compare_with_measured(
     spec: Any,
     *,
     progress: bool = True,
-    trust_code: bool = False,
-    backbone: str | None = None,
+    code: CodeTrust = REGISTERED_ONLY,
 ) -> dict[str, Any]:
     """Model this machine's measured table with ``spec``: Spearman rho and MAPE over segments.
 
@@ -357,7 +343,6 @@ def compare_with_measured(
     """
     from hapi_dse.profiling.modelled import ModelledProfiler
     from hapi_dse.profiling.table import load_table
-    from hapi_dse.run import resolve_run
 
     if cfg.onnx_dir:
         man = load_manifest(cfg.onnx_dir)
@@ -371,13 +356,7 @@ def compare_with_measured(
             man = load_manifest(out)
         else:
             batch = int(table.rows["batch"].iat[0])
-            man = _export(
-                replace(cfg, batch=batch),
-                out,
-                progress=progress,
-                trust_code=trust_code,
-                backbone=backbone,
-            )[0]
+            man = _export(replace(cfg, batch=batch), out, progress=progress, code=code)[0]
         rows = ModelledProfiler(spec).profile(man).rows
     return compare_rows(table.rows.to_dict("records"), rows)
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hapi_dse.errors import ArtefactError
 from hapi_dse.onnx_tools import DEFAULT_OPSET
@@ -23,9 +23,7 @@ from hapi_dse.profiling.manifest import (
     Manifest,
     Segment,
 )
-
-if TYPE_CHECKING:
-    from hapi_dse.run import RunDir
+from hapi_dse.run import REGISTERED_ONLY, CodeTrust, RunDir
 
 __all__ = ["export_segments"]
 
@@ -243,13 +241,11 @@ def export_segments(
     seed: int = 0,
     with_probes: bool = True,
     on_step: Callable[[str], None] | None = None,
-    trust_code: bool = False,
-    backbone: str | None = None,
+    code: CodeTrust = REGISTERED_ONLY,
 ) -> Manifest:
     """Export every block, head, the final classifier, the backbone and a no-op graph, and
     (``with_probes``, batch 1) the deployment probes of :mod:`hapi_dse.graphs.probes`.
-    ``trust_code`` and ``backbone``: what code the run's model.json may run
-    (:meth:`~hapi_dse.run.RunDir.check_arch`).
+    ``code``: what code the run's model.json may run (:class:`~hapi_dse.run.CodeTrust`).
 
     Each graph is checked (``onnx.checker`` full check, onnxruntime vs PyTorch on two
     inputs at tolerance 1e-4). Segment FLOPs come from the run's ``flops.csv`` (times
@@ -259,7 +255,7 @@ def export_segments(
     from hapi_dse.provenance import provenance
 
     # the run's weights and flops.csv before any export
-    net = run.load_model(trust_code, backbone).eval()
+    net = run.load_model(code).eval()
     flops = _segment_flops(run)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hapi_dse.run import RunDir, resolve_run
+from hapi_dse.run import REGISTERED_ONLY, CodeTrust, RunDir, resolve_run
 from hapi_dse.search.config import SearchConfig
 from hapi_dse.search.problem import build_problem
 from hapi_dse.search.study import run_study
@@ -73,13 +73,12 @@ def run_search(
     echo: Callable[[str], None] | None = None,
     *,
     progress: bool = True,
-    trust_code: bool = False,
-    backbone: str | None = None,
+    code: CodeTrust = REGISTERED_ONLY,
 ) -> list[Any]:
     """Search every device of ``cfg``; write ``<out>/<device>/``. Returns one
     :class:`~hapi_dse.search.outputs.DeviceResult` per device. ``progress``: progress bars
-    on a terminal; ``trust_code`` and ``backbone``: what code the run's model.json may run
-    (``--verify`` exports it: :meth:`~hapi_dse.run.RunDir.check_arch`)."""
+    on a terminal; ``code``: what code the run's model.json may run (``--verify`` exports
+    it: :class:`~hapi_dse.run.CodeTrust`)."""
     from hapi_dse.outdirs import check_not_cwd, check_out_dir
     from hapi_dse.search.outputs import write_results
     from hapi_dse.search.records import collect
@@ -114,15 +113,7 @@ def run_search(
         if cfg.verify:
             from hapi_dse.search.verify import verify
 
-            verify(
-                result,
-                run,
-                cfg,
-                out,
-                progress=progress,
-                trust_code=trust_code,
-                backbone=backbone,
-            )
+            verify(result, run, cfg, out, progress=progress, code=code)
         write_results(result, out / problem.device, cfg, overwrite=replace[problem.device])
         result.timings["device_s"] = time.perf_counter() - t1
         results.append(result)

@@ -31,6 +31,7 @@ import numpy as np
 
 from hapi_dse.cost.metrics import STATISTIC_METRICS
 from hapi_dse.errors import SettingError
+from hapi_dse.run import REGISTERED_ONLY, CodeTrust
 from hapi_dse.tempdirs import make_temp_dir
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,7 @@ def _export_and_measure(
     tmp: Path,
     *,
     progress: bool,
-    trust_code: bool,
-    backbone: str | None,
+    code: CodeTrust,
 ) -> list[dict[str, Any]]:
     from hapi_dse.atomic import write_json
     from hapi_dse.deploy.evaluate import EvalConfig, evaluate_exports
@@ -111,9 +111,7 @@ def _export_and_measure(
         write_json(src, doc)
         out = tmp / f"trial_{r.number}.onnx"
         export_design(
-            ExportConfig(source=src, out=out, model=str(run.path), seed=cfg.seed),
-            trust_code=trust_code,
-            backbone=backbone,
+            ExportConfig(source=src, out=out, model=str(run.path), seed=cfg.seed), code=code
         )
         exports.append(out)
     reports = evaluate_exports(
@@ -167,13 +165,12 @@ def verify(
     work_root: Path,
     *,
     progress: bool = True,
-    trust_code: bool = False,
-    backbone: str | None = None,
+    code: CodeTrust = REGISTERED_ONLY,
 ) -> None:
     """Export, measure and re-pick (see the module docstring); fills ``result.verify`` and
     ``result.verify_dir`` (the exports and reports, moved into the result directory).
-    ``progress``: progress bars on a terminal; ``trust_code`` and ``backbone``: what code
-    the run's model.json may run (:meth:`~hapi_dse.run.RunDir.check_arch`)."""
+    ``progress``: progress bars on a terminal; ``code``: what code the run's model.json may
+    run (:class:`~hapi_dse.run.CodeTrust`)."""
     from hapi_dse.search.picking import pick
 
     k = int(cfg.verify)
@@ -192,14 +189,7 @@ def verify(
     try:
         for _ in range(MAX_ROUNDS):
             reports += _export_and_measure(
-                batch,
-                result,
-                run,
-                cfg,
-                tmp,
-                progress=progress,
-                trust_code=trust_code,
-                backbone=backbone,
+                batch, result, run, cfg, tmp, progress=progress, code=code
             )
             verified += batch
             rounds.append({"trials": [r.number for r in batch]})

@@ -206,3 +206,27 @@ def test_plot_refuses_a_device_name_from_a_file_that_is_not_a_name(
     assert lines[0].startswith(f"hapi: error: {b / 'jetson' / where}: device ")
     assert "is not a device name (letters, digits" in lines[0]
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_a_number_too_large_for_a_float_is_not_a_crash() -> None:
+    """Found by the slow fuzzing: a trials.csv cell holding a 300-digit integer made pandas'
+    conversion raise OverflowError (a traceback from 'hapi plot'); it now reads as infinity:
+    a point off the plot for a metric, the last in rank for n_exits."""
+    import pandas as pd
+
+    from hapi_dse.plotting.info import series_info
+
+    huge = "9" * 400
+    trials = pd.DataFrame(
+        {
+            "trial": [0, 1, 2],
+            "state": ["COMPLETE"] * 3,
+            "n_exits": [huge, "1", "2"],
+            "latency_ms": ["1.0", huge, "2.0"],
+            "accuracy": ["0.9", "0.95", "0.97"],
+            "feasible": ["True"] * 3,
+        }
+    )
+    s = series_info(trials, "latency_ms", "accuracy")
+    assert sorted(s.front["trial"]) == [0, 2]  # trial 1's latency is not a finite number
+    assert len(s.dominated) == 0 and len(s.infeasible) == 0

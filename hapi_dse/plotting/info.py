@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,6 +114,21 @@ def _as_bool(col: pd.Series) -> np.ndarray:
     return col.astype(str).str.strip().str.lower().isin(("true", "1", "yes")).to_numpy()
 
 
+def _floats(column: Any) -> np.ndarray:
+    """A trials.csv column as floats, NaN where a cell is not a number (an integer too large
+    for a float, which pandas' own conversion raises on, reads as infinity)."""
+
+    def one(v: Any) -> float:
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return math.nan
+        except OverflowError:
+            return math.inf
+
+    return np.fromiter((one(v) for v in column), float, count=len(column))
+
+
 def series_info(
     trials: pd.DataFrame,
     x: str,
@@ -131,14 +147,13 @@ def series_info(
     df = trials
     if "state" in df.columns:
         df = df[df["state"].astype(str).str.upper() == "COMPLETE"]
-    xs = pd.to_numeric(df[x], errors="coerce")
-    ys = pd.to_numeric(df[y], errors="coerce")
-    ok = np.isfinite(xs.to_numpy(float)) & np.isfinite(ys.to_numpy(float))
+    xs, ys = _floats(df[x]), _floats(df[y])
+    ok = np.isfinite(xs) & np.isfinite(ys)
     trial = df["trial"].to_numpy() if "trial" in df.columns else np.arange(len(df))
     frame = pd.DataFrame(
         {
-            "x": xs.to_numpy(float),
-            "y": ys.to_numpy(float),
+            "x": xs,
+            "y": ys,
             "trial": trial,
             "exits": df["exits"].astype(str).to_numpy()
             if "exits" in df.columns
@@ -147,7 +162,7 @@ def series_info(
     )[ok].reset_index(drop=True)
     feas = (_as_bool(df["feasible"]) if "feasible" in df.columns else np.ones(len(df), bool))[ok]
     n_exits = (
-        pd.to_numeric(df["n_exits"], errors="coerce").fillna(0).to_numpy()[ok]
+        np.nan_to_num(_floats(df["n_exits"]), nan=0.0)[ok]
         if "n_exits" in df.columns
         else np.zeros(len(frame))
     )

@@ -338,3 +338,26 @@ def test_a_busy_machine_is_warned_about_and_recorded(
         assert len(warned) == (1 if busy else 0)
         t = load_table("host", RunDir(tiny_run).model_id, tmp_path / str(load))
         assert t.sidecar["load"]["busy"] is busy and t.sidecar["load"]["load_before"] == load
+
+
+def test_calibrate_compares_with_the_segments_kept_in_export_dir(
+    exported, tiny_run, tmp_path, monkeypatch
+) -> None:
+    """'hapi profile --calibrate --export-dir DIR' models the segments DIR already holds: it
+    reads them where they are (no export again, and no refusal to replace hapi's own
+    segments without --force, which the comparison swallowed)."""
+    from hapi_dse.profiling import runner
+    from hapi_dse.profiling.specs import parse_spec, spec_paths
+
+    profile_segments(exported, tmp_path, device="host", runs=50, warmup=1, rounds=2)
+
+    def no_export(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("exported the model again")
+
+    monkeypatch.setattr(runner, "_export", no_export)
+    cfg = ProfileConfig(
+        device="host", model=str(tiny_run), export_dir=str(exported), profiles=str(tmp_path)
+    )
+    got = runner.compare_with_measured(cfg, parse_spec(spec_paths(None)["pixel6"]))
+    assert got["segments"] == len(load_manifest(exported).table_segments())
+    assert -1.0 <= got["spearman"] <= 1.0 and got["mape"] > 0

@@ -56,6 +56,12 @@ def _timing_settings(cfg: ProfileConfig) -> TimingSettings:
     )
 
 
+def _kept(cfg: ProfileConfig, man: Manifest) -> Manifest:
+    """``man`` where its segments are once :func:`_export_dir` has swapped them in as
+    ``--export-dir`` (they were written to a scratch directory)."""
+    return replace(man, root=Path(cfg.export_dir)) if cfg.export_dir and not cfg.onnx_dir else man
+
+
 @contextlib.contextmanager
 def _export_dir(cfg: ProfileConfig) -> Iterator[Path]:
     if cfg.export_dir:  # a folder output: written whole, replaced only when hapi's own
@@ -230,7 +236,7 @@ def run_profile(
         with _export_dir(cfg) as out:
             man = _segments(cfg, out, progress=progress, code=code)
         # built in a scratch directory swapped in as --export-dir: name where it now is
-        return ExportedSegments(replace(man[0], root=Path(str(cfg.export_dir))))
+        return ExportedSegments(_kept(cfg, man[0]))
     return profile_table(cfg, progress=progress, code=code)
 
 
@@ -294,7 +300,7 @@ def profile_table(
             model_id=man.model_id,
             profiles=cfg.profiles or None,
         )
-    return ProfiledTable(cfg.device, path, man, result)
+    return ProfiledTable(cfg.device, path, _kept(cfg, man), result)
 
 
 def run_calibrate(
@@ -343,6 +349,7 @@ def compare_with_measured(
     """
     from hapi_dse.profiling.modelled import ModelledProfiler
     from hapi_dse.profiling.table import load_table
+    from hapi_dse.tempdirs import temp_dir
 
     if cfg.onnx_dir:
         man = load_manifest(cfg.onnx_dir)
@@ -351,14 +358,15 @@ def compare_with_measured(
         return compare_rows(table.rows.to_dict("records"), rows)
     run = resolve_run(cfg.model)
     table = load_table(cfg.device, run.model_id, cfg.profiles)
-    with _export_dir(cfg) as out:
-        if (out / MANIFEST).is_file() and same_training(load_manifest(out).model_id, run.model_id):
-            man = load_manifest(out)
-        else:
-            batch = int(table.rows["batch"].iat[0])
-            man = _export(replace(cfg, batch=batch), out, progress=progress, code=code)[0]
-        rows = ModelledProfiler(spec).profile(man).rows
-    return compare_rows(table.rows.to_dict("records"), rows)
+    measured = table.rows.to_dict("records")
+    if cfg.export_dir and (Path(cfg.export_dir) / MANIFEST).is_file():  # read, never replaced
+        man = load_manifest(cfg.export_dir)
+        if same_training(man.model_id, run.model_id):
+            return compare_rows(measured, ModelledProfiler(spec).profile(man).rows)
+    batch = int(table.rows["batch"].iat[0])
+    with temp_dir("hapi-segments-") as out:
+        man = _export(replace(cfg, batch=batch), out, progress=progress, code=code)[0]
+        return compare_rows(measured, ModelledProfiler(spec).profile(man).rows)
 
 
 def compare_rows(measured: list[dict[str, Any]], modelled: list[dict[str, Any]]) -> dict[str, Any]:

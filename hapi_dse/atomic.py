@@ -118,12 +118,12 @@ def _scratch_stem(dest: Path) -> str:
     """``dest``'s name as its scratch names carry it: shortened (with a hash of the whole
     name) when it is so long that a scratch name would not fit where ``dest`` itself does."""
     name = dest.name
-    if len(name.encode()) <= _SCRATCH_NAME_MAX:
+    raw = os.fsencode(name)  # the file system's bytes: a non-UTF-8 name has no str encoding
+    if len(raw) <= _SCRATCH_NAME_MAX:
         return name
     import hashlib
 
-    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-    return name.encode("utf-8", "surrogateescape")[:120].decode("utf-8", "ignore") + "~" + digest
+    return os.fsdecode(raw[:120]) + "~" + hashlib.sha256(raw).hexdigest()[:12]
 
 
 def _scratch_prefix(dest: Path) -> str:

@@ -269,3 +269,18 @@ def test_profile_export_dir_is_replaced_only_with_its_own_flag(
     assert forced.exit_code == 0, forced.stderr
     assert f"exported to {site};" in forced.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg"]
+
+
+@pytest.mark.parametrize("length", [8, 230])
+def test_an_output_name_that_is_not_utf8_is_written(tmp_path: Path, length: int) -> None:
+    """A name given as bytes that are not UTF-8 (Linux passes them to Python as surrogate
+    escapes): its scratch name is built from the file system's bytes, short or shortened
+    (the shortening encoded it as UTF-8 and raised UnicodeEncodeError, a traceback)."""
+    import os
+
+    from hapi_dse.atomic import write_json
+
+    name = os.fsdecode(b"r\xff" + b"e" * (length - 7) + b".json")
+    write_json(tmp_path / name, {"ok": True})
+    assert json.loads((tmp_path / name).read_text()) == {"ok": True}
+    assert os.listdir(os.fsencode(tmp_path)) == [os.fsencode(name)]

@@ -209,24 +209,24 @@ def test_plot_refuses_a_device_name_from_a_file_that_is_not_a_name(
 
 
 def test_a_number_too_large_for_a_float_is_not_a_crash() -> None:
-    """Found by the slow fuzzing: a trials.csv cell holding a 300-digit integer made pandas'
-    conversion raise OverflowError (a traceback from 'hapi plot'); it now reads as infinity:
-    a point off the plot for a metric, the last in rank for n_exits."""
-    import pandas as pd
+    """Found by the slow fuzzing: pandas reads a trials.csv cell holding a 400-digit integer
+    as a Python int, which its numeric conversion refused with OverflowError (a traceback
+    from 'hapi plot'). It now reads as infinity: a point off the plot for a metric, the last
+    in rank for n_exits (so of two equal points the front keeps the other one)."""
+    import io
 
     from hapi_dse.plotting.info import series_info
 
     huge = "9" * 400
-    trials = pd.DataFrame(
-        {
-            "trial": [0, 1, 2],
-            "state": ["COMPLETE"] * 3,
-            "n_exits": [huge, "1", "2"],
-            "latency_ms": ["1.0", huge, "2.0"],
-            "accuracy": ["0.9", "0.95", "0.97"],
-            "feasible": ["True"] * 3,
-        }
+    text = (
+        "trial,state,n_exits,latency_ms,accuracy,feasible\n"
+        f"0,COMPLETE,{huge},1.0,0.9,True\n"
+        "1,COMPLETE,2,1.0,0.9,True\n"
+        f"2,COMPLETE,1,{huge},0.95,True\n"
+        "3,COMPLETE,1,2.0,0.97,True\n"
     )
+    trials = pd.read_csv(io.StringIO(text))  # as hapi plot reads the file
+    assert isinstance(trials["n_exits"][0], int) and trials["n_exits"][0] > 2**64
     s = series_info(trials, "latency_ms", "accuracy")
-    assert sorted(s.front["trial"]) == [0, 2]  # trial 1's latency is not a finite number
-    assert len(s.dominated) == 0 and len(s.infeasible) == 0
+    assert sorted(s.front["trial"]) == [1, 3]  # 0 ties with 1 and ranks last; 2 is off
+    assert list(s.dominated["trial"]) == [0] and len(s.infeasible) == 0

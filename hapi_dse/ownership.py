@@ -29,7 +29,7 @@ SCHEMA_VERSION = 1
 #: files a folder of this kind may gain after hapi wrote it, that hapi itself regenerates:
 #: Python's bytecode of a staged export's runtime, made wherever it is imported
 DERIVED: dict[str, tuple[str, ...]] = {
-    "staged-export": ("__pycache__/staged_runtime.*.pyc", "__pycache__"),
+    "staged-export": ("__pycache__/staged_runtime.*.pyc",),
 }
 #: a manifest is a small file: anything larger is not one hapi wrote
 _MAX_MANIFEST_BYTES = 4 << 20

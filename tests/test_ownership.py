@@ -284,3 +284,20 @@ def test_an_output_name_that_is_not_utf8_is_written(tmp_path: Path, length: int)
     write_json(tmp_path / name, {"ok": True})
     assert json.loads((tmp_path / name).read_text()) == {"ok": True}
     assert os.listdir(os.fsencode(tmp_path)) == [os.fsencode(name)]
+
+
+def test_only_the_runtimes_bytecode_may_be_added_to_a_staged_export(tmp_path: Path) -> None:
+    from hapi_dse.ownership import examine, record
+
+    out = tmp_path / "staged"
+    out.mkdir()
+    (out / "staged_runtime.py").write_text("x = 1\n")
+    record(out, "staged-export")
+    (out / "__pycache__").mkdir()
+    (out / "__pycache__" / "staged_runtime.cpython-311.pyc").write_bytes(b"\0")
+    assert examine(out).foreign is None
+    shutil.rmtree(out / "__pycache__")
+    (out / "__pycache__").write_bytes(b"\0")  # a file of that name is not Python's bytecode
+    found = examine(out)
+    assert found.kind == "staged-export"
+    assert found.foreign == "__pycache__ (hapi did not write it)"

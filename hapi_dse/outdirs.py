@@ -36,7 +36,6 @@ from hapi_dse.ownership import (
     own_file,
     owned_kind,
     part_of_output,
-    read_manifest,
     record,
 )
 
@@ -225,9 +224,10 @@ def check_out_file(
                         f"{label} {shown}: is an input of this command ({i}); choose another "
                         f"{label}"
                     )
-        folder = part_of_output(real)
-        if folder is not None:
-            spec = OUTPUT_KINDS.get(str((read_manifest(folder) or {}).get("kind")), {})
+        part = part_of_output(real)
+        if part is not None:
+            folder, kind = part
+            spec = OUTPUT_KINDS.get(kind, {})
             if real.name not in spec.get("adopts", ()):
                 what = spec.get("what", "hapi output")
                 raise UsageError(

@@ -237,25 +237,31 @@ def adopt(path: str | Path) -> None:
     write_json(folder / MANIFEST, doc)
 
 
-def part_of_output(path: str | Path) -> Path | None:
-    """The hapi output folder ``path`` is listed in (its parent's manifest), if any."""
+def part_of_output(path: str | Path) -> tuple[Path, str] | None:
+    """The hapi output folder ``path`` is listed in (its parent's manifest) and the kind
+    that manifest records, if any."""
     path = Path(os.path.abspath(path))
     for folder in path.parents:
         doc = read_manifest(folder)
         if doc is not None:
             rel = PurePosixPath(*path.relative_to(folder).parts).as_posix()
-            return folder if rel in doc["files"] else None
+            return (folder, doc["kind"]) if rel in doc["files"] else None
     return None
 
 
 # -- single files -------------------------------------------------------------------------------
-def _own_json(path: Path) -> bool:
+def _own_doc(path: Path) -> dict[str, Any] | None:
+    """The JSON document at ``path`` when it carries hapi's provenance, else None."""
     try:
         doc = read_json(path)
     except HapiError:
-        return False
+        return None
     prov = doc.get("provenance") if isinstance(doc, dict) else None
-    return isinstance(prov, dict) and "hapi_version" in prov
+    return doc if isinstance(prov, dict) and "hapi_version" in prov else None
+
+
+def _own_json(path: Path) -> bool:
+    return _own_doc(path) is not None
 
 
 def _own_onnx(path: Path) -> bool:
@@ -267,13 +273,13 @@ def _own_onnx(path: Path) -> bool:
 
 
 def _own_image(path: Path) -> bool:
-    side = path.with_suffix(".plot.json")
-    if not _own_json(side):
+    doc = _own_doc(path.with_suffix(".plot.json"))
+    if doc is None:
         return False
+    recorded = doc.get("image_sha256")
     try:
-        recorded = read_json(side).get("image_sha256")
         return isinstance(recorded, str) and recorded == sha256_file(path)
-    except (HapiError, OSError):
+    except OSError:
         return False
 
 

@@ -92,6 +92,7 @@ def infeasible_search(p: Path) -> str | None:
 
 def _infeasible_text(doc: dict[str, Any]) -> str:
     from hapi_dse.cost.slo import SLO
+    from hapi_dse.search.relax import relax_flags
 
     slos = []
     recorded = doc.get("slos")
@@ -120,13 +121,8 @@ def _infeasible_text(doc: dict[str, Any]) -> str:
             text += f"; the closest trial is {trial}"
     elif isinstance(doc.get("verify"), dict) and doc["verify"].get("verified_trials"):
         text += "; no verified design met every SLO as measured on this machine"
-    relax = doc.get("relax")
-    new = relax.get("slos") if isinstance(relax, dict) else None
-    if isinstance(new, list) and new and all(isinstance(t, str) for t in new):
-        eg = " ".join(f"--slo {t}" for t in new)
-        rel = relax.get("relative_slos") if isinstance(relax, dict) else None
-        if isinstance(rel, list) and rel and all(isinstance(t, str) for t in rel):
-            eg += f", or {' '.join(f'--slo {t}' for t in rel)} relative to the plain backbone"
+    eg = relax_flags(doc.get("relax"))
+    if eg is not None:
         text += f"; relax the SLO (e.g. {eg}) and run 'hapi search' again"
     else:
         text += "; relax an SLO and run 'hapi search' again"

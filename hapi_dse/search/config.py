@@ -79,7 +79,8 @@ class SearchConfig:
         check_config(self)
 
 
-def _number(value: float) -> str:
+def number_text(value: float) -> str:
+    """The shortest text of ``value`` that reads back as it, without a trailing ``.0``."""
     text = repr(float(value))
     return text[:-2] if text.endswith(".0") else text
 
@@ -92,8 +93,8 @@ def slo_text(slo: SLO) -> str:
     m = find_metric(slo.metric)
     name, unit = (m.name, m.unit) if m is not None else (slo.metric, "")
     if slo.relative is not None:
-        return f"{name}={_number(slo.relative)}x"
-    return f"{name}={_number(slo.value)}{unit}"
+        return f"{name}={number_text(slo.relative)}x"
+    return f"{name}={number_text(slo.value)}{unit}"
 
 
 def objectives_text(objectives: Sequence[Objective] | None) -> str | None:

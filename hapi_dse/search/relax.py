@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 from hapi_dse.cost import find_metric
+from hapi_dse.search.config import number_text
 from hapi_dse.search.records import DeviceResult
 
 
@@ -34,11 +35,6 @@ def loosen(value: float, *, upper: bool, digits: int) -> float:
     elif not upper and out > value:
         out = float(f"{(n - 1) * step:.{decimals}f}")
     return out
-
-
-def _number(value: float) -> str:
-    text = repr(value)
-    return text[:-2] if text.endswith(".0") else text
 
 
 def relax_slos(result: DeviceResult) -> dict[str, Any] | None:
@@ -61,29 +57,44 @@ def relax_slos(result: DeviceResult) -> dict[str, Any] | None:
         name = found.name if found is not None else s.metric
         v = float(metrics[s.metric])
         if found is not None and found.kind == "fraction":  # accuracy, in %
-            absolute.append(f"{name}={_number(loosen(100 * v, upper=s.upper, digits=3))}%")
+            absolute.append(f"{name}={number_text(loosen(100 * v, upper=s.upper, digits=3))}%")
         else:
             unit = found.unit if found is not None else ""
-            absolute.append(f"{name}={_number(loosen(v, upper=s.upper, digits=3))}{unit}")
+            absolute.append(f"{name}={number_text(loosen(v, upper=s.upper, digits=3))}{unit}")
         base = backbone.get(s.metric)
         if base is not None and base > 0 and v > 0:
             factor = v / base
             digits = 3 if factor >= 1 else 2
-            relative.append(f"{name}={_number(loosen(factor, upper=s.upper, digits=digits))}x")
+            relative.append(f"{name}={number_text(loosen(factor, upper=s.upper, digits=digits))}x")
     return {"trial": r.number, "slos": absolute, "relative_slos": relative}
 
 
 def relax_line(relax: dict[str, Any] | None) -> str:
     """``relax an SLO (the closest, trial 12, meets --slo p99_latency=0.617ms, or
     p99_latency=0.61x of the plain backbone's)``; ``relax an SLO`` when nothing is known."""
-    if not relax or not relax.get("slos"):
+    flags = relax_flags(relax)
+    if flags is None or relax is None:
         return "relax an SLO"
-    slos = " ".join(f"--slo {t}" for t in relax["slos"])
-    rel = relax.get("relative_slos") or []
-    alt = (
-        f", or {' '.join(f'--slo {t}' for t in rel)} relative to the plain backbone" if rel else ""
-    )
-    return f"relax an SLO (the closest design, trial {relax['trial']}, meets {slos}{alt})"
+    return f"relax an SLO (the closest design, trial {relax['trial']}, meets {flags})"
 
 
-__all__ = ["loosen", "relax_line", "relax_slos"]
+def relax_flags(relax: Any) -> str | None:
+    """``--slo latency=0.2ms, or --slo latency=0.61x relative to the plain backbone``: the
+    ``relax`` of :func:`relax_slos` (as search.json records it) as command-line flags; None
+    when it holds no SLO text (or is not what relax_slos writes)."""
+
+    def texts(key: str) -> list[str]:
+        got = relax.get(key) if isinstance(relax, dict) else None
+        if isinstance(got, list) and all(isinstance(t, str) for t in got):
+            return got
+        return []
+
+    slos = texts("slos")
+    if not slos:
+        return None
+    rel = texts("relative_slos")
+    alt = f", or {' '.join(f'--slo {t}' for t in rel)} relative to the plain backbone"
+    return " ".join(f"--slo {t}" for t in slos) + (alt if rel else "")
+
+
+__all__ = ["loosen", "relax_flags", "relax_line", "relax_slos"]

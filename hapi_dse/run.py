@@ -38,17 +38,23 @@ def _is_sha256(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX
 
 
-def weights_digest(value: Any, where: str | Path) -> str | None:
-    """A recorded ``weights_sha256``: the digest, or ``None`` when not recorded (a run
-    older than the key: accepted); anything but 64 hex digits is refused."""
+def _digest(value: Any, where: str | Path, key: str, name: str, fix: str = "") -> str | None:
+    """A recorded digest ``key`` of the file ``name``: the digest, or ``None`` when not
+    recorded; anything but 64 hex digits is refused (``fix``: what the message adds)."""
     if value is None:
         return None
     if _is_sha256(value):
-        return value
+        return str(value)
     raise ArtefactError(
-        f"{where}: {WEIGHTS_KEY} is {str(value)[:80]!r}, expected the sha256 of weights.pt "
-        "(64 hex digits)"
+        f"{where}: {key} is {str(value)[:80]!r}, expected the sha256 of {name} "
+        f"(64 hex digits){fix}"
     )
+
+
+def weights_digest(value: Any, where: str | Path) -> str | None:
+    """A recorded ``weights_sha256``: the digest, or ``None`` when not recorded (a run
+    older than the key: accepted); anything but 64 hex digits is refused."""
+    return _digest(value, where, WEIGHTS_KEY, "weights.pt")
 
 
 #: the sha256 of each exit statistics file as model.json records it, by split (``{"val": ...,
@@ -68,14 +74,12 @@ def stats_digest(record: Any, split: str, where: str | Path) -> str | None:
             f"{where}: {STATS_KEY} is {str(record)[:80]!r}, expected an object with the "
             "sha256 of exits_val.npz and exits_test.npz; rerun 'hapi train'"
         )
-    value = record.get(split)
-    if value is None:
-        return None
-    if _is_sha256(value):
-        return value
-    raise ArtefactError(
-        f"{where}: {STATS_KEY}.{split} is {str(value)[:80]!r}, expected the sha256 of "
-        f"exits_{split}.npz (64 hex digits); rerun 'hapi train'"
+    return _digest(
+        record.get(split),
+        where,
+        f"{STATS_KEY}.{split}",
+        f"exits_{split}.npz",
+        "; rerun 'hapi train'",
     )
 
 
@@ -230,14 +234,7 @@ class RunDir:
         p = self.path / "weights.pt"
         if not p.is_file():
             return recorded
-        actual = sha256_file(p)
-        if recorded is not None and actual != recorded:
-            raise ArtefactError(
-                f"{p}: sha256 {actual[:12]}... is not the {WEIGHTS_KEY} {recorded[:12]}... "
-                f"that model.json records for {self.model_id} (weights.pt of another "
-                "training?); restore this run's weights.pt or train again"
-            )
-        return actual
+        return self._checked_sha256(p, recorded, WEIGHTS_KEY, "weights.pt")
 
     @property
     def num_blocks(self) -> int:
@@ -274,14 +271,19 @@ class RunDir:
         if recorded is None:
             return
         p = self.path / f"exits_{split}.npz"
+        self._checked_sha256(p, recorded, f"{STATS_KEY}.{split}", "the exit statistics")
+
+    def _checked_sha256(self, p: Path, recorded: str | None, key: str, what: str) -> str:
+        """The sha256 of the run's file ``p``; one that is not the digest model.json records
+        under ``key`` (``what``: the file in words) is refused."""
         actual = sha256_file(p)
-        if actual != recorded:
+        if recorded is not None and actual != recorded:
             raise ArtefactError(
-                f"{p}: sha256 {actual[:12]}... is not the {STATS_KEY}.{split} "
-                f"{recorded[:12]}... that model.json records for {self.model_id} (the exit "
-                f"statistics of another training?); restore this run's exits_{split}.npz or "
-                "train again"
+                f"{p}: sha256 {actual[:12]}... is not the {key} {recorded[:12]}... that "
+                f"model.json records for {self.model_id} ({what} of another training?); "
+                f"restore this run's {p.name} or train again"
             )
+        return actual
 
     def flops(self) -> list[dict[str, Any]]:
         p = self.path / "flops.csv"

@@ -35,13 +35,6 @@ DERIVED: dict[str, tuple[str, ...]] = {
 _MAX_MANIFEST_BYTES = 4 << 20
 
 
-def _entries(folder: Path) -> list[tuple[str, Path, int]]:
-    """Every entry under ``folder`` but the manifest, as (relative POSIX name, path, lstat
-    mode), sorted; directories are walked (not listed themselves), links are not followed."""
-    with _Folder(folder) as f:
-        return [(rel, folder / rel, mode) for rel, mode in f.entries()]
-
-
 class _Folder:
     """A folder read through one open descriptor: what it reads stays one folder's even when
     a concurrent hapi swaps another folder in at the same path meanwhile."""
@@ -61,6 +54,9 @@ class _Folder:
             os.close(fd)
 
     def entries(self) -> list[tuple[str, int]]:
+        """Every entry under the folder but the manifest, as (relative POSIX name, lstat
+        mode), sorted; directories are walked (not listed themselves), links are not
+        followed."""
         found: list[tuple[str, int]] = []
         stack = [""]
         while stack:
@@ -81,16 +77,10 @@ class _Folder:
         return os.open(name, flags, dir_fd=self.fds[d])
 
     def size_and_hash(self, rel: str) -> tuple[int, str]:
-        import hashlib
-
-        fd = self._open(rel)
-        with os.fdopen(fd, "rb") as f:
-            h = hashlib.sha256()
-            size = 0
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-                size += len(chunk)
-        return size, h.hexdigest()
+        """The size and sha256 of the file ``rel``, of the same bytes read once."""
+        with os.fdopen(self._open(rel), "rb") as f:
+            digest = sha256_file(f)
+            return f.tell(), digest
 
     def read_small(self, rel: str, limit: int) -> bytes | None:
         try:
@@ -109,10 +99,14 @@ def describe(folder: str | Path, kind: str) -> dict[str, Any]:
     with its size and sha256 (a link or special file in it is a bug of the writer)."""
     folder = Path(folder)
     files: dict[str, dict[str, Any]] = {}
-    for rel, p, mode in _entries(folder):
-        if not stat.S_ISREG(mode):
-            raise ValueError(f"{p}: hapi writes only regular files into an output folder")
-        files[rel] = {"size": os.lstat(p).st_size, "sha256": sha256_file(p)}
+    with _Folder(folder) as f:
+        for rel, mode in f.entries():
+            if not stat.S_ISREG(mode):
+                raise ValueError(
+                    f"{folder / rel}: hapi writes only regular files into an output folder"
+                )
+            size, digest = f.size_and_hash(rel)
+            files[rel] = {"size": size, "sha256": digest}
     return {"schema_version": SCHEMA_VERSION, "kind": kind, "files": files}
 
 

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, overload
+from typing import IO, Any, overload
 
 from hapi_dse import __version__
 
@@ -83,12 +83,15 @@ def command_line(argv: list[str] | None = None) -> str:
     return " ".join([Path(argv[0]).name, *(redact(a, secrets_of=a) for a in argv[1:])])
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
+def sha256_file(path: str | Path | IO[bytes], chunk: int = 1 << 20) -> str:
+    """The sha256 of the file ``path``, or of what is left to read of an open binary file."""
+    if not isinstance(path, (str, os.PathLike)):
+        h = hashlib.sha256()
+        while block := path.read(chunk):
             h.update(block)
-    return h.hexdigest()
+        return h.hexdigest()
+    with open(path, "rb") as f:
+        return sha256_file(f, chunk)
 
 
 def library_versions(*names: str) -> dict[str, str]:

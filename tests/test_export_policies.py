@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hapi_dse.testing import zero_costs
+from hapi_dse.cost import SegmentCosts
 
 DESIGNS = {
     "max_softmax": {
@@ -80,7 +80,7 @@ def test_graph_decisions_match_the_cost_model(tiny_run: Path, policy: str) -> No
             logits.append(z.numpy())
     thr = [e.threshold for e in design.exits]
     ours = decide(design.policy, design.patience, logits, thr, temps)
-    sim, _ = simulate(design, stats, zero_costs(stats))
+    sim, _ = simulate(design, stats, SegmentCosts.zero(stats))
     assert np.mean(ours == sim) >= 0.995
     assert len(np.unique(sim)) >= 2  # the design really splits the samples
     # the torch graph (torch.cond, eager) takes the same paths as the vectorised rule

@@ -144,13 +144,7 @@ def test_exports_and_eval_take_the_cost_model_exits(
     write_design(tiny_run, result / "host" / "design.json", doc, policy=TOY)
     design = Design.from_dict(json.loads((result / "host" / "design.json").read_text()))
     # the cost model, the statistics by hand and the numpy rule on the network's logits agree
-    zero = SegmentCosts.from_arrays(
-        position=stats.position,
-        head=stats.head,
-        block_latency_ms=np.zeros(run.num_blocks),
-        head_latency_ms=np.zeros(stats.k),
-    )
-    sim, _ = simulate(design, stats, zero)
+    sim, _ = simulate(design, stats, SegmentCosts.zero(stats, run.num_blocks))
     assert np.array_equal(sim, _cost_model_exits(stats, exits, thr))
     assert set(sim.tolist()) == {0, 1, 2}  # every exit path is taken
     samples = load_samples(run, "test")

@@ -125,6 +125,19 @@ class SegmentCosts:
         )
 
     @classmethod
+    def zero(cls, stats: ExitStats, num_blocks: int | None = None) -> SegmentCosts:
+        """Costs of nothing for ``stats``' columns (``num_blocks``: default the last exit's
+        block + 1): with them the cost model tells only which exit each sample takes, and
+        the accuracy (``hapi eval`` without a table; a check of an exported rule)."""
+        blocks = int(stats.position.max()) + 1 if num_blocks is None else num_blocks
+        return cls.from_arrays(
+            position=stats.position,
+            head=stats.head,
+            block_latency_ms=np.zeros(blocks),
+            head_latency_ms=np.zeros(stats.k),
+        )
+
+    @classmethod
     def from_table(cls, table: Any, stats: ExitStats) -> SegmentCosts:
         """Align a :class:`~hapi_dse.profiling.table.ProfileTable` with the stats columns.
 

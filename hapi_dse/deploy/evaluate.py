@@ -311,13 +311,7 @@ def _predict(
     except HapiError as e:
         log.warning("no latency prediction: %s", e)
         table_info = {"device": cfg.device, "error": str(e)}
-        k = stats.k
-        costs = SegmentCosts.from_arrays(
-            position=stats.position,
-            head=stats.head,
-            block_latency_ms=np.zeros(run.num_blocks),
-            head_latency_ms=np.zeros(k),
-        )
+        costs = SegmentCosts.zero(stats, run.num_blocks)
     from hapi_dse.cost.model import CostModel
 
     model = CostModel(stats, costs)

@@ -17,7 +17,6 @@ from hapi_dse.testing.synthetic import (
     write_synthetic_run,
     write_synthetic_setup,
     write_synthetic_table,
-    zero_costs,
 )
 
 __all__ = [
@@ -30,5 +29,4 @@ __all__ = [
     "write_synthetic_run",
     "write_synthetic_setup",
     "write_synthetic_table",
-    "zero_costs",
 ]

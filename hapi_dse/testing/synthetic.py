@@ -83,18 +83,6 @@ def synthetic_costs(stats: ExitStats, seed: int = 0, overhead_ms: float = 0.05) 
     )
 
 
-def zero_costs(stats: ExitStats) -> SegmentCosts:
-    """Costs of nothing for ``stats``' columns: with them the cost model tells only which
-    exit each sample takes (``simulate``), as a check of an exported rule needs."""
-    num_blocks = int(stats.position.max()) + 1
-    return SegmentCosts.from_arrays(
-        position=stats.position,
-        head=stats.head,
-        block_latency_ms=np.zeros(num_blocks),
-        head_latency_ms=np.zeros(stats.k),
-    )
-
-
 def write_synthetic_run(
     out: str | Path,
     *,

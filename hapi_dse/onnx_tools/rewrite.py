@@ -38,9 +38,12 @@ def torchscript_network(
     output_names: Sequence[str],
     opset: int,
 ) -> Any | None:
-    """``module`` exported by the TorchScript exporter (checked as every export) and rewritten;
-    ``None`` when it holds an operator the rewrite does not know, or when that exporter fails
-    (a torch without it, a module it cannot trace): the caller exports with dynamo."""
+    """``module`` exported by the TorchScript exporter (``onnx.checker`` only: the caller
+    compares the rewritten graph, the one it uses, with PyTorch) and rewritten; ``None`` when
+    it holds an operator the rewrite does not know, or when that exporter fails (a torch
+    without it, a module it cannot trace): the caller exports with dynamo. ``module`` is left
+    in eval mode (:func:`~hapi_dse.onnx_tools.torch_export.export_onnx` puts it back: this
+    exporter may restore ``training=True`` on submodules, PITFALLS)."""
     import onnx
 
     from hapi_dse.errors import HapiError, interrupt_in
@@ -50,11 +53,8 @@ def torchscript_network(
     try:
         export_onnx(
             module, (x,), path, input_names=["x"], output_names=list(output_names),
-            opset=opset, dynamo=False,
+            opset=opset, dynamo=False, compare=False,
         )  # fmt: skip
-        # this exporter may restore training=True on submodules (PITFALLS): BatchNorm must
-        # stay in inference mode for the check below and for whatever uses them next
-        module.eval()
         model = read_onnx(path)
     except (HapiError, RuntimeError, ValueError, TypeError, AttributeError) as e:
         interrupt = interrupt_in(e)

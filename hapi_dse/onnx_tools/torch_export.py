@@ -217,12 +217,15 @@ def export_onnx(
     dynamo: bool = True,
     check_inputs: list[tuple[torch.Tensor, ...]] | None = None,
     atol: float = CHECK_ATOL,
+    compare: bool = True,
 ) -> ExportReport:
     """Export ``module`` to ``path``, check the graph, and compare it with PyTorch.
 
     Shapes are static (those of ``example_inputs``). The file is written atomically: a
     failed export or check leaves nothing at ``path``. Raises :class:`ExportMismatchError`
     when an output differs from PyTorch by more than ``atol`` on any of the inputs.
+    ``compare=False`` skips that comparison (``onnx.checker`` still runs; the report says
+    ``checked=False``): for a caller that rewrites the graph and compares what it uses.
     """
     import onnx
     import torch
@@ -261,6 +264,8 @@ def export_onnx(
         actual_opset = next(
             (int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), opset
         )
+        if not compare:
+            return ExportReport(path=path, opset=actual_opset, exporter=exporter)
         diffs = compare_with_torch(
             module,
             tmp,

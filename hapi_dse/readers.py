@@ -146,15 +146,10 @@ def check_tree(
     return obj
 
 
-def _printable(text: str) -> str:
-    """``text`` with lone surrogates written as ``\\udXXX`` (safe to print)."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def _key_path(at: tuple[Any, ...]) -> str:
     if not at:
         return ""
-    text = "".join(f"[{k}]" if isinstance(k, int) else f".{_printable(str(k))}" for k in at)
+    text = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in at)
     text = text.lstrip(".")
     return (text if len(text) <= 80 else "..." + text[-77:]) + ": "
 

@@ -92,6 +92,10 @@ def test_non_finite_numbers_only_where_refused() -> None:
         loads_json('{"a": NaN}', "f.json", finite=True)
     with pytest.raises(ArtefactError, match=r"b\[1\]: inf"):
         loads_json('{"b": [1, 1e999]}', "f.json", finite=True)
+    with pytest.raises(ArtefactError) as e:  # a key with a lone surrogate: printable
+        loads_json('{"\\ud800": NaN}', "f.json", finite=True)
+    assert str(e.value) == "f.json: \\ud800: nan, expected a finite number"
+    str(e.value).encode("utf-8")
 
 
 def test_limits_are_generous_for_hapis_own_files() -> None:

@@ -265,11 +265,6 @@ def _yaml_error(e: Exception) -> str:
     return " ".join(line.strip() for line in str(e).splitlines() if line.strip())
 
 
-def read_yaml(path: str | Path, *, finite: bool = False, error: ErrorType = ArtefactError) -> Any:
-    """The parsed YAML file ``path``, guarded as :func:`loads_yaml`."""
-    return loads_yaml(read_text(path, error=error), path, finite=finite, error=error)
-
-
 # -- CSV ---------------------------------------------------------------------------------------
 
 

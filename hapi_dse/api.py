@@ -233,6 +233,11 @@ def train(
     )
 
 
+def _run_dir(run: RunDir | str | Path | None) -> str | None:
+    """A run as the configs take it: its directory's path (``None``: their default)."""
+    return None if run is None else str(run.path if hasattr(run, "path") else run)
+
+
 def load_run(path: str | Path | None = None) -> RunDir:
     """A run directory written by ``hapi train`` (``None``: the bundled example)."""
     from hapi_dse.run import resolve_run
@@ -295,7 +300,7 @@ def profile(
     from hapi_dse.run import CodeTrust
     from hapi_dse.tempdirs import temp_dir
 
-    model = None if run is None else str(run.path if hasattr(run, "path") else run)
+    model = _run_dir(run)
     code = CodeTrust(trust=trust_code, backbone=backbone)
     if spec is None and profiles is not None:  # looked up where asked, whatever is written
         spec = spec_paths(profiles).get(device)
@@ -434,7 +439,7 @@ def export(
     from hapi_dse.deploy.export import export_design, sidecar_for
     from hapi_dse.run import CodeTrust
 
-    model = str(run.path if hasattr(run, "path") else run) if run is not None else None
+    model = _run_dir(run)
     cfg = ExportConfig(
         source=Path(source),
         out=Path(out),
@@ -497,7 +502,7 @@ def evaluate(
 
     cfg = EvalConfig(
         model=Path(model),
-        run=str(run.path if hasattr(run, "path") else run) if run is not None else None,
+        run=_run_dir(run),
         dataset=dataset,
         split=split,
         data_dir=None if data_dir is None else str(data_dir),

@@ -50,7 +50,7 @@ def set_trial_system_attr(study: Any, trial: Any, key: str, value: Any) -> None:
 
 
 def study_system_attrs(study: Any) -> dict[str, Any]:
-    """The study's system attributes as the storage holds them (not copied: read only)."""
+    """A copy of the study's system attributes as the storage holds them."""
     return dict(study._storage.get_study_system_attrs(study._study_id))
 
 

@@ -40,9 +40,10 @@ from hapi_dse.ownership import (
 )
 
 # -- output directories -----------------------------------------------------------------------
-# The kinds of folder hapi writes as a whole, and what each holds. A folder is hapi's own
-# output of a kind when its manifest (hapi_dse.ownership) records that kind and lists every
-# file in it, unchanged: only such a folder is ever replaced, and only with ``--overwrite``.
+# The kinds of folder hapi writes as a whole, each named in words ("what"; a run also lists
+# the files 'hapi train' writes, as run.RUN_FILES). A folder is hapi's own output of a kind
+# when its manifest (hapi_dse.ownership) records that kind and lists every file in it,
+# unchanged: only such a folder is ever replaced, and only with ``--overwrite``.
 OUTPUT_KINDS: dict[str, dict[str, Any]] = {
     "run": {
         "what": "training run",
@@ -55,26 +56,14 @@ OUTPUT_KINDS: dict[str, dict[str, Any]] = {
             "flops.csv",
         ),
     },
-    "search": {
-        "what": "search result",
-        "names": ("trials.csv", "pareto.csv", "design.json", "search.json", "verify"),
-    },
+    "search": {"what": "search result"},
     "staged-export": {
         "what": "staged export",
-        "names": (
-            "manifest.json",
-            "export.json",
-            "eval.json",  # 'hapi eval DIR' writes its report here by default
-            "staged_runtime.py",
-            "stage_*.onnx",
-        ),
         # single files other commands write into it, recorded in its manifest when they do
+        # ('hapi eval DIR' writes its report here by default)
         "adopts": ("eval.json",),
     },
-    "segments": {
-        "what": "segment export",
-        "names": ("segments.json", "*.onnx"),
-    },
+    "segments": {"what": "segment export"},
 }
 
 _NEVER = "hapi never deletes what it did not write"

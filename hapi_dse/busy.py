@@ -13,8 +13,10 @@ report, and one warning line goes to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 #: below this share of its cores' time during the timed loop, the measurement was starved
@@ -74,3 +76,14 @@ def busy_warning(load: dict[str, Any]) -> str:
         f"{load['load_after']:.1f} on {load['cores']} cores{got}): the latencies may read "
         "higher than a quiet machine's; measure again on a quiet machine"
     )
+
+
+@contextlib.contextmanager
+def watch(threads: int = 1) -> Iterator[dict[str, Any]]:
+    """The readings of :func:`load_report` over the ``with`` block (a timed loop run with
+    ``threads`` intra-op threads): the dict it yields is filled when the block ends."""
+    before, (cpu0, wall0) = machine_load(), clocks()
+    report: dict[str, Any] = {}
+    yield report
+    cpu1, wall1 = clocks()
+    report.update(load_report(before, machine_load(), cpu1 - cpu0, wall1 - wall0, threads))

@@ -107,7 +107,6 @@ def measure_exports(
     passes = max(int(passes), 1)
     round_size = max(int(round_size), 1)
     rng = np.random.default_rng(seed)
-    before = busy.machine_load()
     for run in runners:
         for i in range(min(warmup, n)):
             run(x[i : i + 1])
@@ -119,9 +118,8 @@ def measure_exports(
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
-    cpu0, wall0 = busy.clocks()
     try:
-        with Progress(passes * e * n, desc, show=progress) as bar:
+        with busy.watch(threads) as load, Progress(passes * e * n, desc, show=progress) as bar:
             for p in range(passes):
                 order = rng.permutation(n)
                 for lo in range(0, n, round_size):
@@ -141,8 +139,6 @@ def measure_exports(
     finally:
         if gc_was_enabled:
             gc.enable()
-    cpu1, wall1 = busy.clocks()
-    load = busy.load_report(before, busy.machine_load(), cpu1 - cpu0, wall1 - wall0, threads)
     if load["busy"]:
         log.warning(busy.busy_warning(load))
     out = []

@@ -64,17 +64,13 @@ class OrtProfiler(Profiler):
 
         sessions = [make_session(manifest.path(s), self.settings) for s in graphs]
         probes = ProbeTimer(manifest, manifest.probes, self.settings) if manifest.probes else None
-        load_before, (cpu0, wall0) = busy.machine_load(), busy.clocks()
-        timings = time_sessions(
-            sessions,
-            self.settings,
-            on_progress=progress,
-            between_rounds=probes.run_round if probes is not None else None,
-        )
-        cpu1, wall1 = busy.clocks()
-        load = busy.load_report(
-            load_before, busy.machine_load(), cpu1 - cpu0, wall1 - wall0, self.settings.threads
-        )
+        with busy.watch(self.settings.threads) as load:
+            timings = time_sessions(
+                sessions,
+                self.settings,
+                on_progress=progress,
+                between_rounds=probes.run_round if probes is not None else None,
+            )
         by_kind = {s.kind: t for s, t in zip(graphs, timings, strict=True)}
 
         energy: list[float]

@@ -40,3 +40,41 @@ def test_torchscript_part_is_compared_once_and_left_in_eval_mode(
     assert part.exporter == BUILDER and not part.cached
     assert calls == [nw.output_names(net, [(1, "linear"), (4, "conv")])]  # the rewritten graph
     assert not any(m.training for m in net.modules())  # BatchNorm in inference mode (PITFALLS)
+
+
+def test_a_cached_network_that_fails_its_use_is_exported_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """with_network, the one retry of segments, one-graph and staged exports."""
+    from hapi_dse.errors import ArtefactError
+    from hapi_dse.onnx_tools import network as nw
+
+    asked: list[bool] = []
+
+    def fake(net: Any, in_shape: Any, *, fresh: bool, **kw: Any) -> Any:
+        asked.append(fresh)
+        return nw.NetworkGraph(model=None, opset=18, cached=not fresh)
+
+    monkeypatch.setattr(nw, "network_model", fake)
+    used: list[bool] = []
+
+    def use(network: Any) -> str:
+        used.append(network.cached)
+        if network.cached:
+            raise ArtefactError("a cut failed its check")
+        return "ok"
+
+    steps: list[str] = []
+    network, got = nw.with_network(None, (1,), use, on_export=lambda: steps.append("network"))
+    assert got == "ok" and not network.cached
+    assert asked == [False, True] and used == [True, False] and steps == ["network"] * 2
+
+    def fails(network: Any) -> str:
+        raise ArtefactError("fails on a fresh export too")
+
+    asked.clear()
+    with pytest.raises(ArtefactError, match="fresh export too"):
+        nw.with_network(None, (1,), fails)
+    assert asked == [False, True]  # exported once fresh, then the error is the caller's
+    asked.clear()
+    assert nw.with_network(None, (1,), lambda n: n.cached)[1] is True and asked == [False]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from hapi_dse.atomic import atomic_path
-from hapi_dse.errors import ArtefactError, HapiError
+from hapi_dse.errors import ArtefactError
 from hapi_dse.onnx_tools import CHECK_ATOL, ExportMismatchError, ExportReport
 
 
@@ -57,7 +57,7 @@ def write_single_graph(
 
     from hapi_dse.graphs import compose
     from hapi_dse.graphs.graph import DesignGraph, input_names
-    from hapi_dse.onnx_tools.network import network_model
+    from hapi_dse.onnx_tools.network import with_network
 
     module = DesignGraph(net, design, layout_anchor=layout_anchor, eager=True).eval()
     names = input_names(design)
@@ -77,25 +77,21 @@ def write_single_graph(
     out.parent.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    fresh = False
-    while True:  # a cached network graph whose assembly fails its check is exported again
-        network = network_model(
-            net, tuple(example_t[0].shape), heads=_heads(design), opset=opset, fresh=fresh
-        )
+
+    def assemble(network: Any) -> tuple[int, dict[str, Any], dict[str, float]]:
+        nonlocal t0
         timings["network_graph"] = round(time.perf_counter() - t0, 2)
         t0 = time.perf_counter()
         model = compose.design_model(
             network, net, design, layout_anchor=layout_anchor, input_names=names
         )
-        try:
-            built = _finish(model, module, out, names, outputs, example, example_t, checks_t,
-                            thr0, temp_t, metadata)  # fmt: skip
-        except HapiError:
-            if not network.cached:
-                raise
-            fresh = True
-            continue
-        break
+        return _finish(model, module, out, names, outputs, example, example_t, checks_t,
+                       thr0, temp_t, metadata)  # fmt: skip
+
+    # a cached network graph whose assembly fails its check is exported again
+    network, built = with_network(
+        net, tuple(example_t[0].shape), assemble, heads=_heads(design), opset=opset
+    )
     moved, census, diffs = built
     timings["assemble_and_check"] = round(time.perf_counter() - t0, 2)
     report = ExportReport(

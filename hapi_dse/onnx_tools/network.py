@@ -32,10 +32,10 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hapi_dse.onnx_tools.torch_export import DEFAULT_OPSET
 
@@ -213,6 +213,44 @@ def network_model(
 
 
 _MEMO: dict[str, NetworkGraph] = {}
+
+T = TypeVar("T")
+
+
+def with_network(
+    net: Any,
+    in_shape: Sequence[int],
+    use: Callable[[NetworkGraph], T],
+    *,
+    heads: Sequence[Column] | None = None,
+    opset: int = DEFAULT_OPSET,
+    dynamo: bool = True,
+    on_export: Callable[[], None] | None = None,
+) -> tuple[NetworkGraph, T]:
+    """``use(network)`` on :func:`network_model`'s graph, and that graph; when ``use`` fails
+    (a :class:`~hapi_dse.errors.HapiError`: a graph cut or assembled from it failed its
+    check) on a cached graph, the network is exported fresh and ``use`` called again.
+
+    The cache entry was compared with PyTorch when read, but on one input and on the
+    network's outputs only: the callers check what they build from it on their own inputs
+    (and the assembled design graphs on their exit paths), a check a cache entry must not
+    fail where a fresh export would pass. ``on_export`` is called before each
+    :func:`network_model` (a progress step)."""
+    from hapi_dse.errors import HapiError
+
+    fresh = False
+    while True:
+        if on_export is not None:
+            on_export()
+        network = network_model(net, in_shape, heads=heads, opset=opset, dynamo=dynamo,
+                                fresh=fresh)  # fmt: skip
+        try:
+            return network, use(network)
+        except HapiError as e:
+            if not network.cached:
+                raise
+            log.warning("the cached network graph failed a check (%s): exporting it again", e)
+            fresh = True
 
 
 def _network_model(

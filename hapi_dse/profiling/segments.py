@@ -171,33 +171,25 @@ def _export_graphs(
     difference vs PyTorch per output, and the opset the exporter wrote (the dynamo exporter
     may raise the one asked for). A cached network whose cuts fail their check is exported
     again."""
-    from hapi_dse.errors import HapiError
-    from hapi_dse.onnx_tools.network import network_model
+    from hapi_dse.onnx_tools.network import with_network
 
-    in_shape = tuple(int(d) for d in inputs_at(-1)[0].shape)
-    fresh = False
-    while True:
-        if on_step:
-            on_step("network")
-        network = network_model(net, in_shape, opset=opset, dynamo=dynamo, fresh=fresh)
+    def cut_all(network: Any) -> tuple[list[Segment], dict[str, dict[str, float]]]:
         segments: list[Segment] = []
         checks: dict[str, dict[str, float]] = {}
-        try:
-            for job in _jobs(net):
-                if on_step:
-                    on_step(job.name)
-                seg, diffs = _cut_graph(
-                    job, network, inputs_at(job.source), out, flops, batch=batch
-                )
-                segments.append(seg)
-                checks[seg.file] = diffs
-        except HapiError as e:
-            if not network.cached:
-                raise
-            log.warning("the cached network graph failed a check (%s): exporting it again", e)
-            fresh = True
-            continue
-        return segments, checks, network.opset
+        for job in _jobs(net):
+            if on_step:
+                on_step(job.name)
+            seg, diffs = _cut_graph(job, network, inputs_at(job.source), out, flops, batch=batch)
+            segments.append(seg)
+            checks[seg.file] = diffs
+        return segments, checks
+
+    in_shape = tuple(int(d) for d in inputs_at(-1)[0].shape)
+    network, (segments, checks) = with_network(
+        net, in_shape, cut_all, opset=opset, dynamo=dynamo,
+        on_export=(lambda: on_step("network")) if on_step else None,
+    )  # fmt: skip
+    return segments, checks, network.opset
 
 
 def _write_noop(out: Path, in_shape: tuple[int, ...], opset: int) -> Segment:

@@ -84,7 +84,6 @@ class ExportConfig:
             raise SettingError(
                 "opset", f"{self.opset}: expected {DEFAULT_OPSET} (tested), at least 7"
             )
-        self.check_out()
 
     def check_out(self, *inputs: Path) -> None:
         """Refuse an ``out`` hapi must not replace or cannot write (before the export);
@@ -112,7 +111,7 @@ def export_design(cfg: ExportConfig, *, code: CodeTrust = REGISTERED_ONLY) -> di
     t0 = time.perf_counter()
     dfile = load_design(cfg.source, trial=cfg.trial)
     run = design_run(dfile, cfg.model)
-    cfg.check_out(run.path)  # '--out RUN/model.json' is refused too
+    cfg.check_out(run.path)  # before any work; '--out RUN/model.json' is refused too
     temps = exit_temperatures(dfile.design, run)
     # only the images the check uses: a big image folder is not decoded whole
     samples = load_samples(run, "val", data_dir=cfg.data_dir, first=cfg.check_samples)

@@ -298,6 +298,19 @@ def read_csv(path: str | Path, *, error: ErrorType = ArtefactError) -> CsvRows:
 _NPY_MAGIC = b"\x93NUMPY"
 
 
+def check_memory(
+    need: int, what: str, *, as_: str = "", tail: str = "", error: ErrorType = ArtefactError
+) -> None:
+    """Refuse ``need`` bytes when they are more than half the memory available: one ``error``
+    line ``WHAT SIZE AS_, more than half the FREE of memory availableTAIL``."""
+    free = available_memory()
+    if need > free // 2:
+        raise error(
+            f"{what} {_size_text(need)}{as_}, more than half the {_size_text(free)} of memory "
+            f"available{tail}"
+        )
+
+
 def available_memory() -> int:
     """Bytes of memory available now (``MemAvailable``; physical memory where unknown)."""
     with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as f:
@@ -368,12 +381,7 @@ def read_npz(
                         f"corrupt{tail}"
                     )
                 total += nbytes
-            free = available_memory()
-            if total > free // 2:
-                raise error(
-                    f"{p}: its arrays need {_size_text(total)}, more than half the "
-                    f"{_size_text(free)} of memory available{tail}"
-                )
+            check_memory(total, f"{p}: its arrays need", tail=tail, error=error)
             arrays = {}
             for info in members:
                 with zf.open(info) as f:

@@ -17,7 +17,7 @@ from hapi_dse.data.folders import FRACTIONS, draw_splits
 from hapi_dse.data.images import MAX_CLASSES, MAX_IMAGE_SIDE, ArraySet
 from hapi_dse.errors import DataError
 from hapi_dse.provenance import sha256_file
-from hapi_dse.readers import available_memory
+from hapi_dse.readers import check_memory
 from hapi_dse.readers import read_npz as read_arrays
 
 
@@ -41,12 +41,8 @@ def _images(path: Path, key: str, x: np.ndarray) -> np.ndarray:
         )
     if x.shape[1] == 4:
         x = x[:, :3]  # RGBA -> RGB
-    need, free = x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] * 4, available_memory()
-    if need > free // 2:
-        raise DataError(
-            f"{path}: {key} needs {need / 2**30:.1f} GiB as float32, more than half the "
-            f"{free / 2**30:.1f} GiB of memory available"
-        )
+    need = x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] * 4
+    check_memory(need, f"{path}: {key} needs", as_=" as float32", error=DataError)
     scale = np.float32(255.0) if x.dtype == np.uint8 else np.float32(1.0)
     return np.ascontiguousarray(x.astype(np.float32) / scale)
 

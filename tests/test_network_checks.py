@@ -78,3 +78,30 @@ def test_a_cached_network_that_fails_its_use_is_exported_again(
     assert asked == [False, True]  # exported once fresh, then the error is the caller's
     asked.clear()
     assert nw.with_network(None, (1,), lambda n: n.cached)[1] is True and asked == [False]
+
+
+def test_write_checked_refuses_a_graph_its_extra_check_refuses(tmp_path: Path) -> None:
+    """The one-graph export's check of its default inputs runs inside write_checked: a
+    refusal writes nothing."""
+    import torch
+    from onnx import TensorProto, helper
+
+    from hapi_dse.onnx_tools import ExportMismatchError
+    from hapi_dse.onnx_tools.network import write_checked
+
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", vi[:1], vi[1:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    inputs = [(torch.ones(1, 3),)]
+    seen: list[bool] = []
+
+    def also(tmp: Path) -> bool:
+        seen.append(tmp.is_file() and tmp != tmp_path / "ok.onnx")
+        return len(seen) == 1
+
+    assert write_checked(model, tmp_path / "ok.onnx", torch.nn.Identity(), inputs, also=also)
+    with pytest.raises(ExportMismatchError):
+        write_checked(model, tmp_path / "no.onnx", torch.nn.Identity(), inputs, also=also)
+    assert seen == [True, True] and not (tmp_path / "no.onnx").exists()
+    assert (tmp_path / "ok.onnx").is_file()

@@ -450,10 +450,14 @@ def write_checked(
     input_names: Sequence[str] = ("x",),
     output_names: Sequence[str] = ("y",),
     atol: float | None = None,
+    also: Callable[[Path], bool] | None = None,
+    what: str = "the graph",
 ) -> dict[str, float]:
     """Write ``graph`` atomically to ``path`` after the checks of an export: ``onnx.checker``
     (full check), then onnxruntime against ``module`` on every input; returns each output's
-    max abs difference (:class:`ExportMismatchError` above ``atol``)."""
+    max abs difference (:class:`ExportMismatchError` above ``atol``, or when ``also``, given
+    the file written but not yet in place, returns False). ``what`` names the graph in
+    ``onnx.checker``'s refusal."""
     import onnx
 
     from hapi_dse.atomic import atomic_path
@@ -468,10 +472,11 @@ def write_checked(
     try:
         onnx.checker.check_model(graph, full_check=True)
     except onnx.checker.ValidationError as e:
-        raise ArtefactError(f"{path}: onnx.checker rejected the graph: {e}") from None
+        raise ArtefactError(f"{path}: onnx.checker rejected {what}: {e}") from None
     with atomic_path(path) as tmp:
         onnx.save(graph, str(tmp))
         diffs = compare_with_torch(module, tmp, input_names, output_names, inputs_list)
-        if any(not d <= tol for d in diffs.values()):
+        ok = also is None or also(tmp)
+        if any(not d <= tol for d in diffs.values()) or not ok:
             raise ExportMismatchError(path, diffs, tol)
     return diffs

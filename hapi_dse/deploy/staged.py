@@ -40,7 +40,13 @@ def export_staged(
     import torch
 
     from hapi_dse.graphs import compose
-    from hapi_dse.graphs.graph import DesignGraph, StageGraph, build_stages, stage_io
+    from hapi_dse.graphs.graph import (
+        DesignGraph,
+        StageGraph,
+        build_stages,
+        exit_heads,
+        stage_io,
+    )
     from hapi_dse.onnx_tools.network import with_network, write_checked
 
     net, design, temps = checked.net, checked.design, checked.temps
@@ -54,7 +60,6 @@ def export_staged(
         for st in stages[:-1]:
             feats.append(st(feats[-1])[0])
     # the stages are cut out of the network exported once (cached), not exported one by one
-    heads = [(e.position, e.head) for e in design.exits]  # the design's only
     with atomic_dir(out, kind="staged-export", overwrite=overwrite) as tmp:
 
         def write_stages(network: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -97,7 +102,7 @@ def export_staged(
 
         # a cached network graph whose stages fail their check is exported again
         network, (manifest_stages, diffs_all) = with_network(
-            net, tuple(feats[0][:1].shape), write_stages, heads=heads, opset=opset
+            net, tuple(feats[0][:1].shape), write_stages, heads=exit_heads(design), opset=opset
         )
         opset = network.opset
         manifest = {

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from hapi_dse.cost.policies import ThresholdPolicy, get_policy
-from hapi_dse.graphs.graph import _stage_bounds
+from hapi_dse.graphs.graph import stage_plan
 
 
 class _Scope:
@@ -189,7 +189,7 @@ def design_model(
     from onnx import TensorProto, helper
 
     names = _Names()
-    bounds = _stage_bounds(design, net.backbone.num_blocks)
+    plan = stage_plan(design, net.backbone.num_blocks)
     m = len(design.exits)
     classes = int(net.num_classes)
     rule = get_policy(design.policy)
@@ -200,10 +200,7 @@ def design_model(
         scope: _Scope, i: int, x: str, preds: list[str], out: tuple[str, str]
     ) -> tuple[str, str]:
         """Stage ``i`` and what follows, writing the logits and exit index to ``out``."""
-        lo, hi = bounds[i]
-        head = (design.exits[i].position, design.exits[i].head) if i < m else (hi, "final")
-        if i == m and hi < lo:  # an exit after the last block: the final head on its input
-            head = (lo - 1, "final")
+        lo, hi, head = plan[i]
         anchor = layout_anchor and lo > 0
         if i == m:
             _stage(scope, network, net, lo, hi, head, x, anchor, out[0])
@@ -271,12 +268,8 @@ def stage_model(network: Any, net: Any, design: Any, i: int, *, layout_anchor: b
 
     names = _Names()
     m = len(design.exits)
-    bounds = _stage_bounds(design, net.backbone.num_blocks)
-    lo, hi = bounds[i]
+    lo, hi, head = stage_plan(design, net.backbone.num_blocks)[i]
     last = i == m
-    head = (design.exits[i].position, design.exits[i].head) if not last else (hi, "final")
-    if last and hi < lo:
-        head = (lo - 1, "final")
     ins, outs = stage_io(design.policy, last)
     rule = get_policy(design.policy)
     scope = _Scope(names)

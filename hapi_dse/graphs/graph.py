@@ -101,15 +101,25 @@ def fires(
     return rule.decision(_TORCH_OPS, logits, threshold, temperature, logits.shape[-1])
 
 
-def _stage_bounds(design: Design, num_blocks: int) -> list[tuple[int, int]]:
-    """Block index ranges ``[lo, hi]`` of each stage: one per exit, then the final stage."""
-    bounds = []
+def exit_heads(design: Design) -> list[tuple[int, str]]:
+    """The design's exit heads ``(position, head)``, in order: all a network graph needs
+    besides the blocks and the final classifier."""
+    return [(e.position, e.head) for e in design.exits]
+
+
+def stage_plan(design: Design, num_blocks: int) -> list[tuple[int, int, tuple[int, str]]]:
+    """Each stage's block range ``[lo, hi]`` and head ``(position, kind)``: one stage per
+    exit (its head on its block), then the final stage, whose head ``(num_blocks - 1,
+    "final")`` is the final classifier on the last block's output; an exit after the last
+    block leaves that stage no blocks (``hi < lo``): the classifier then runs on the
+    features the stage receives, the same tensor."""
+    plan = []
     lo = 0
-    for e in design.exits:
-        bounds.append((lo, e.position))
-        lo = e.position + 1
-    bounds.append((lo, num_blocks - 1))
-    return bounds
+    for pos, head in exit_heads(design):
+        plan.append((lo, pos, (pos, head)))
+        lo = pos + 1
+    plan.append((lo, num_blocks - 1, (num_blocks - 1, "final")))
+    return plan
 
 
 class _Stage(nn.Module):
@@ -133,13 +143,9 @@ def build_stages(net: EarlyExitNet, design: Design, layout_anchor: bool) -> nn.M
     final classifier on the same features.
     """
     stages = nn.ModuleList()
-    bounds = _stage_bounds(design, net.backbone.num_blocks)
-    for i, (lo, hi) in enumerate(bounds):
-        head = (
-            net.head(design.exits[i].position, design.exits[i].head)
-            if i < len(design.exits)
-            else net.backbone.classifier
-        )
+    m = len(design.exits)
+    for i, (lo, hi, (pos, kind)) in enumerate(stage_plan(design, net.backbone.num_blocks)):
+        head = net.head(pos, kind) if i < m else net.backbone.classifier
         anchor: nn.Module = nn.Identity()
         if layout_anchor and lo > 0:
             anchor = IdentityConv(net.backbone.exits[lo - 1].channels)

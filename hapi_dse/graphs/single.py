@@ -54,7 +54,7 @@ def write_single_graph(
     import torch
 
     from hapi_dse.graphs import compose
-    from hapi_dse.graphs.graph import DesignGraph, input_names
+    from hapi_dse.graphs.graph import DesignGraph, exit_heads, input_names
     from hapi_dse.onnx_tools.network import with_network
 
     module = DesignGraph(net, design, layout_anchor=layout_anchor, eager=True).eval()
@@ -88,7 +88,7 @@ def write_single_graph(
 
     # a cached network graph whose assembly fails its check is exported again
     network, built = with_network(
-        net, tuple(example_t[0].shape), assemble, heads=_heads(design), opset=opset
+        net, tuple(example_t[0].shape), assemble, heads=exit_heads(design), opset=opset
     )
     moved, census, diffs = built
     timings["assemble_and_check"] = round(time.perf_counter() - t0, 2)
@@ -96,12 +96,6 @@ def write_single_graph(
         path=out, opset=network.opset, exporter=network.exporter, max_abs_diff=diffs, checked=True
     )
     return BuiltGraph(report, moved, census, diffs, timings)
-
-
-def _heads(design: Any) -> list[tuple[int, str]]:
-    """The heads the design runs: all the network graph needs besides the blocks and the
-    final classifier (a cold cache exports only those)."""
-    return [(e.position, e.head) for e in design.exits]
 
 
 def _finish(

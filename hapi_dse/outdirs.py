@@ -231,11 +231,18 @@ def check_out_file(
 
 
 def _judge(
-    real: Path, kind: str | None, overwrite: bool, shown: Path, label: str, flag: str
+    real: Path,
+    kind: str | None,
+    overwrite: bool,
+    shown: Path,
+    label: str,
+    flag: str,
+    hashes: bool = True,
 ) -> None:
-    """Refuse the existing directory ``real`` where hapi may not replace it."""
+    """Refuse the existing directory ``real`` where hapi may not replace it (``hashes``: see
+    :func:`~hapi_dse.ownership.examine`)."""
     try:
-        found = examine(real)
+        found = examine(real, hashes=hashes)
     except (FileNotFoundError, NotADirectoryError):  # swapped away meanwhile: nothing there
         return
     except OSError as e:
@@ -263,8 +270,8 @@ def _judge(
     )
 
 
-def _entries(real: Path, shown: Path, label: str) -> list[str] | None:
-    """The entries of the directory ``real``; None when there is nothing there.
+def _is_dir(real: Path, shown: Path, label: str) -> bool:
+    """Whether ``real`` is a directory (False: nothing there); anything else is refused.
 
     One ``lstat``, so that a directory a concurrent hapi swaps away meanwhile is seen as
     missing, never as a file.
@@ -272,7 +279,7 @@ def _entries(real: Path, shown: Path, label: str) -> list[str] | None:
     try:
         mode = os.lstat(real).st_mode
     except (FileNotFoundError, NotADirectoryError):
-        return None
+        return False
     except OSError as e:
         raise UsageError(f"{label} {shown}: cannot read it ({_reason(e)})") from None
     if stat.S_ISLNK(mode):
@@ -281,12 +288,7 @@ def _entries(real: Path, shown: Path, label: str) -> list[str] | None:
         raise UsageError(
             f"{label} {shown}: is a file, not a directory; {_NEVER}: choose another {label}"
         )
-    try:
-        return sorted(os.listdir(real))
-    except (FileNotFoundError, NotADirectoryError):  # swapped away meanwhile
-        return None
-    except OSError as e:
-        raise UsageError(f"{label} {shown}: cannot list it ({_reason(e)})") from None
+    return True
 
 
 def check_out_dir(
@@ -297,6 +299,7 @@ def check_out_dir(
     label: str = "--out",
     overwrite_flag: str = "--overwrite",
     probe: bool = True,
+    hashes: bool = True,
 ) -> None:
     """Refuse an output directory ``dest`` that hapi may not replace or cannot write.
 
@@ -309,14 +312,17 @@ def check_out_dir(
     (:func:`check_writable`). Called before long work starts and again by :func:`atomic_dir`
     just before the swap (without ``probe``). ``label`` names ``dest`` in messages and
     ``overwrite_flag`` the setting that allows the replacement (``--force`` for a profile).
+    Without ``hashes``, hapi's files there are compared by size only: for the checks of
+    :func:`atomic_dir`, which hashes them once, after moving them aside, before replacing
+    them (its callers have checked ``dest`` in full before their work).
     """
     shown = Path(dest)
     real = _real(shown)
     _refuse_cwd(shown, real, label)
     if probe:
         _take_over(real, lambda old: kind is None or owned_kind(old) == kind)
-    if _entries(real, shown, label) is not None:
-        _judge(real, kind, overwrite, shown, label, overwrite_flag)
+    if _is_dir(real, shown, label):
+        _judge(real, kind, overwrite, shown, label, overwrite_flag, hashes)
     if probe:
         check_writable(shown, label)
 
@@ -336,13 +342,15 @@ def atomic_dir(
     run killed in the middle of the swap is taken over by the next one). An existing ``dest``
     is replaced only where :func:`check_out_dir` allows it (hapi's own output of this
     ``kind``, with ``overwrite``); it is checked before the temp directory is made (nothing is
-    written when refused) and again just before the swap. A full or read-only file system is
+    written when refused) and again just before the swap, by the names and sizes of hapi's
+    files there; their hashes are checked once, after the previous output is moved aside and
+    before the new one replaces it (it is put back when refused). A full or read-only file system is
     one :class:`WriteError` naming ``dest``. Concurrent writers of one ``dest`` each swap in a
     whole directory: with ``overwrite`` the last one wins, without it the later ones are
     refused with one line.
     """
     shown = Path(dest)
-    check_out_dir(shown, kind, overwrite, label=label, overwrite_flag=overwrite_flag)
+    check_out_dir(shown, kind, overwrite, label=label, overwrite_flag=overwrite_flag, hashes=False)
     real = _real(shown)
     existed = os.path.lexists(real)
 
@@ -406,7 +414,9 @@ def _swap(
     label, flag = names
     for _ in range(_SWAP_TRIES):
         try:
-            check_out_dir(shown, kind, overwrite, label=label, overwrite_flag=flag, probe=False)
+            check_out_dir(
+                shown, kind, overwrite, label=label, overwrite_flag=flag, probe=False, hashes=False
+            )
         except UsageError:
             if not existed and not overwrite and kind is not None and _kind_at(real) == kind:
                 what = OUTPUT_KINDS[kind]["what"]

@@ -449,6 +449,24 @@ def test_concurrent_swaps_always_leave_one_whole_directory(tmp_path: Path) -> No
     assert sorted(p.name for p in tmp_path.iterdir()) == ["devA"]
 
 
+def test_a_file_changed_in_place_during_the_work_is_refused_at_the_swap(tmp_path: Path) -> None:
+    """atomic_dir looks at hapi's files by name and size before and just before the swap;
+    their hashes are checked after the previous output is moved aside: a file of the same
+    size changed meanwhile is refused there and the previous output is put back."""
+    dest = tmp_path / "devA"
+    with atomic_dir(dest, kind="search") as d:
+        (d / "trials.csv").write_text("aaaa")
+    changed = r"trials.csv \(changed since hapi wrote it\)"
+    with (
+        pytest.raises(UsageError, match=changed),
+        atomic_dir(dest, kind="search", overwrite=True) as d,
+    ):
+        (dest / "trials.csv").write_text("bbbb")  # same size: only its hash tells
+        (d / "trials.csv").write_text("new")
+    assert (dest / "trials.csv").read_text() == "bbbb"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["devA"]
+
+
 SWAPPER = """
 import sys
 from pathlib import Path

@@ -46,8 +46,7 @@ def _digest(value: Any, where: str | Path, key: str, name: str, fix: str = "") -
     if _is_sha256(value):
         return str(value)
     raise ArtefactError(
-        f"{where}: {key} is {str(value)[:80]!r}, expected the sha256 of {name} "
-        f"(64 hex digits){fix}"
+        f"{where}: {key} is {str(value)[:80]!r}, expected the sha256 of {name} (64 hex digits){fix}"
     )
 
 
